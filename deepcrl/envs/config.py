@@ -1,0 +1,19 @@
+"""`deepcrl envs`: list the registered environments."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvsConfig:
+    """List the registered goal-conditioned environments with their sizes."""
+
+    json: bool = False
+    """Print JSON (one object per env) instead of a table."""
+
+    def run(self) -> int:
+        from deepcrl.envs.table import print_table
+
+        print_table(as_json=self.json)
+        return 0

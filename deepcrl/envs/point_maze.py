@@ -1,0 +1,156 @@
+"""A 2-D point mass in a maze of walls, in pure JAX: the CPU default of deepcrl.
+
+The point moves by ``action * max_step`` per step (actions in [-1, 1]^2). A move into a wall is not thrown
+away: each axis is resolved in turn and the point stops at the wall's face, so it slides along walls (a
+move blocked in x still makes progress in y). Starts and goals are drawn uniformly over free cells on every
+reset. ``info['detour']`` marks start/goal pairs whose straight line crosses a wall, the pairs that need a
+detour and the real test of a goal-reaching policy.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax.envs.base import Env, State
+
+from deepcrl.envs.base import GoalSpec, goal_metrics
+
+# '#' wall, '.' free. Row 0 is the bottom (y in [0, 1)); column 0 the left (x in [0, 1)).
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "open": (
+        "#######",
+        "#.....#",
+        "#.....#",
+        "#.....#",
+        "#.....#",
+        "#.....#",
+        "#######",
+    ),
+    "u_maze": (
+        "#####",
+        "#...#",
+        "###.#",
+        "#...#",
+        "#####",
+    ),
+    "big_maze": (
+        "##########",
+        "#..#.....#",
+        "#..#.##..#",
+        "#....#...#",
+        "##.#...#.#",
+        "#..#.#...#",
+        "#.##...#.#",
+        "#....#...#",
+        "##########",
+    ),
+}
+
+_JITTER = 0.3  # starts and goals lie within +-0.3 of a free cell's centre
+
+
+class PointMaze(Env):
+    """Goal-conditioned point mass in a maze (see module docstring)."""
+
+    def __init__(
+        self,
+        layout: str = "u_maze",
+        max_step: float = 0.2,
+        success_radius: float = 0.3,
+        episode_length: int | None = None,
+    ):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose from {sorted(LAYOUTS)}")
+        rows = LAYOUTS[layout]
+        grid = np.array([[ch == "#" for ch in row] for row in rows], dtype=bool)
+        self.layout = layout
+        self._walls_np = grid
+        self._walls = jnp.asarray(grid)
+        self._free = jnp.asarray(np.argwhere(~grid), dtype=jnp.float32)  # (n, 2) rows of (r, c)
+        self.max_step = float(max_step)
+        default_len = {"open": 100, "u_maze": 100, "big_maze": 300}[layout]
+        self.goal_spec = GoalSpec(
+            obs_size=2,
+            goal_size=2,
+            goal_indices=(0, 1),
+            success_radius=float(success_radius),
+            episode_length=int(episode_length or default_len),
+        )
+
+    # -- Brax Env API ---------------------------------------------------------------------------------
+    @property
+    def observation_size(self) -> int:
+        return self.goal_spec.obs_size + self.goal_spec.goal_size
+
+    @property
+    def action_size(self) -> int:
+        return 2
+
+    @property
+    def backend(self) -> str:
+        return "jax"
+
+    def reset(self, rng: jax.Array) -> State:
+        k_start, k_goal, k_js, k_jg = jax.random.split(rng, 4)
+        n = self._free.shape[0]
+        i_start = jax.random.randint(k_start, (), 0, n)
+        # the goal cell differs from the start cell: a goal in the same cell is no task
+        i_goal = (i_start + jax.random.randint(k_goal, (), 1, n)) % n
+        pos = self._cell_centre(i_start) + jax.random.uniform(k_js, (2,), minval=-_JITTER, maxval=_JITTER)
+        goal = self._cell_centre(i_goal) + jax.random.uniform(k_jg, (2,), minval=-_JITTER, maxval=_JITTER)
+        metrics = goal_metrics(pos, goal, self.goal_spec.success_radius)
+        info = {"goal": goal, "detour": self.crosses_wall(pos, goal).astype(jnp.float32)}
+        return State(
+            pipeline_state=pos,
+            obs=jnp.concatenate([pos, goal]),
+            reward=metrics["success"],
+            done=jnp.zeros(()),
+            metrics=metrics,
+            info=info,
+        )
+
+    def step(self, state: State, action: jax.Array) -> State:
+        pos = self.move(state.pipeline_state, action)
+        goal = state.info["goal"]
+        metrics = goal_metrics(pos, goal, self.goal_spec.success_radius)
+        return state.replace(
+            pipeline_state=pos,
+            obs=jnp.concatenate([pos, goal]),
+            reward=metrics["success"],
+            metrics=metrics,
+        )
+
+    # -- geometry ---------------------------------------------------------------------------------------
+    def _cell_centre(self, index: jax.Array) -> jax.Array:
+        rc = self._free[index]
+        return jnp.stack([rc[1] + 0.5, rc[0] + 0.5])
+
+    def is_wall(self, pos: jax.Array) -> jax.Array:
+        """True where a point (x, y) lies in a wall cell (or outside the maze)."""
+        h, w = self._walls_np.shape
+        col = jnp.floor(pos[..., 0]).astype(jnp.int32)
+        row = jnp.floor(pos[..., 1]).astype(jnp.int32)
+        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        return jnp.where(inside, self._walls[jnp.clip(row, 0, h - 1), jnp.clip(col, 0, w - 1)], True)
+
+    def move(self, pos: jax.Array, action: jax.Array) -> jax.Array:
+        """One step with wall sliding: each axis moves on its own and stops at a wall's face."""
+        delta = jnp.clip(action, -1.0, 1.0) * self.max_step
+        eps = 1e-3
+        for axis in (0, 1):
+            cand = pos.at[axis].add(delta[axis])
+            cell = jnp.floor(pos[axis])
+            face = jnp.where(delta[axis] > 0, cell + 1.0 - eps, cell + eps)
+            pos = jnp.where(self.is_wall(cand), pos.at[axis].set(face), cand)
+        return pos
+
+    def crosses_wall(self, a: jax.Array, b: jax.Array, samples: int = 64) -> jax.Array:
+        """Whether the straight segment from a to b passes through a wall cell."""
+        t = jnp.linspace(0.0, 1.0, samples)[:, None]
+        return jnp.any(self.is_wall(a[None] * (1 - t) + b[None] * t))
+
+    @property
+    def walls(self) -> np.ndarray:
+        """Boolean wall grid, row 0 at the bottom."""
+        return self._walls_np

@@ -1,0 +1,110 @@
+"""One policy signature for every stage: ``policy(observation[B, obs], goal[B, goal]) -> action[B, act]``.
+
+Teacher and student artifacts, an exported ``.onnx`` (ONNX Runtime) and a remote server (HTTP client) all
+implement it, so `deepcrl eval` can score any of them. A policy from an artifact is also a pure JAX function
+(`JaxPolicy.apply_fn(params, observation, goal)`), so evaluation and distillation run it inside jitted loops.
+
+Every artifact's checkpoint holds the policy module's parameters under the key ``"actor"`` (an nnx pure dict)
+and its manifest's ``network["actor"]`` holds the config its builder needs. The module's
+``act(observation, goal)`` returns the deterministic action in [-1, 1]; `JaxPolicy` maps it onto the
+manifest's action bounds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from deepcrl import artifacts
+from deepcrl.errors import ArtifactError
+
+# kind -> "module:function(actor_config: dict) -> nnx.Module with .act(observation, goal)"
+ACTOR_BUILDERS = {
+    "teacher": "deepcrl.teacher.networks:actor_from_config",
+    "student": "deepcrl.student.networks:actor_from_config",
+}
+
+
+class Policy(Protocol):
+    """What `deepcrl eval` and the server's clients need of a policy."""
+
+    obs_size: int
+    goal_size: int
+    action_size: int
+
+    def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray: ...
+
+
+def build_actor(kind: str, actor_config: dict[str, Any], seed: int = 0):
+    """A freshly initialised policy module of an artifact kind (used to restore and to export)."""
+    module, _, name = ACTOR_BUILDERS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)(actor_config, seed=seed)
+
+
+def restore_module(module, pure: dict, where: str | Path):
+    """Load an nnx pure dict into a module, with one clear error on any mismatch."""
+    from flax import nnx
+    import jax
+
+    state = nnx.state(module, nnx.Param)
+    expected = jax.tree.map(lambda x: tuple(x.shape), nnx.to_pure_dict(state))
+    got = jax.tree.map(lambda x: tuple(np.shape(x)), pure)
+    if expected != got:
+        raise ArtifactError(f"{where} does not match its manifest: the checkpoint's parameter shapes differ "
+                            "from the network it describes.")
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(module, state)
+    return module
+
+
+class JaxPolicy:
+    """The deterministic policy of a teacher or student artifact, as numpy callable and pure JAX function."""
+
+    def __init__(self, manifest: artifacts.Manifest, module):
+        import jax
+        from flax import nnx
+
+        self.manifest = manifest
+        self.module = module
+        self.obs_size, self.goal_size = manifest.obs_size, manifest.goal_size
+        self.action_size = manifest.action_size
+        self.graphdef, self.params = nnx.split(module)
+        low, high = manifest.action_low, manifest.action_high
+        graphdef = self.graphdef
+
+        def apply_fn(params, observation, goal):
+            unit = nnx.merge(graphdef, params).act(observation, goal)
+            return low + (unit + 1.0) * (0.5 * (high - low))
+
+        self.apply_fn = apply_fn
+        self._jit = jax.jit(apply_fn)
+
+    def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        return np.asarray(self._jit(self.params, np.asarray(observation, np.float32), np.asarray(goal, np.float32)))
+
+
+def load_policy(run_dir: str | Path, kind: artifacts.Kind | None = None) -> JaxPolicy:
+    """Rebuild the policy of a teacher or student run directory from disk alone."""
+    manifest, params = artifacts.load(run_dir, kind)
+    if "actor" not in params or "actor" not in manifest.network:
+        raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
+    module = build_actor(manifest.kind, manifest.network["actor"])
+    restore_module(module, params["actor"], run_dir)
+    return JaxPolicy(manifest, module)
+
+
+class RandomPolicy:
+    """Uniform random actions in [low, high]: the baseline every trained policy must beat."""
+
+    def __init__(self, obs_size: int, goal_size: int, action_size: int, seed: int = 0,
+                 low: float = -1.0, high: float = 1.0):
+        self.obs_size, self.goal_size, self.action_size = obs_size, goal_size, action_size
+        self._rng = np.random.default_rng(seed)
+        self._low, self._high = low, high
+
+    def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        n = np.shape(observation)[0]
+        return self._rng.uniform(self._low, self._high, (n, self.action_size)).astype(np.float32)
