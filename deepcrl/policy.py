@@ -108,3 +108,27 @@ class RandomPolicy:
     def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
         n = np.shape(observation)[0]
         return self._rng.uniform(self._low, self._high, (n, self.action_size)).astype(np.float32)
+
+
+def init_artifact(out: str | Path, kind: artifacts.Kind, env_id: str, actor_config: dict[str, Any],
+                  seed: int = 0) -> artifacts.Manifest:
+    """Write a freshly initialised (untrained) policy artifact: lets export and serve work before training.
+
+    Args:
+        out: run directory to write.
+        kind: "teacher" or "student".
+        env_id: a registered env; its sizes are written into the manifest and `actor_config`.
+        actor_config: the builder's config without sizes (e.g. ``{"depth": 4, "width": 32}`` for a teacher,
+            ``{"hidden": [64, 64]}`` for a student).
+    """
+    from flax import nnx
+
+    from deepcrl import envs
+
+    env = envs.make(env_id)
+    spec = env.goal_spec
+    sizes = {"obs_size": spec.obs_size, "goal_size": spec.goal_size, "action_size": env.action_size}
+    config = {**actor_config, **sizes}
+    module = build_actor(kind, config, seed=seed)
+    manifest = artifacts.Manifest(kind=kind, env_id=env_id, network={"actor": config}, **sizes)
+    return artifacts.save(out, manifest, {"actor": nnx.to_pure_dict(nnx.state(module, nnx.Param))})
