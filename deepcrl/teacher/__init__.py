@@ -1,0 +1,1 @@
+"""Deep residual contrastive RL teacher: networks, losses, replay with hindsight goals, training, benchmarks."""
