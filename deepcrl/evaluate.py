@@ -123,3 +123,23 @@ def evaluate(env_or_id, policy, episodes: int = 64, seed: int = 0, episode_lengt
             dist.append(np.asarray(state.metrics["dist_to_goal"]))
         succ, dist = np.stack(succ), np.stack(dist)
     return _summarise(np.asarray(succ), np.asarray(dist), detour)
+
+
+def render_episode(env, policy, path, seed: int = 0, episode_length: int | None = None):
+    """Roll one episode (the first of `evaluate`'s seed) and write a replay with `deepcrl.envs.render`."""
+    from deepcrl.envs.render import render
+
+    spec = env.goal_spec
+    length = int(episode_length or spec.episode_length)
+    key = jax.random.split(jax.random.PRNGKey(seed), 1)
+    state = jax.jit(jax.vmap(env.reset))(key)
+    step = jax.jit(jax.vmap(env.step))
+    call = (lambda o, g: policy.apply_fn(policy.params, o, g)) if hasattr(policy, "apply_fn") else policy
+    states = [jax.tree.map(lambda x: x[0], state.pipeline_state)]
+    for _ in range(length):
+        obs = np.asarray(state.obs)
+        action = np.asarray(call(obs[:, : spec.obs_size], obs[:, spec.obs_size : spec.obs_size + spec.goal_size]))
+        state = step(state, jnp.asarray(action, jnp.float32))
+        states.append(jax.tree.map(lambda x: x[0], state.pipeline_state))
+    goal = np.asarray(state.info["goal"][0])
+    return render(env, states, path, goal=goal)

@@ -3,8 +3,9 @@
 The point moves by ``action * max_step`` per step (actions in [-1, 1]^2). A move into a wall is not thrown
 away: each axis is resolved in turn and the point stops at the wall's face, so it slides along walls (a
 move blocked in x still makes progress in y). Starts and goals are drawn uniformly over free cells on every
-reset. ``info['detour']`` marks start/goal pairs whose straight line crosses a wall, the pairs that need a
-detour and the real test of a goal-reaching policy.
+reset. ``info['detour']`` marks start/goal pairs that need a detour: the shortest path between their cells
+through free cells is longer than the Manhattan distance, so heading for the goal and sliding along walls
+is not enough. Those pairs are the real test of a goal-reaching policy.
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ class PointMaze(Env):
         self.layout = layout
         self._walls_np = grid
         self._walls = jnp.asarray(grid)
-        self._free = jnp.asarray(np.argwhere(~grid), dtype=jnp.float32)  # (n, 2) rows of (r, c)
+        free = np.argwhere(~grid)
+        self._free = jnp.asarray(free, dtype=jnp.float32)  # (n, 2) rows of (r, c)
+        path = _cell_path_lengths(grid, free)
+        manhattan = np.abs(free[:, None, :] - free[None, :, :]).sum(-1)
+        self._detour_table = jnp.asarray(path > manhattan)
         self.max_step = float(max_step)
         default_len = {"open": 100, "u_maze": 100, "big_maze": 300}[layout]
         self.goal_spec = GoalSpec(
@@ -100,7 +105,7 @@ class PointMaze(Env):
         pos = self._cell_centre(i_start) + jax.random.uniform(k_js, (2,), minval=-_JITTER, maxval=_JITTER)
         goal = self._cell_centre(i_goal) + jax.random.uniform(k_jg, (2,), minval=-_JITTER, maxval=_JITTER)
         metrics = goal_metrics(pos, goal, self.goal_spec.success_radius)
-        info = {"goal": goal, "detour": self.crosses_wall(pos, goal).astype(jnp.float32)}
+        info = {"goal": goal, "detour": self._detour_table[i_start, i_goal].astype(jnp.float32)}
         return State(
             pipeline_state=pos,
             obs=jnp.concatenate([pos, goal]),
@@ -150,7 +155,37 @@ class PointMaze(Env):
         t = jnp.linspace(0.0, 1.0, samples)[:, None]
         return jnp.any(self.is_wall(a[None] * (1 - t) + b[None] * t))
 
+    def needs_detour(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """Whether the cells of points a and b are further apart by free path than by Manhattan distance."""
+        free = np.asarray(self._free)
+
+        def index(p):
+            rc = jnp.stack([jnp.floor(p[1]), jnp.floor(p[0])])
+            return jnp.argmax(jnp.all(jnp.asarray(free) == rc, axis=-1))
+
+        return self._detour_table[index(a), index(b)]
+
     @property
     def walls(self) -> np.ndarray:
         """Boolean wall grid, row 0 at the bottom."""
         return self._walls_np
+
+
+def _cell_path_lengths(walls: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Shortest path lengths (in cell moves, 4-connected) between every pair of free cells, by BFS."""
+    index = {tuple(rc): i for i, rc in enumerate(free)}
+    n = len(free)
+    out = np.full((n, n), np.iinfo(np.int32).max, np.int64)
+    for src in range(n):
+        out[src, src] = 0
+        frontier = [tuple(free[src])]
+        while frontier:
+            nxt = []
+            for r, c in frontier:
+                for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                    j = index.get((r + dr, c + dc))
+                    if j is not None and out[src, j] > out[src, index[(r, c)]] + 1:
+                        out[src, j] = out[src, index[(r, c)]] + 1
+                        nxt.append((r + dr, c + dc))
+            frontier = nxt
+    return out
