@@ -49,10 +49,13 @@ def restore_module(module, pure: dict, where: str | Path):
     from flax import nnx
     import jax
 
+    def shapes(tree):  # Orbax restores an nnx.List's int keys as strings ("0"): compare keys as strings
+        if isinstance(tree, dict):
+            return {str(k): shapes(v) for k, v in tree.items()}
+        return tuple(np.shape(tree))
+
     state = nnx.state(module, nnx.Param)
-    expected = jax.tree.map(lambda x: tuple(x.shape), nnx.to_pure_dict(state))
-    got = jax.tree.map(lambda x: tuple(np.shape(x)), pure)
-    if expected != got:
+    if shapes(nnx.to_pure_dict(state)) != shapes(pure):
         raise ArtifactError(f"{where} does not match its manifest: the checkpoint's parameter shapes differ "
                             "from the network it describes.")
     nnx.replace_by_pure_dict(state, pure)
