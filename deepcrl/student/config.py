@@ -1,0 +1,112 @@
+"""`deepcrl distill`: distil a deep teacher artifact into a shallow student artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from deepcrl.errors import DeepcrlError
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """Parse hidden sizes such as ``"256,256"``; anything else is one `DeepcrlError` sentence."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s < 1 for s in sizes):
+        raise DeepcrlError(f"--hidden must be comma-separated positive integers such as 256,256; got {text!r}.")
+    return sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Distil a deep teacher into a shallow MLP student (action matching, optional representation
+    matching, offline or DAgger data); writes a student artifact and report.json."""
+
+    teacher: str
+    """Teacher run directory (written by `deepcrl train`)."""
+    out: str
+    """Student run directory to write."""
+    hidden: str = "256,256"
+    """Student hidden sizes, comma-separated."""
+    method: Literal["action", "dagger"] = "action"
+    """`action`: states from teacher rollouts; `dagger`: roll out the student (mixed with a decaying share of
+    teacher actions), label every visited state with the teacher, aggregate and retrain."""
+    represent: bool = False
+    """Also learn the teacher critic's phi/psi with shallow encoders (MSE + energy-ordering InfoNCE) and match
+    the teacher actor's hidden features through a learned projection."""
+    loss: Literal["mse", "kl"] = "mse"
+    """Action loss: MSE of the squashed actions, or KL to the teacher's Gaussian (makes the student Gaussian)."""
+    layer_norm: bool = False
+    """LayerNorm after every hidden Dense of the student."""
+    steps: int = 6000
+    """Gradient steps in total (split evenly over the rounds)."""
+    batch_size: int = 256
+    """Minibatch size."""
+    lr: float = 1e-3
+    """Adam learning rate (cosine-decayed to 5% over the run)."""
+    rounds: int = 4
+    """Data-collection rounds; each adds num_envs x rollout_length labelled states (DAgger iterations)."""
+    num_envs: int = 64
+    """Parallel environments per collection round."""
+    rollout_length: int | None = None
+    """Steps per environment per round; the env's episode length if None."""
+    beta_decay: float = 0.5
+    """DAgger: the teacher acts with probability beta_decay**round (round 0 is all teacher)."""
+    noise: float = 0.1
+    """Std of the Gaussian noise added to the teacher's actions while it drives (wider state coverage)."""
+    repr_coef: float = 1.0
+    """Weight of the phi/psi MSE (with --represent)."""
+    nce_coef: float = 1.0
+    """Weight of the energy-ordering InfoNCE (with --represent)."""
+    feature_coef: float = 0.1
+    """Weight of the actor-feature matching (with --represent)."""
+    eval_episodes: int = 256
+    """Evaluation episodes for teacher, student and random policy (same seeds for all)."""
+    eval_seed: int = 12345
+    """Seed of the evaluation starts and goals."""
+    round_eval_episodes: int = 64
+    """Student evaluation episodes after every round, for the curves (0 = skip)."""
+    seed: int = 0
+    """Seed of the student's initialisation, data collection and minibatches."""
+
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return parse_hidden(self.hidden)
+
+    def validate(self) -> None:
+        """Raise one `DeepcrlError` sentence for the first bad field."""
+        self.hidden_sizes()
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "rounds": self.rounds,
+                    "num_envs": self.num_envs, "eval_episodes": self.eval_episodes}
+        if self.rollout_length is not None:
+            positive["rollout_length"] = self.rollout_length
+        for name, value in positive.items():
+            if value < 1:
+                raise DeepcrlError(f"--{name.replace('_', '-')} must be a positive integer; got {value}.")
+        if not self.lr > 0:
+            raise DeepcrlError(f"--lr must be positive; got {self.lr}.")
+        if not 0.0 <= self.beta_decay <= 1.0:
+            raise DeepcrlError(f"--beta-decay must lie in [0, 1]; got {self.beta_decay}.")
+        if self.noise < 0 or self.round_eval_episodes < 0:
+            raise DeepcrlError("--noise and --round-eval-episodes must not be negative.")
+
+    def run(self) -> int:
+        from rich.console import Console
+
+        from deepcrl.student.distill import distill
+
+        report = distill(self)
+        t, s, r = report["teacher"], report["student"], report["ratios"]
+        Console().print(
+            f"student -> {report['out']}\n"
+            f"  success        teacher {t['eval']['success']:.3f}  student {s['eval']['success']:.3f}  "
+            f"random {report['random']['eval']['success']:.3f}  (retained {r['success_retained']:.2%})\n"
+            f"  time at goal   teacher {t['eval']['time_at_goal']:.1f}  student {s['eval']['time_at_goal']:.1f}\n"
+            f"  parameters     teacher {t['params']:,}  student {s['params']:,}  ({r['params']:.1f}x fewer)\n"
+            f"  latency (JAX)  teacher {t['latency_us']:.0f} us  student {s['latency_us']:.0f} us  "
+            f"({r['latency']:.1f}x faster)",
+            highlight=False,
+        )
+        return 0

@@ -1,0 +1,435 @@
+"""Distil a deep teacher artifact into a shallow student artifact.
+
+The run is a few data-collection rounds, each followed by gradient steps on everything collected so far:
+
+    for round r:   collect   num_envs x rollout_length states; at each step the teacher acts with
+                             probability beta_r (+ exploration noise), the student otherwise; every visited
+                             state is labelled with the teacher's deterministic action (and, with
+                             --represent, its critic representations and actor features)
+                   aggregate into one fixed-capacity buffer on the device
+                   train     steps / rounds Adam steps on minibatches drawn from the whole buffer
+
+``--method action`` keeps beta_r = 1 (states from teacher rollouts only, i.e. offline behaviour cloning);
+``--method dagger`` decays it, beta_r = beta_decay**r, so later rounds visit the states the student itself
+reaches and the teacher says what to do there. Both methods see the same number of labelled states and
+gradient steps, so their results compare directly. The collection loop is one jitted `lax.scan` over a
+vmapped, auto-resetting env; training is one jitted `lax.scan` over Adam steps per logging chunk. The teacher
+runs only while labelling, never inside a gradient step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from deepcrl import artifacts, envs
+from deepcrl.envs.wrappers import wrap_for_training
+from deepcrl.errors import ArtifactError, DeepcrlError
+from deepcrl.evaluate import evaluate
+from deepcrl.policy import JaxPolicy, RandomPolicy, build_actor, restore_module
+from deepcrl.student import losses
+from deepcrl.student.config import DistillConfig
+from deepcrl.student.networks import actor_from_config, critic_from_config, matmul_flops, param_count
+
+_CHUNK = 100  # gradient steps per jitted call (one progress update and one metrics line each)
+_HELDOUT = 2048  # teacher-labelled states kept apart to measure the student's action error
+
+
+# ---- teacher ---------------------------------------------------------------------------------------------
+
+
+class Teacher:
+    """A loaded teacher artifact: manifest, env, actor and (when needed) critic modules."""
+
+    def __init__(self, run_dir: str | Path, need_critic: bool):
+        self.dir = Path(run_dir)
+        self.manifest, params = artifacts.load(run_dir, kind="teacher")
+        m = self.manifest
+        self.env = envs.make(m.env_id)
+        spec = self.env.goal_spec
+        have = (spec.obs_size, spec.goal_size, self.env.action_size)
+        if have != (m.obs_size, m.goal_size, m.action_size):
+            raise DeepcrlError(
+                f"the teacher at {run_dir} was trained on {m.env_id} with observation/goal/action sizes "
+                f"{m.obs_size}/{m.goal_size}/{m.action_size}, but {m.env_id} now has {have[0]}/{have[1]}/{have[2]}; "
+                "retrain the teacher on the current env.")
+        if "actor" not in params or "actor" not in m.network:
+            raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
+        self.actor = restore_module(build_actor("teacher", m.network["actor"]), params["actor"], run_dir)
+        self.critic = None
+        if need_critic:
+            if "critic" not in params or "critic" not in m.network:
+                raise ArtifactError(f"{run_dir} holds no critic, which --represent needs.")
+            from deepcrl.teacher.networks import critic_from_config as teacher_critic
+
+            self.critic = restore_module(teacher_critic(m.network["critic"]), params["critic"], run_dir)
+
+
+def teacher_features(actor: nnx.Module, x: jax.Array) -> jax.Array:
+    """The teacher actor's last hidden features (the input of its heads)."""
+    if hasattr(actor, "features"):
+        return actor.features(x)
+    return actor.tower(x).astype(jnp.float32)
+
+
+# ---- data collection -------------------------------------------------------------------------------------
+
+
+def make_collector(env, teacher_actor: nnx.Module, teacher_critic: nnx.Module | None, student_graphdef,
+                   length: int, noise: float, action_low: float = -1.0, action_high: float = 1.0,
+                   features: bool = False) -> Callable:
+    """A jitted rollout that mixes teacher and student actions and labels every visited state.
+
+    Args:
+        env: a batched env from `wrap_for_training`.
+        teacher_actor, teacher_critic: teacher modules (critic None unless representations are labelled).
+        student_graphdef: graphdef of the student actor.
+        length: steps per rollout.
+        noise: std of the Gaussian noise on the teacher's actions when it drives.
+        features: also record the teacher actor's hidden features.
+
+    Returns:
+        ``collect(teacher_state, student_state, env_state, key, beta) -> (env_state, data)``; ``data`` maps
+        ``obs, goal, t_mean, t_log_std`` (+ ``t_phi, t_psi``, ``t_feat``) to arrays [length * num_envs, ...],
+        ``acted`` is the action the env received (unit scale) and ``teacher_acted`` whether the teacher chose it.
+    """
+    spec = env.goal_spec
+    t_actor_gd, _ = nnx.split(teacher_actor)
+    t_critic_gd = nnx.split(teacher_critic)[0] if teacher_critic is not None else None
+    half_range = 0.5 * (action_high - action_low)
+
+    @jax.jit
+    def collect(teacher_state, student_state, env_state, key, beta):
+        t_actor = nnx.merge(t_actor_gd, teacher_state["actor"])
+        student = nnx.merge(student_graphdef, student_state)
+
+        def body(state, key):
+            obs, goal = envs.split_obs(spec, state.obs)
+            x = jnp.concatenate([obs, goal], axis=-1)
+            t_mean, t_log_std = t_actor(x)
+            t_act = jnp.tanh(t_mean)
+            k_mix, k_noise = jax.random.split(key)
+            use_teacher = jax.random.bernoulli(k_mix, beta, (obs.shape[0],))
+            noisy = jnp.clip(t_act + noise * jax.random.normal(k_noise, t_act.shape), -1.0, 1.0)
+            unit = jnp.where(use_teacher[:, None], noisy, student.act(obs, goal))
+            record = {"obs": obs, "goal": goal, "t_mean": t_mean, "t_log_std": t_log_std, "acted": unit,
+                      "teacher_acted": use_teacher}
+            if t_critic_gd is not None:
+                critic = nnx.merge(t_critic_gd, teacher_state["critic"])
+                record["t_phi"], record["t_psi"] = critic.phi(obs, t_act), critic.psi(goal)
+            if features:
+                record["t_feat"] = teacher_features(t_actor, x)
+            state = env.step(state, action_low + (unit + 1.0) * half_range)
+            return state, record
+
+        env_state, data = jax.lax.scan(body, env_state, jax.random.split(key, length))
+        return env_state, jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), data)
+
+    return collect
+
+
+# ---- training --------------------------------------------------------------------------------------------
+
+
+class Student(nnx.Module):
+    """Everything the student trains: the actor, and with --represent the encoders and feature projection."""
+
+    def __init__(self, actor_cfg: dict, critic_cfg: dict | None, teacher_width: int | None, seed: int):
+        self.actor = actor_from_config(actor_cfg, seed=seed)
+        self.critic = critic_from_config(critic_cfg, seed=seed + 1) if critic_cfg is not None else None
+        self.projection = (nnx.Linear(self.actor.torso.out_size, teacher_width, rngs=nnx.Rngs(seed + 2))
+                           if teacher_width else None)
+
+
+def make_loss(cfg: DistillConfig, graphdef) -> Callable:
+    """``loss(params, batch) -> (total, metrics)`` for the configured objectives."""
+    kl = cfg.loss == "kl"
+
+    def loss_fn(params, batch):
+        model = nnx.merge(graphdef, params)
+        x = jnp.concatenate([batch["obs"], batch["goal"]], axis=-1)
+        h = model.actor.features(x)
+        mean, log_std = model.actor.heads(h)
+        mse = losses.action_mse(mean, batch["t_mean"])
+        metrics = {"action_mse": mse}
+        if kl:
+            total = metrics["action_kl"] = losses.gaussian_kl(mean, log_std, batch["t_mean"], batch["t_log_std"])
+        else:
+            total = mse
+        if model.critic is not None:
+            t_act = jnp.tanh(batch["t_mean"])
+            phi, psi = model.critic.phi(batch["obs"], t_act), model.critic.psi(batch["goal"])
+            metrics["repr_mse"] = losses.repr_mse(phi, batch["t_phi"]) + losses.repr_mse(psi, batch["t_psi"])
+            metrics["energy_nce"] = losses.energy_ranking_nce(phi, psi, batch["t_phi"], batch["t_psi"])
+            total = total + cfg.repr_coef * metrics["repr_mse"] + cfg.nce_coef * metrics["energy_nce"]
+        if model.projection is not None:
+            metrics["feature_mse"] = losses.feature_match(model.projection(h), batch["t_feat"])
+            total = total + cfg.feature_coef * metrics["feature_mse"]
+        metrics["loss"] = total
+        return total, metrics
+
+    return loss_fn
+
+
+def make_train_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation, batch_size: int,
+                     chunk: int) -> Callable:
+    """Jitted ``chunk`` Adam steps on minibatches drawn uniformly from ``buffer[:size]``."""
+
+    @jax.jit
+    def train_chunk(params, opt_state, buffer, size, key):
+        def body(carry, key):
+            params, opt_state = carry
+            idx = jax.random.randint(key, (batch_size,), 0, size)
+            batch = jax.tree.map(lambda a: a[idx], buffer)
+            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), metrics
+
+        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), jax.random.split(key, chunk))
+        return params, opt_state, jax.tree.map(jnp.mean, metrics)
+
+    return train_chunk
+
+
+# ---- measurement -----------------------------------------------------------------------------------------
+
+
+def single_action_latency_us(policy: JaxPolicy, calls: int = 200, budget_s: float = 5.0) -> float:
+    """Median wall time of one jitted single-sample action (batch 1) in microseconds."""
+    fn = jax.jit(policy.apply_fn)
+    obs = jnp.zeros((1, policy.obs_size), jnp.float32)
+    goal = jnp.zeros((1, policy.goal_size), jnp.float32)
+    fn(policy.params, obs, goal).block_until_ready()
+    times, start = [], time.perf_counter()
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn(policy.params, obs, goal).block_until_ready()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s and len(times) >= 20:
+            break
+    return float(np.median(times) * 1e6)
+
+
+def _describe(policy: JaxPolicy, module: nnx.Module, result, extra: dict | None = None) -> dict[str, Any]:
+    return {"params": param_count(module), "flops_per_action": matmul_flops(module),
+            "latency_us": single_action_latency_us(policy), "eval": result.as_dict(), **(extra or {})}
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b else None
+
+
+def plot_curves(path: Path, records: list[dict], rounds: list[dict], teacher_success: float,
+                random_success: float) -> None:
+    """Loss and held-out action error per step, and student success per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    steps = [r["step"] for r in records]
+    axes[0].plot(steps, [r["loss"] for r in records], label="total")
+    for key in ("action_mse", "repr_mse", "energy_nce", "feature_mse", "action_kl"):
+        if key in records[0]:
+            axes[0].plot(steps, [r[key] for r in records], label=key, alpha=0.8)
+    axes[0].set(yscale="log", xlabel="gradient step", title="training losses")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(steps, [r["heldout_action_mse"] for r in records])
+    axes[1].set(yscale="log", xlabel="gradient step", title="held-out action MSE vs teacher")
+    if rounds and "student_success" in rounds[0]:
+        axes[2].plot([r["step"] for r in rounds], [r["student_success"] for r in rounds], "o-", label="student")
+    axes[2].axhline(teacher_success, color="k", ls="--", label="teacher")
+    axes[2].axhline(random_success, color="r", ls=":", label="random")
+    axes[2].set(ylim=(0, 1.02), xlabel="gradient step", title="success rate")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+
+
+def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
+    """Distil ``cfg.teacher`` into a student at ``cfg.out``.
+
+    Args:
+        cfg: the run's configuration.
+        progress: show a progress bar.
+
+    Returns:
+        The report (also written to ``out/report.json``): teacher vs student vs random evaluation on the same
+        episodes, parameter counts, FLOPs and single-action latency of each, their ratios, and the student's
+        held-out action error before and after training.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cfg.validate()
+    hidden = cfg.hidden_sizes()
+    out = Path(cfg.out).absolute()
+    if out == Path(cfg.teacher).absolute():
+        raise DeepcrlError("--out must differ from --teacher: the student would overwrite its teacher.")
+    wall0 = time.perf_counter()
+    teacher = Teacher(cfg.teacher, need_critic=cfg.represent)
+    m = teacher.manifest
+    sizes = {"obs_size": m.obs_size, "goal_size": m.goal_size, "action_size": m.action_size}
+    actor_cfg = {**sizes, "hidden": list(hidden), "layer_norm": cfg.layer_norm, "gaussian": cfg.loss == "kl"}
+    critic_cfg = teacher_width = None
+    if cfg.represent:
+        critic_cfg = {**sizes, "hidden": list(hidden), "layer_norm": cfg.layer_norm,
+                      "repr_size": int(m.network["critic"].get("repr_size", 64))}
+        teacher_width = int(teacher_features(teacher.actor, jnp.zeros((1, m.obs_size + m.goal_size))).shape[-1])
+    model = Student(actor_cfg, critic_cfg, teacher_width, cfg.seed)
+    graphdef, params = nnx.split(model)
+    actor_gd = nnx.split(model.actor)[0]
+
+    env = teacher.env
+    length = int(cfg.rollout_length or env.goal_spec.episode_length)
+    benv = wrap_for_training(env)
+    collect = make_collector(benv, teacher.actor, teacher.critic, actor_gd, length, cfg.noise,
+                             m.action_low, m.action_high, features=cfg.represent)
+    teacher_state = {"actor": nnx.state(teacher.actor)}
+    if teacher.critic is not None:
+        teacher_state["critic"] = nnx.state(teacher.critic)
+
+    key = jax.random.PRNGKey(cfg.seed)
+    key, k_held, k_reset = jax.random.split(key, 3)
+    # Held-out states: a separate teacher-driven rollout, never trained on.
+    _, held = collect(teacher_state, params["actor"], benv.reset(jax.random.split(k_held, cfg.num_envs)),
+                      k_held, 1.0)
+    take = np.random.default_rng(cfg.seed).permutation(held["obs"].shape[0])[:_HELDOUT]
+    held = {k: held[k][take] for k in ("obs", "goal", "t_mean")}
+
+    @jax.jit
+    def heldout_mse(actor_state):
+        actor = nnx.merge(actor_gd, actor_state)
+        return losses.action_mse(actor(jnp.concatenate([held["obs"], held["goal"]], -1))[0], held["t_mean"])
+
+    steps_per_round = [cfg.steps // cfg.rounds + (r < cfg.steps % cfg.rounds) for r in range(cfg.rounds)]
+    schedule = optax.cosine_decay_schedule(cfg.lr, max(cfg.steps, 1), alpha=0.05)
+    optimizer = optax.adam(schedule)
+    opt_state = optimizer.init(params)
+    train_chunk = {}
+    loss_fn = make_loss(cfg, graphdef)
+    per_round = length * cfg.num_envs
+    buffer = None
+    env_state = benv.reset(jax.random.split(k_reset, cfg.num_envs))
+    out.mkdir(parents=True, exist_ok=True)
+    records, round_log = [], []
+    initial_error = float(heldout_mse(params["actor"]))
+    step = 0
+
+    eval_env = envs.make(m.env_id)
+    teacher_policy = JaxPolicy(m, teacher.actor)
+
+    def student_policy() -> JaxPolicy:
+        smanifest = artifacts.Manifest(kind="student", env_id=m.env_id, network={"actor": actor_cfg},
+                                       action_low=m.action_low, action_high=m.action_high, **sizes)
+        return JaxPolicy(smanifest, nnx.merge(actor_gd, params["actor"]))
+
+    columns = (TextColumn("[bold]distill[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar, \
+            open(out / "metrics.jsonl", "w") as log:
+        task = bar.add_task("collecting", total=cfg.steps)
+        for r in range(cfg.rounds):
+            beta = 1.0 if cfg.method == "action" else cfg.beta_decay ** r
+            key, k_col = jax.random.split(key)
+            env_state, data = collect(teacher_state, params["actor"], env_state, k_col, beta)
+            data.pop("acted"), data.pop("teacher_acted")
+            if buffer is None:  # one capacity for all rounds keeps the jitted training step's shapes fixed
+                buffer = jax.tree.map(lambda a: jnp.zeros((per_round * cfg.rounds,) + a.shape[1:], a.dtype), data)
+            buffer = jax.tree.map(lambda b, d: jax.lax.dynamic_update_slice_in_dim(b, d, r * per_round, 0),
+                                  buffer, data)
+            size = jnp.int32((r + 1) * per_round)
+            done_in_round = 0
+            while done_in_round < steps_per_round[r]:
+                n = min(_CHUNK, steps_per_round[r] - done_in_round)
+                if n not in train_chunk:
+                    train_chunk[n] = make_train_chunk(loss_fn, optimizer, cfg.batch_size, n)
+                key, k_train = jax.random.split(key)
+                params, opt_state, metrics = train_chunk[n](params, opt_state, buffer, size, k_train)
+                done_in_round += n
+                step += n
+                record = {"step": step, "round": r, "beta": beta, "data": int(size),
+                          **{k: float(v) for k, v in metrics.items()},
+                          "heldout_action_mse": float(heldout_mse(params["actor"]))}
+                if not all(math.isfinite(v) for v in record.values()):
+                    raise DeepcrlError(f"distillation diverged at step {step} (a loss became non-finite); "
+                                       "lower --lr.")
+                records.append(record)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.update(task, advance=n, description=f"round {r + 1}/{cfg.rounds} "
+                           f"loss {record['loss']:.4f} held-out mse {record['heldout_action_mse']:.2e}")
+            summary = {"step": step, "round": r, "beta": beta, "data": int(size)}
+            if cfg.round_eval_episodes:
+                res = evaluate(eval_env, student_policy(), cfg.round_eval_episodes, cfg.eval_seed)
+                summary.update(student_success=res.success, student_time_at_goal=res.time_at_goal)
+            round_log.append(summary)
+            log.write(json.dumps({"round_summary": summary}) + "\n")
+
+    # ---- evaluate teacher, student and random on the same episodes, then save ----
+    student = student_policy()
+    res_t = evaluate(eval_env, teacher_policy, cfg.eval_episodes, cfg.eval_seed)
+    res_s = evaluate(eval_env, student, cfg.eval_episodes, cfg.eval_seed)
+    res_r = evaluate(eval_env, RandomPolicy(m.obs_size, m.goal_size, m.action_size, cfg.eval_seed,
+                                            m.action_low, m.action_high), cfg.eval_episodes, cfg.eval_seed)
+    final_error = float(heldout_mse(params["actor"]))
+    t_info = _describe(teacher_policy, teacher.actor, res_t,
+                       {"dir": str(Path(cfg.teacher).absolute()), "checkpoint_hash": m.checkpoint_hash,
+                        "network": m.network["actor"]})
+    s_info = _describe(student, student.module, res_s, {"network": actor_cfg})
+    report = {
+        "out": str(out),
+        "env_id": m.env_id,
+        "method": cfg.method,
+        "represent": cfg.represent,
+        "loss": cfg.loss,
+        "teacher": t_info,
+        "student": s_info,
+        "random": {"eval": res_r.as_dict()},
+        "ratios": {
+            "success_retained": _ratio(res_s.success, res_t.success),
+            "time_at_goal_retained": _ratio(res_s.time_at_goal, res_t.time_at_goal),
+            "params": _ratio(t_info["params"], s_info["params"]),
+            "flops": _ratio(t_info["flops_per_action"], s_info["flops_per_action"]),
+            "latency": _ratio(t_info["latency_us"], s_info["latency_us"]),
+        },
+        "action_error": {"heldout_mse_initial": initial_error, "heldout_mse_final": final_error,
+                         "reduction": _ratio(initial_error, final_error)},
+        "rounds": round_log,
+        "eval": {"episodes": cfg.eval_episodes, "seed": cfg.eval_seed},
+        "data": {"labelled_states": per_round * cfg.rounds, "gradient_steps": step},
+        "config": {k: v for k, v in vars(cfg).items()},
+        "machine": {"platform": jax.default_backend(), "devices": str(jax.devices()[0])},
+    }
+    network = {"actor": actor_cfg}
+    trained = nnx.merge(graphdef, params)
+    ckpt = {"actor": nnx.to_pure_dict(nnx.state(trained.actor, nnx.Param))}
+    if trained.critic is not None:
+        network["critic"] = critic_cfg
+        ckpt["critic"] = nnx.to_pure_dict(nnx.state(trained.critic, nnx.Param))
+    metrics = {"success": res_s.success, "time_at_goal": res_s.time_at_goal,
+               "teacher_success": res_t.success, "heldout_action_mse": final_error,
+               "success_retained": report["ratios"]["success_retained"] or 0.0}
+    manifest = artifacts.Manifest(kind="student", env_id=m.env_id, action_low=m.action_low,
+                                  action_high=m.action_high, network=network, step=step,
+                                  metrics={k: float(v) for k, v in metrics.items()},
+                                  parent_hash=m.checkpoint_hash, **sizes)
+    written = artifacts.save(out, manifest, ckpt)
+    report["student"]["checkpoint_hash"] = written.checkpoint_hash
+    report["wall_s"] = time.perf_counter() - wall0
+    plot_curves(out / "curves.png", records, round_log, res_t.success, res_r.success)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
