@@ -1,0 +1,416 @@
+"""The policy server: FastAPI routes around ONNX Runtime micro-batchers.
+
+Routes (``/v1/models/{name}/...`` addresses one model of a directory; the short forms use the default model):
+
+- ``POST /v1/act``        ``{"observation", "goal"}`` -> ``{"action"}``, or ``{"observations", "goals"}`` ->
+  ``{"actions"}``; JSON or msgpack both ways; every answer carries ``timing`` (µs) and a Server-Timing header.
+- ``WS /v1/stream``       msgpack frames: a metadata frame first, then one answer per request frame; a bad
+  frame gets an error frame and the connection stays open.
+- ``POST /v1/noop``       reads and checks the body like /v1/act but skips the model: the transport's floor.
+- ``GET /v1/metadata``, ``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+
+The hot path reads the raw body and validates it with numpy instead of a pydantic model: at a few hundred
+microseconds per request, model validation and `jsonable_encoder` would cost more than the inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import Response
+from starlette.websockets import WebSocketDisconnect
+
+from deepcrl.errors import ArtifactError, DeepcrlError
+from deepcrl.serve import protocol
+from deepcrl.serve.metrics import ServeMetrics
+from deepcrl.serve.protocol import RequestError
+from deepcrl.serve.runner import MicroBatcher, OnnxModel, Overloaded
+
+if TYPE_CHECKING:
+    from deepcrl.serve.config import ServeConfig
+
+_MEDIA = {"json": protocol.JSON, "msgpack": protocol.MSGPACK}
+
+
+class _Served:
+    """One model and its batcher."""
+
+    def __init__(self, model: OnnxModel, batcher: MicroBatcher, max_batch: int, max_delay_us: int):
+        self.model, self.batcher = model, batcher
+        self.info = {
+            "name": model.name,
+            "obs_size": model.obs_size,
+            "goal_size": model.goal_size,
+            "action_size": model.action_size,
+            "max_batch": max_batch,
+            "max_delay_us": max_delay_us,
+            "metadata": model.metadata,
+        }
+
+
+def _model_paths(model_path: Path) -> list[Path]:
+    if model_path.is_dir():
+        paths = sorted(model_path.glob("*.onnx"))
+        if not paths:
+            raise ArtifactError(f"{model_path} holds no .onnx files; export one with `deepcrl export`.")
+        return paths
+    if not model_path.exists():
+        raise ArtifactError(f"{model_path} does not exist; pass an .onnx file from `deepcrl export` or a "
+                            "directory of them.")
+    return [model_path]
+
+
+def create_app(model_path: str | Path, *, max_batch: int = 64, max_delay_us: int = 0, token: str | None = None,
+               max_body_bytes: int = 1_000_000, timeout_s: float = 2.0, default_model: str | None = None,
+               intra_op_threads: int = 1, warmup: int = 32) -> FastAPI:
+    """Build the server app: loads every model once and warms it up before returning.
+
+    Args:
+        model_path: an .onnx file from `deepcrl export`, or a directory of them (served by file stem).
+        max_batch: most rows per ORT call and per request.
+        max_delay_us: longest a request waits for others to share its call (0: never).
+        token: bearer token required on /v1/* and /metrics (None: no auth).
+        max_body_bytes: largest accepted body (413 above).
+        timeout_s: per-request limit on waiting for inference (504 past it).
+        default_model: the model the short routes serve (default: first name in sorted order).
+        intra_op_threads: ORT threads per call.
+        warmup: inference calls per model before the app is returned.
+
+    Returns:
+        A FastAPI app; its batcher threads start with the app's lifespan (any ASGI server runs it).
+    """
+    if max_batch < 1:
+        raise DeepcrlError(f"max_batch must be at least 1, got {max_batch}.")
+    if max_delay_us < 0:
+        raise DeepcrlError(f"max_delay_us must be 0 or more, got {max_delay_us}.")
+    if token is not None and not token:
+        raise DeepcrlError("the bearer token is empty; set the variable named by --token-env to a secret.")
+    metrics = ServeMetrics(max_batch)
+    served: dict[str, _Served] = {}
+    for path in _model_paths(Path(model_path)):
+        model = OnnxModel(path, intra_op_threads=intra_op_threads)
+        model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch), max_batch})))
+        batcher = MicroBatcher(model, max_batch=max_batch, max_delay_us=max_delay_us, metrics=metrics)
+        served[model.name] = _Served(model, batcher, max_batch, max_delay_us)
+    default = default_model or next(iter(served))
+    if default not in served:
+        raise DeepcrlError(f"--default-model {default!r} is not among the served models ({', '.join(served)}).")
+    state = {"ready": False}
+    expected_auth = f"Bearer {token}".encode() if token else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        for s in served.values():
+            s.batcher.start(loop)
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            # The ASGI server has drained in-flight requests by now; the batchers finish whatever is queued.
+            state["ready"] = False
+            for s in served.values():
+                await asyncio.to_thread(s.batcher.stop)
+
+    app = FastAPI(title="deepcrl policy server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.served, app.state.metrics, app.state.default = served, metrics, default
+
+    def authorized(headers) -> bool:
+        if expected_auth is None:
+            return True
+        given = headers.get("authorization")
+        return given is not None and hmac.compare_digest(given.encode(), expected_auth)
+
+    def lookup(name: str | None) -> _Served:
+        found = served.get(default if name is None else name)
+        if found is None:
+            raise RequestError(404, f"no model named {name!r}; served models: {', '.join(sorted(served))}.")
+        return found
+
+    def error_response(exc: RequestError, fmt: str) -> Response:
+        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        return Response(protocol.encode({"error": str(exc), "status": exc.status}, fmt), exc.status,
+                        headers=headers, media_type=_MEDIA[fmt])
+
+    async def read_body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise RequestError(400, "the Content-Length header is not a number.")
+            if int(length) > max_body_bytes:
+                raise RequestError(413, f"the body is {length} bytes; the limit is {max_body_bytes}.")
+            return await request.body()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise RequestError(413, f"the body exceeds the limit of {max_body_bytes} bytes.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def infer(s: _Served, obs, goal):
+        try:
+            future = s.batcher.submit(obs, goal)
+        except Overloaded as exc:
+            raise RequestError(503, f"the server is overloaded ({exc}); retry later.") from None
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise RequestError(504, f"inference did not finish within {timeout_s} s.") from None
+
+    async def act(request: Request, name: str | None, endpoint: str) -> Response:
+        start = time.perf_counter()
+        headers = request.headers
+        fmt = protocol.reply_format(headers.get("accept"), "json")
+        status, timed = 200, False
+        metrics.in_flight.inc()
+        try:
+            if not authorized(headers):
+                raise RequestError(401, "a valid bearer token is required (Authorization: Bearer <token>).")
+            in_fmt = protocol.body_format(headers.get("content-type"))
+            fmt = protocol.reply_format(headers.get("accept"), in_fmt)
+            s = lookup(name)
+            payload = protocol.decode(await read_body(request), in_fmt)
+            obs, goal, batched = protocol.parse_act(payload, s.model.obs_size, s.model.goal_size, s.batcher.max_batch)
+            if endpoint == "noop":
+                reply: dict[str, Any] = {"ok": True}
+                server_timing = ""
+            else:
+                actions, timing = await infer(s, obs, goal)
+                timed = True
+                total_us = (time.perf_counter() - start) * 1e6
+                if fmt == "msgpack":
+                    actions = actions.tolist()
+                reply = {"actions" if batched else "action": actions if batched else actions[0],
+                         "timing": {"server_us": round(total_us, 1), "queue_us": round(timing.queue_us, 1),
+                                    "infer_us": round(timing.infer_us, 1), "batch_rows": timing.batch_rows}}
+                server_timing = (f"total;dur={total_us / 1e3:.3f}, queue;dur={timing.queue_us / 1e3:.3f}, "
+                                 f"infer;dur={timing.infer_us / 1e3:.3f}")
+            response = Response(protocol.encode(reply, fmt), media_type=_MEDIA[fmt],
+                                headers={"server-timing": server_timing} if server_timing else None)
+        except RequestError as exc:
+            status = exc.status
+            response = error_response(exc, fmt)
+        finally:
+            metrics.in_flight.dec()
+        metrics.observe(endpoint, fmt, status, (time.perf_counter() - start) if timed else None)
+        return response
+
+    @app.post("/v1/act")
+    async def act_default(request: Request) -> Response:
+        return await act(request, None, "act")
+
+    @app.post("/v1/models/{name}/act")
+    async def act_named(request: Request, name: str) -> Response:
+        return await act(request, name, "act")
+
+    @app.post("/v1/noop")
+    async def noop(request: Request) -> Response:
+        return await act(request, None, "noop")
+
+    def json_or_error(request: Request, build) -> Response:
+        fmt = protocol.reply_format(request.headers.get("accept"), "json")
+        try:
+            if not authorized(request.headers):
+                raise RequestError(401, "a valid bearer token is required (Authorization: Bearer <token>).")
+            return Response(protocol.encode(build(), fmt), media_type=_MEDIA[fmt])
+        except RequestError as exc:
+            return error_response(exc, fmt)
+
+    @app.get("/v1/metadata")
+    async def metadata_default(request: Request) -> Response:
+        return json_or_error(request, lambda: {**lookup(None).info, "models": sorted(served)})
+
+    @app.get("/v1/models/{name}/metadata")
+    async def metadata_named(request: Request, name: str) -> Response:
+        return json_or_error(request, lambda: {**lookup(name).info, "models": sorted(served)})
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        return json_or_error(request, lambda: {"default": default, "models": [s.info for s in served.values()]})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status":"alive"}', media_type=protocol.JSON)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok = state["ready"]
+        body = protocol.encode({"ready": ok, "models": sorted(served)}, "json")
+        return Response(body, 200 if ok else 503, media_type=protocol.JSON)
+
+    @app.get("/metrics")
+    async def metrics_endpoint(request: Request) -> Response:
+        if not authorized(request.headers):
+            return error_response(RequestError(401, "a valid bearer token is required."), "json")
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def stream(ws: WebSocket, name: str | None) -> None:
+        if not authorized(ws.headers):
+            await ws.close(code=1008, reason="a valid bearer token is required")  # before accept: HTTP 403
+            return
+        try:
+            s = lookup(name)
+        except RequestError as exc:
+            await ws.close(code=1008, reason=str(exc)[:120])
+            return
+        await ws.accept()
+        pack = msgpack.Packer(default=protocol._msgpack_default, use_bin_type=True).pack
+        try:
+            await ws.send_bytes(pack({"type": "metadata", **s.info}))
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                start = time.perf_counter()
+                frame_id, status, timed = None, 200, False
+                try:
+                    data = message.get("bytes")
+                    if data is None:
+                        raise RequestError(400, "send binary msgpack frames; text frames are not accepted.")
+                    payload = protocol.decode(data, "msgpack")
+                    if isinstance(payload, dict):
+                        frame_id = payload.pop("id", None)
+                        if payload.get("type") == "ping":
+                            await ws.send_bytes(pack({"type": "pong", "id": frame_id}))
+                            metrics.observe("noop", "ws", 200, None)
+                            continue
+                    obs, goal, batched = protocol.parse_act(payload, s.model.obs_size, s.model.goal_size,
+                                                            s.batcher.max_batch)
+                    actions, timing = await infer(s, obs, goal)
+                    timed = True
+                    actions = actions.tolist()
+                    reply = {"type": "action", "id": frame_id,
+                             "actions" if batched else "action": actions if batched else actions[0],
+                             "timing": {"server_us": round((time.perf_counter() - start) * 1e6, 1),
+                                        "queue_us": round(timing.queue_us, 1), "infer_us": round(timing.infer_us, 1),
+                                        "batch_rows": timing.batch_rows}}
+                except RequestError as exc:
+                    status = exc.status
+                    reply = {"type": "error", "id": frame_id, "status": exc.status, "error": str(exc)}
+                await ws.send_bytes(pack(reply))
+                metrics.observe("stream", "ws", status, (time.perf_counter() - start) if timed else None)
+        except WebSocketDisconnect:
+            return
+
+    @app.websocket("/v1/stream")
+    async def stream_default(ws: WebSocket) -> None:
+        await stream(ws, None)
+
+    @app.websocket("/v1/models/{name}/stream")
+    async def stream_named(ws: WebSocket, name: str) -> None:
+        await stream(ws, name)
+
+    return app
+
+
+# ---- running it -------------------------------------------------------------------------------------------
+
+
+def uvicorn_config(app, *, log_level: str = "warning",
+                   max_body_bytes: int = 1_000_000, graceful_timeout_s: int = 10):
+    """uvicorn settings for low latency: uvloop + httptools when installed, no access log, no WS deflate."""
+    import importlib.util
+
+    import uvicorn
+
+    has = importlib.util.find_spec
+    return uvicorn.Config(
+        app, loop="uvloop" if has("uvloop") else "asyncio", http="httptools" if has("httptools") else "h11",
+        ws="websockets-sansio", ws_max_size=max_body_bytes, ws_per_message_deflate=False, log_level=log_level,
+        access_log=False, timeout_graceful_shutdown=graceful_timeout_s, lifespan="on", server_header=False,
+        date_header=False)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A bound TCP socket (port 0: a free one), so callers know the port before the server starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DeepcrlError(f"cannot bind {host}:{port} ({exc.strerror}); choose another --port or --host.") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class RunningServer:
+    """A uvicorn server on a background thread (tests, benchmarks, notebooks). `stop()` shuts it down
+    gracefully: in-flight requests finish first."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, **config_kwargs):
+        import uvicorn
+
+        self.sock = bind(host, port)
+        self.url = url_of(self.sock)
+        self.server = uvicorn.Server(uvicorn_config(app, **config_kwargs))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="deepcrl-serve")
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise DeepcrlError("the server thread failed to start.")
+            time.sleep(0.01)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+
+    def __enter__(self) -> "RunningServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(cfg: "ServeConfig") -> None:
+    """Run `deepcrl serve` in the foreground until SIGINT/SIGTERM (then drain in-flight requests)."""
+    import uvicorn
+
+    token = None
+    if cfg.token_env:
+        token = os.environ.get(cfg.token_env)
+        if not token:
+            raise DeepcrlError(f"--token-env names {cfg.token_env}, but that environment variable is unset or "
+                               "empty.")
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        print(f"deepcrl serve: warning: listening on {cfg.host} without a token (--token-env).", file=sys.stderr)
+    app = create_app(cfg.model, max_batch=cfg.max_batch, max_delay_us=cfg.max_delay_us, token=token,
+                     max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, default_model=cfg.default_model,
+                     intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
+    sock = bind(cfg.host, cfg.port)
+    url = url_of(sock)
+    names = ", ".join(app.state.served)
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(f"deepcrl serve: ready at {url} (models: {names}; default {app.state.default}; "
+                      f"max_batch {cfg.max_batch}, max_delay_us {cfg.max_delay_us}, "
+                      f"auth {'on' if token else 'off'})", flush=True)
+
+    _Server(uvicorn_config(app, log_level=cfg.log_level, max_body_bytes=cfg.max_body_bytes)).run(sockets=[sock])

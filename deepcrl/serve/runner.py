@@ -1,0 +1,221 @@
+"""ONNX Runtime behind a micro-batcher: concurrent requests share one inference call.
+
+One worker thread per model owns the session. Requests queue (observation, goal) rows with an asyncio future;
+the worker takes every queued row up to `max_batch`, waiting at most `max_delay_us` for more, makes one call,
+and hands the slices back to the event loop in a single `call_soon_threadsafe`. With `max_delay_us=0` the first
+request never waits, yet requests that arrive while a call runs share the next one, so batching grows with load
+without costing a lone client anything. ORT releases the GIL during the call, so the event loop keeps parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepcrl.errors import ArtifactError
+
+REQUIRED_METADATA = ("kind", "env_id", "obs_size", "goal_size", "action_size")
+
+
+class OnnxModel:
+    """An exported deepcrl policy in an ONNX Runtime session, with its metadata checked.
+
+    Args:
+        path: .onnx file written by `deepcrl export`.
+        intra_op_threads: ORT threads per call.
+        providers: ORT execution providers (default: CPU).
+    """
+
+    def __init__(self, path: str | Path, intra_op_threads: int = 1, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path} does not exist or is not a file; pass an .onnx file from `deepcrl export`.")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads would burn the cores the HTTP server needs between calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for every kind of corrupt file
+            raise ArtifactError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0][:200]}).") from exc
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        missing = [k for k in REQUIRED_METADATA if k not in meta]
+        if missing:
+            raise ArtifactError(f"{path} was not written by `deepcrl export`: its metadata lacks {', '.join(missing)}.")
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != {"observation", "goal"} or "action" not in outputs:
+            raise ArtifactError(f"{path} has inputs {sorted(inputs)} and outputs {outputs}; a deepcrl policy has "
+                                "inputs observation and goal and output action.")
+        try:
+            self.obs_size, self.goal_size, self.action_size = (int(meta[k]) for k in REQUIRED_METADATA[2:])
+        except ValueError as exc:
+            raise ArtifactError(f"{path} has non-integer sizes in its metadata.") from exc
+        self.path, self.name, self.metadata = path, path.stem, meta
+        self._outputs = ["action"]
+
+    def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """One ORT call: float32 [B, obs], [B, goal] -> [B, act]."""
+        return self.session.run(self._outputs, {"observation": observation, "goal": goal})[0]
+
+    def warmup(self, calls: int = 32, batch_sizes: tuple[int, ...] = (1, 8, 64)) -> None:
+        """Run a few calls so the first real request does not pay for allocations and graph setup."""
+        for i in range(calls):
+            b = batch_sizes[i % len(batch_sizes)]
+            self(np.zeros((b, self.obs_size), np.float32), np.zeros((b, self.goal_size), np.float32))
+
+
+@dataclass
+class Timing:
+    """Where one request's time went, in microseconds."""
+
+    queue_us: float
+    infer_us: float
+    batch_rows: int
+
+
+class _Item:
+    __slots__ = ("observation", "goal", "rows", "future", "enqueued")
+
+    def __init__(self, observation, goal, future):
+        self.observation, self.goal, self.future = observation, goal, future
+        self.rows = observation.shape[0]
+        self.enqueued = time.perf_counter()
+
+
+class Overloaded(Exception):
+    """The queue is full: the server answers 503 instead of letting latency grow without bound."""
+
+
+class MicroBatcher:
+    """Gathers concurrent requests for one model into single ORT calls, on a worker thread.
+
+    Args:
+        model: the model (any callable ``(obs[B, o], goal[B, g]) -> action[B, a]`` with `name`).
+        max_batch: most rows per call.
+        max_delay_us: longest the first queued request waits for company (0: never).
+        max_queue_rows: rows allowed to wait before new requests are refused (`Overloaded`).
+        metrics: a `ServeMetrics` to record batch sizes, inference time and queue depth (optional).
+    """
+
+    def __init__(self, model: OnnxModel, max_batch: int = 64, max_delay_us: int = 0,
+                 max_queue_rows: int | None = None, metrics=None):
+        self.model, self.max_batch, self.max_delay = model, max_batch, max_delay_us * 1e-6
+        self.max_queue_rows = max_queue_rows or 64 * max_batch
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._rows = 0
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+        if metrics is not None:
+            self._m_batch = metrics.batch_size.labels(model.name)
+            self._m_infer = metrics.inference.labels(model.name)
+            self._m_queue = metrics.queue_depth.labels(model.name)
+        else:
+            self._m_batch = self._m_infer = self._m_queue = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name=f"deepcrl-batcher-{self.model.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish every queued request, then end the worker thread."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, observation: np.ndarray, goal: np.ndarray) -> asyncio.Future:
+        """Queue validated float32 rows; the future resolves to ``(action[B, a], Timing)``."""
+        future = self._loop.create_future()
+        item = _Item(observation, goal, future)
+        with self._cv:
+            if self._stopping:
+                raise Overloaded("the server is shutting down")
+            if self._rows + item.rows > self.max_queue_rows:
+                raise Overloaded(f"{self._rows} rows are already waiting")
+            self._queue.append(item)
+            self._rows += item.rows
+            self._cv.notify()
+        return future
+
+    def _take(self) -> list[_Item] | None:
+        """Wait for work; return the next batch (None once stopping with an empty queue)."""
+        with self._cv:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cv.wait()
+            if self.max_delay > 0 and not self._stopping:
+                deadline = self._queue[0].enqueued + self.max_delay
+                while self._rows < self.max_batch and not self._stopping:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
+            batch, rows = [], 0
+            while self._queue and rows + self._queue[0].rows <= self.max_batch:
+                item = self._queue.popleft()
+                self._rows -= item.rows
+                if item.future.cancelled():  # timed out while queued: not worth computing
+                    continue
+                batch.append(item)
+                rows += item.rows
+            if self._m_queue is not None:
+                self._m_queue.set(self._rows)
+            return batch
+
+    def _work(self) -> None:
+        while (batch := self._take()) is not None:
+            if not batch:
+                continue
+            start = time.perf_counter()
+            try:
+                if len(batch) == 1:
+                    obs, goal = batch[0].observation, batch[0].goal
+                else:
+                    obs = np.concatenate([i.observation for i in batch])
+                    goal = np.concatenate([i.goal for i in batch])
+                actions = self.model(obs, goal)
+                error = None
+            except Exception as exc:  # an ORT failure must fail these requests, not the worker
+                actions, error = None, exc
+            end = time.perf_counter()
+            self.calls += 1
+            if self._m_batch is not None:
+                self._m_batch.observe(sum(i.rows for i in batch))
+                self._m_infer.observe(end - start)
+            self._loop.call_soon_threadsafe(_resolve, batch, actions, error, start, end)
+
+
+def _resolve(batch: list[_Item], actions, error, start: float, end: float) -> None:
+    """Runs on the event loop: slice the batch's actions back to their requests."""
+    infer_us = (end - start) * 1e6
+    rows = sum(i.rows for i in batch)
+    offset = 0
+    for item in batch:
+        if not item.future.done():
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                timing = Timing((start - item.enqueued) * 1e6, infer_us, rows)
+                item.future.set_result((actions[offset:offset + item.rows], timing))
+        offset += item.rows
