@@ -296,6 +296,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     env = teacher.env
     length = int(cfg.rollout_length or env.goal_spec.episode_length)
     benv = wrap_for_training(env)
+    reset = jax.jit(benv.reset)
     collect = make_collector(benv, teacher.actor, teacher.critic, actor_gd, length, cfg.noise,
                              m.action_low, m.action_high, features=cfg.represent)
     teacher_state = {"actor": nnx.state(teacher.actor)}
@@ -305,7 +306,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     key = jax.random.PRNGKey(cfg.seed)
     key, k_held, k_reset = jax.random.split(key, 3)
     # Held-out states: a separate teacher-driven rollout, never trained on.
-    _, held = collect(teacher_state, params["actor"], benv.reset(jax.random.split(k_held, cfg.num_envs)),
+    _, held = collect(teacher_state, params["actor"], reset(jax.random.split(k_held, cfg.num_envs)),
                       k_held, 1.0)
     take = np.random.default_rng(cfg.seed).permutation(held["obs"].shape[0])[:_HELDOUT]
     held = {k: held[k][take] for k in ("obs", "goal", "t_mean")}
@@ -323,7 +324,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     loss_fn = make_loss(cfg, graphdef)
     per_round = length * cfg.num_envs
     buffer = None
-    env_state = benv.reset(jax.random.split(k_reset, cfg.num_envs))
+    env_state = reset(jax.random.split(k_reset, cfg.num_envs))
     out.mkdir(parents=True, exist_ok=True)
     records, round_log = [], []
     initial_error = float(heldout_mse(params["actor"]))

@@ -1,0 +1,81 @@
+"""Student networks: shapes, bounds, parameter/FLOP counts, artifact round trip and ONNX export."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepcrl.student import networks as N
+
+SIZES = {"obs_size": 2, "goal_size": 2, "action_size": 2}
+
+
+def _inputs(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 2)).astype(np.float32) * 3, rng.normal(size=(n, 2)).astype(np.float32) * 3
+
+
+def test_actor_shapes_bounds_and_counts():
+    actor = N.actor_from_config({**SIZES, "hidden": [32, 16]})
+    obs, goal = _inputs()
+    action = actor.act(obs, goal)
+    assert action.shape == (5, 2)
+    assert np.all(np.abs(action) <= 1.0)
+    mean, log_std = actor(jnp.concatenate([obs, goal], -1))
+    assert mean.shape == (5, 2) and log_std is None
+    # (4*32 + 32) + (32*16 + 16) + (16*2 + 2)
+    assert N.param_count(actor) == 160 + 528 + 34
+    assert N.matmul_flops(actor) == 2 * (4 * 32 + 32 * 16 + 16 * 2)
+
+
+def test_default_hidden_and_options():
+    actor = N.actor_from_config({**SIZES, "layer_norm": True, "gaussian": True}, seed=3)
+    assert actor.torso.out_size == 256 and actor.torso.num_layers == 2
+    _, log_std = actor(jnp.full((3, 4), 1e3))
+    assert log_std.shape == (3, 2)
+    assert np.all(log_std >= N.LOG_STD_MIN) and np.all(log_std <= N.LOG_STD_MAX)
+
+
+def test_seed_changes_parameters():
+    a = N.actor_from_config({**SIZES, "hidden": [8]}, seed=0)
+    b = N.actor_from_config({**SIZES, "hidden": [8]}, seed=1)
+    obs, goal = _inputs()
+    assert not np.allclose(a.act(obs, goal), b.act(obs, goal))
+
+
+def test_critic_energy_is_negative_distance():
+    critic = N.critic_from_config({**SIZES, "hidden": [16], "repr_size": 8})
+    obs, goal = _inputs()
+    action = np.zeros((5, 2), np.float32)
+    phi, psi = critic.phi(obs, action), critic.psi(goal)
+    assert phi.shape == psi.shape == (5, 8)
+    np.testing.assert_allclose(critic.energy(obs, action, goal), -np.linalg.norm(phi - psi, axis=-1), rtol=1e-5)
+
+
+def test_student_artifact_round_trip(tmp_path):
+    from deepcrl.policy import init_artifact, load_policy
+
+    manifest = init_artifact(tmp_path / "s", "student", "point_maze", {"hidden": [16, 16], "layer_norm": True},
+                             seed=4)
+    policy = load_policy(tmp_path / "s", kind="student")
+    fresh = N.actor_from_config(manifest.network["actor"], seed=4)
+    obs, goal = _inputs()
+    np.testing.assert_allclose(policy(obs, goal), fresh.act(obs, goal), atol=1e-6)
+
+
+@pytest.mark.slow  # importing jax2onnx alone takes ~10 s; the export stage tests a student's export by default
+def test_actor_exports_to_onnx_with_parity():
+    pytest.importorskip("jax2onnx")
+    import onnxruntime as ort
+    from jax2onnx import to_onnx
+
+    actor = N.actor_from_config({**SIZES, "hidden": [32, 32], "layer_norm": True}, seed=2)
+    model = to_onnx(lambda observation, goal: actor.act(observation, goal), [("B", 2), ("B", 2)],
+                    return_mode="proto")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    obs, goal = _inputs(n=7)
+    names = [i.name for i in sess.get_inputs()]
+    out = sess.run(None, {names[0]: obs, names[1]: goal})[0]
+    np.testing.assert_allclose(out, actor.act(obs, goal), atol=1e-5)
+    assert not any("Loop" == node.op_type for node in model.graph.node)  # a flat graph: nothing to unroll
