@@ -1,0 +1,5 @@
+"""Export a policy artifact to a verified, self-describing ONNX file (and Triton / SavedModel layouts).
+
+`deepcrl.export.onnx.export(ExportConfig(...))` is the library entry; `OnnxPolicy` (runtime.py) runs the
+file with ONNX Runtime behind the same policy signature as every other stage.
+"""
