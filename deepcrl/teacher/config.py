@@ -1,0 +1,158 @@
+"""`deepcrl train`: the teacher's training config, its per-env defaults and its checks.
+
+Light on purpose (no JAX import at module level) so `deepcrl --help` stays quick. Every field left as None
+takes the default of the env (`ENV_DEFAULTS`), or the GPU defaults of the reference when a GPU is present.
+`TrainConfig.resolved()` fills them in and `validate()` checks the result before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from deepcrl.errors import DeepcrlError
+
+# Tuned on the 2-core CPU machine (see the depth sweep and the report of issue 4).
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "point_maze": dict(steps=300_000, depth=4, width=128, num_envs=64, batch_size=256, unroll_length=25,
+                       sgd_steps=64, replay_capacity=1_000, eval_every=10),
+    "point_maze_open": dict(steps=100_000, depth=4, width=128, num_envs=64, batch_size=256, unroll_length=25,
+                            sgd_steps=64, replay_capacity=1_000, eval_every=10),
+    "point_maze_big": dict(steps=2_000_000, depth=8, width=256, num_envs=128, batch_size=256,
+                           unroll_length=25, sgd_steps=64, replay_capacity=2_000, eval_every=20),
+}
+# The reference's shape (Brax envs, and every env on a GPU): 512 envs x unroll 62, batch 256, width 256.
+REFERENCE_DEFAULTS: dict[str, Any] = dict(steps=10_000_000, depth=4, width=256, num_envs=512, batch_size=256,
+                                          unroll_length=62, sgd_steps=124, replay_capacity=10_000,
+                                          eval_every=10)
+_RESOLVED = tuple(REFERENCE_DEFAULTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Train a deep contrastive-RL teacher (no reward: goals are future states of the agent's own trajectories)."""
+
+    env: str = "point_maze"
+    """Registered env id (`deepcrl envs` lists them)."""
+    out: Path = Path("runs/teacher")
+    """Run directory: artifact (manifest + checkpoint), metrics.jsonl, curves.png, train_state/ for --resume."""
+    steps: int | None = None
+    """Environment steps to train for (summed over the parallel envs). Default: per env."""
+    depth: int | None = None
+    """Dense layers in the residual blocks of actor and critic (a multiple of 4, 4..1024). Default: per env."""
+    width: int | None = None
+    """Hidden width of every layer. Default: per env."""
+    critic_depth: int | None = None
+    """Critic depth, overriding --depth (e.g. a deep critic with a shallower actor)."""
+    actor_depth: int | None = None
+    """Actor depth, overriding --depth."""
+    num_envs: int | None = None
+    """Parallel environments (split over the local devices). Default: per env."""
+    batch_size: int | None = None
+    """Transitions per SGD step; also the number of contrastive negatives. Default: per env."""
+    unroll_length: int | None = None
+    """Steps each env takes per training iteration. Default: per env."""
+    sgd_steps: int | None = None
+    """SGD steps (critic + actor + alpha updates) per training iteration. Default: per env."""
+    replay_capacity: int | None = None
+    """Replay time steps kept per env (circular). Default: per env."""
+    eval_every: int | None = None
+    """Evaluate, checkpoint and plot every this many iterations. Default: per env."""
+    eval_episodes: int = 256
+    """Episodes per evaluation."""
+    seed: int = 0
+    """Seed of networks, envs and sampling; the same seed gives the same run."""
+    resume: bool = False
+    """Continue from the training checkpoint in --out (same result as an uninterrupted run)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor, critic and alpha."""
+    discount: float = 0.99
+    """Geometric discount of the hindsight goal offsets."""
+    logsumexp_coef: float = 0.1
+    """Weight of the logsumexp^2 regulariser of the InfoNCE critic loss."""
+    target_entropy_scale: float = -0.5
+    """Target entropy = this x action size (automatic alpha tuning)."""
+    repr_size: int = 64
+    """Size of the critic's representations phi(s, a) and psi(g)."""
+    remat: bool = False
+    """Recompute each residual block in the backward pass (jax.checkpoint): less memory, more compute."""
+    bf16: bool = False
+    """Compute in bfloat16 (parameters stay float32); for GPUs."""
+    max_minutes: float | None = None
+    """Stop after this much wall time (checkpoint, artifact and plots are written as at the end)."""
+
+    # -- defaults and checks ----------------------------------------------------------------------------------
+    def resolved(self, on_gpu: bool | None = None) -> "TrainConfig":
+        """A copy with every None field set to the env's default (GPU: the reference's shape)."""
+        from deepcrl import envs
+
+        envs.check_env_id(self.env)
+        if on_gpu is None:
+            on_gpu = _has_gpu()
+        base = REFERENCE_DEFAULTS if on_gpu or self.env not in ENV_DEFAULTS else ENV_DEFAULTS[self.env]
+        updates = {k: base[k] for k in _RESOLVED if getattr(self, k) is None}
+        cfg = dataclasses.replace(self, out=Path(self.out), **updates)
+        return dataclasses.replace(cfg, critic_depth=cfg.critic_depth or cfg.depth,
+                                   actor_depth=cfg.actor_depth or cfg.depth)
+
+    def validate(self, device_count: int = 1) -> "TrainConfig":
+        """Check a resolved config; raise `DeepcrlError` (one sentence) on the first problem."""
+        for name in ("critic_depth", "actor_depth"):
+            d = getattr(self, name)
+            if d is None or d % 4 or not 4 <= d <= 1024:
+                raise DeepcrlError(f"{name.replace('_', ' ')} must be a multiple of 4 between 4 and 1024, "
+                                   f"got {d}.")
+        positive = ("steps", "width", "num_envs", "batch_size", "unroll_length", "sgd_steps", "replay_capacity",
+                    "eval_every", "eval_episodes", "repr_size")
+        for name in positive:
+            if getattr(self, name) is None or getattr(self, name) <= 0:
+                raise DeepcrlError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        if self.unroll_length < 2:
+            raise DeepcrlError("--unroll-length must be at least 2 so every unroll holds a future state.")
+        if self.unroll_length > self.replay_capacity:
+            raise DeepcrlError(f"--unroll-length {self.unroll_length} exceeds --replay-capacity "
+                               f"{self.replay_capacity}; the buffer must hold a whole unroll.")
+        buffer = self.num_envs * self.replay_capacity
+        if self.batch_size > buffer:
+            raise DeepcrlError(f"--batch-size {self.batch_size} is larger than the replay buffer ({self.num_envs} "
+                               f"envs x {self.replay_capacity} steps = {buffer} transitions).")
+        if self.num_envs % device_count or self.batch_size % device_count:
+            raise DeepcrlError(f"--num-envs ({self.num_envs}) and --batch-size ({self.batch_size}) must be "
+                               f"multiples of the {device_count} local devices for data parallelism.")
+        if not 0.0 < self.discount < 1.0:
+            raise DeepcrlError(f"--discount must lie in (0, 1), got {self.discount}.")
+        if not self.learning_rate > 0:
+            raise DeepcrlError(f"--learning-rate must be positive, got {self.learning_rate}.")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
+        return self
+
+    # -- the verb ---------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        from rich.console import Console
+
+        from deepcrl.teacher.train import train
+
+        summary = train(self, progress=True)
+        ev = summary.get("eval", {})
+        console = Console()
+        console.print(
+            f"[bold green]trained[/] {summary['env_steps']:,} env steps in {summary['wall_s']:.0f} s -> "
+            f"{summary['run_dir']}\n"
+            f"success {ev.get('success', float('nan')):.3f}, detour success "
+            f"{_fmt(ev.get('detour_success'))} ({ev.get('detour_episodes', 0)} detour episodes), "
+            f"time at goal {ev.get('time_at_goal', float('nan')):.1f}/{ev.get('episode_length', 0)}",
+            highlight=False,
+        )
+        return 0
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _has_gpu() -> bool:
+    import jax
+
+    return any(d.platform == "gpu" for d in jax.local_devices())
