@@ -20,7 +20,9 @@ import numpy as np
 
 from deepcrl.errors import ArtifactError
 
-REQUIRED_METADATA = ("kind", "env_id", "obs_size", "goal_size", "action_size")
+# The export contract's metadata_props that the server relies on (sizes last, in this order).
+REQUIRED_METADATA = ("deepcrl_version", "format_version", "kind", "env_id", "obs_size", "goal_size", "action_size")
+READ_FORMAT_VERSION = 1
 
 
 class OnnxModel:
@@ -60,9 +62,13 @@ class OnnxModel:
             raise ArtifactError(f"{path} has inputs {sorted(inputs)} and outputs {outputs}; a deepcrl policy has "
                                 "inputs observation and goal and output action.")
         try:
-            self.obs_size, self.goal_size, self.action_size = (int(meta[k]) for k in REQUIRED_METADATA[2:])
-        except ValueError as exc:
-            raise ArtifactError(f"{path} has non-integer sizes in its metadata.") from exc
+            self.obs_size, self.goal_size, self.action_size = (int(meta[k]) for k in REQUIRED_METADATA[-3:])
+            version = int(meta["format_version"])
+        except ValueError:
+            raise ArtifactError(f"{path} has non-integer sizes or format version in its metadata.") from None
+        if version > READ_FORMAT_VERSION:
+            raise ArtifactError(f"{path} has format version {version}, newer than this deepcrl reads "
+                                f"({READ_FORMAT_VERSION}); upgrade deepcrl.")
         self.path, self.name, self.metadata = path, path.stem, meta
         self._outputs = ["action"]
 
