@@ -156,3 +156,6 @@ def _has_gpu() -> bool:
     import jax
 
     return any(d.platform == "gpu" for d in jax.local_devices())
+
+# `deepcrl bench teacher` looks its config up here; it lives in bench_config.py (owned by the depth benchmark).
+from deepcrl.teacher.bench_config import BenchTeacherConfig  # noqa: E402,F401
