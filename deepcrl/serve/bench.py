@@ -529,7 +529,8 @@ def _plot(results: dict[str, Any], samples: dict[str, np.ndarray], path: Path) -
     ax1.set(xscale="log", xlabel="latency (µs, log)", ylabel="fraction of requests",
             title="Latency CDF, closed loop, concurrency 1")
     ax1.grid(alpha=0.3, which="both")
-    ax1.legend(fontsize=7)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=7)
     for server, proto in sorted({(c["server"], c["protocol"]) for c in results["cells"]}):
         rows = sorted((c["concurrency"], c["throughput_rps"], c.get("p99_us")) for c in results["cells"]
                       if c["server"] == server and c["protocol"] == proto and c["mode"] == "closed")
@@ -542,7 +543,8 @@ def _plot(results: dict[str, Any], samples: dict[str, np.ndarray], path: Path) -
             title="Closed-loop p99 latency")
     for ax in (ax2, ax3):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(f"deepcrl serve on loopback ({results['machine']['cpu_count']} shared cores; "
                  f"{results['time']})", fontsize=10)
     fig.tight_layout()

@@ -1,0 +1,97 @@
+"""`deepcrl bench serve` (bounded, tiny) and the `deepcrl serve` command as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from deepcrl.errors import DeepcrlError
+from deepcrl.serve.bench import run
+from deepcrl.serve.config import BenchServeConfig
+
+
+def test_bench_against_a_running_server_writes_json_and_png(server, tmp_path):
+    cfg = BenchServeConfig(url=server.url, out=tmp_path / "lat", duration_s=0.25, concurrency=(1, 4), rates=(200,),
+                           time_limit_s=60)
+    results = run(cfg)
+    saved = json.loads((tmp_path / "lat.json").read_text())
+    assert (tmp_path / "lat.png").stat().st_size > 10_000
+    assert saved["summary"] == results["summary"]
+    assert saved["machine"]["cpu_count"] == os.cpu_count() and "shared" in saved["machine"]["shared_machine"]
+    cells = saved["cells"]
+    assert {(c["protocol"], c["mode"]) for c in cells} == {(p, m) for p in ("json", "msgpack", "ws")
+                                                          for m in ("closed", "open")}
+    for cell in cells:
+        assert cell["errors"] == 0 and cell["requests"] > 0
+        assert 0 < cell["p50_us"] <= cell["p90_us"] <= cell["p99_us"] <= cell["p999_us"] <= cell["max_us"]
+    open_cell = next(c for c in cells if c["mode"] == "open")
+    assert open_cell["offered_rps"] == 200 and open_cell["requests"] == pytest.approx(200 * 0.25, abs=2)
+    assert saved["floors"]["noop_http_json"]["requests"] > 0 and saved["floors"]["noop_ws"]["requests"] > 0
+    assert saved["clients"]["PolicyClient_msgpack_c1"]["errors"] == 0
+    assert {"http_json_c1_p50_us", "http_json_c1_p99_us", "ws_c1_p99_us"} <= set(saved["summary"]["targets"])
+
+
+def test_bench_time_limit_skips_cells(server, tmp_path):
+    results = run(BenchServeConfig(url=server.url, out=tmp_path / "lat", duration_s=0.2, concurrency=(1,),
+                                   rates=(), protocols=("json",), time_limit_s=0.1))
+    assert results["cells"] == [] and "deepcrl http+json c=1" in results["skipped"]
+
+
+def test_bench_refuses_non_loopback_and_bad_arguments(tmp_path):
+    with pytest.raises(DeepcrlError, match="not a loopback address"):
+        run(BenchServeConfig(url="http://10.1.2.3:8000", out=tmp_path / "x"))
+    with pytest.raises(DeepcrlError, match="exactly one of --model"):
+        run(BenchServeConfig(out=tmp_path / "x"))
+    with pytest.raises(DeepcrlError, match="unknown protocol"):
+        run(BenchServeConfig(url="http://127.0.0.1:1", protocols=("grpc",), out=tmp_path / "x"))
+
+
+@pytest.mark.slow
+def test_bench_starts_its_own_servers_and_the_baseline(policy_onnx, tmp_path):
+    results = run(BenchServeConfig(model=policy_onnx, out=tmp_path / "lat", duration_s=0.3, concurrency=(1, 16),
+                                   rates=(200,), time_limit_s=120))
+    assert results["floors"]["ort_in_process"]["p50_us"] > 0
+    assert {c["server"] for c in results["cells"]} == {"deepcrl", "baseline"}
+    assert "json_c16" in results["summary"]["vs_baseline"]
+    assert all(c["errors"] == 0 for c in results["cells"])
+
+
+def test_serve_command_runs_answers_and_stops_on_sigterm(policy_onnx):
+    env = {**os.environ, "DEEPCRL_TEST_TOKEN": "tok"}
+    proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",
+                             "--token-env", "DEEPCRL_TEST_TOKEN", "--warmup", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"ready at (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        url = match.group(1)
+        assert httpx.get(url + "/readyz").json()["ready"] is True
+        assert httpx.get(url + "/v1/metadata").status_code == 401
+        assert httpx.get(url + "/v1/metadata", headers={"authorization": "Bearer tok"}).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    # uvicorn drains, then re-raises the signal it caught, so a clean stop reads as "terminated by SIGTERM".
+    assert code in (0, -signal.SIGTERM)
+    assert "Traceback" not in proc.stdout.read()
+
+
+def test_serve_command_errors_are_one_sentence(tmp_path):
+    from deepcrl.cli import main
+
+    out = subprocess.run([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(tmp_path / "none.onnx")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    env_missing = subprocess.run([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(tmp_path),
+                                  "--token-env", "DEEPCRL_SURELY_UNSET"], capture_output=True, text=True, timeout=60,
+                                 env={k: v for k, v in os.environ.items() if k != "DEEPCRL_SURELY_UNSET"})
+    assert env_missing.returncode == 2 and "DEEPCRL_SURELY_UNSET" in env_missing.stderr
+    assert main(["serve", "--model", str(tmp_path / "none.onnx")]) == 2
