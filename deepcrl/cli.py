@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = config.run()
     except DeepcrlError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages hold brackets ("pip install deepcrl[tf]", "[batch, 2]")
+
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("[yellow]interrupted[/]")

@@ -28,6 +28,142 @@ def point_maze():
 
 # ---- teacher (tiny_teacher_dir) -----------------------------------------------------------------------------
 
+# A few seconds of training on the U-maze: enough to beat the random policy clearly (see tests/teacher).
+TINY_TEACHER = dict(env="point_maze", depth=4, width=64, num_envs=32, batch_size=256, unroll_length=20,
+                    sgd_steps=64, replay_capacity=200, steps=6400, eval_every=5, eval_episodes=128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tmp_path_factory):
+    """(summary, run dir) of a teacher trained for 10 iterations (6,400 env steps) on point_maze."""
+    from deepcrl.teacher.config import TrainConfig
+    from deepcrl.teacher.train import train
+
+    out = tmp_path_factory.mktemp("teacher") / "tiny_teacher"
+    summary = train(TrainConfig(out=out, **TINY_TEACHER), progress=False)
+    return summary, out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tiny_teacher_run):
+    """Run directory of a tiny trained teacher (artifact, metrics.jsonl, curves.png, train_state/)."""
+    return tiny_teacher_run[1]
+
+
 # ---- student (tiny_student_dir) -----------------------------------------------------------------------------
 
+
+def _greedy_oracle(obs, goal):
+    """Head for the goal at full speed: solves every point_maze pair whose straight line is free."""
+    import jax.numpy as jnp
+
+    return jnp.clip(3.0 * (goal - obs), -0.95, 0.95)
+
+
+@pytest.fixture(scope="session")
+def oracle_teacher_dir(tmp_path_factory):
+    """A teacher artifact (teacher networks, depth 4, width 64) whose actor was regressed onto a greedy
+    go-to-goal controller for ~2 s: a competent, deterministic teacher for distillation tests, independent of
+    how well a few seconds of RL train one. Its critic is freshly initialised."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from deepcrl import artifacts
+    from deepcrl.student.losses import action_mse
+    from deepcrl.teacher.networks import actor_from_config, critic_from_config
+
+    sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
+    actor_cfg = {**sizes, "depth": 4, "width": 64}
+    critic_cfg = {**sizes, "depth": 4, "width": 32, "repr_size": 16}
+    actor, critic = actor_from_config(actor_cfg, seed=0), critic_from_config(critic_cfg, seed=1)
+    graphdef, params = nnx.split(actor)
+    opt = optax.adam(3e-3)
+
+    @jax.jit
+    def fit(params, key):
+        def step(carry, key):
+            params, opt_state = carry
+            sg = jax.random.uniform(key, (256, 4), minval=0.7, maxval=4.3)  # the U-maze's interior box
+            target = jnp.arctanh(_greedy_oracle(sg[:, :2], sg[:, 2:]))
+
+            def loss(p):
+                return action_mse(nnx.merge(graphdef, p)(sg)[0], target)
+
+            grads = jax.grad(loss)(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        return jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, 600))[0][0]
+
+    nnx.update(actor, fit(params, jax.random.PRNGKey(0)))
+    path = tmp_path_factory.mktemp("student") / "oracle_teacher"
+    manifest = artifacts.Manifest(kind="teacher", env_id="point_maze", network={"actor": actor_cfg,
+                                  "critic": critic_cfg}, **sizes)
+    artifacts.save(path, manifest, {"actor": nnx.to_pure_dict(nnx.state(actor, nnx.Param)),
+                                    "critic": nnx.to_pure_dict(nnx.state(critic, nnx.Param))})
+    return path
+
+
+TINY_DISTILL = {"hidden": "32,32", "steps": 600, "rounds": 3, "num_envs": 16, "rollout_length": 50,
+                "eval_episodes": 128, "round_eval_episodes": 0}
+
+
+@pytest.fixture(scope="session")
+def oracle_student_report(oracle_teacher_dir, tmp_path_factory):
+    """A tiny DAgger + representation-matching distillation of the oracle teacher: (report, run dir)."""
+    from deepcrl.student.config import DistillConfig
+    from deepcrl.student.distill import distill
+
+    out = tmp_path_factory.mktemp("student") / "oracle_student"
+    report = distill(DistillConfig(teacher=str(oracle_teacher_dir), out=str(out), method="dagger", represent=True,
+                                   **TINY_DISTILL), progress=False)
+    return report, out
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(request, tmp_path_factory):
+    """A student distilled in a few seconds from `tiny_teacher_dir` (from the oracle teacher where the
+    teacher section has no `tiny_teacher_dir`)."""
+    try:
+        teacher = request.getfixturevalue("tiny_teacher_dir")
+    except pytest.FixtureLookupError:
+        teacher = request.getfixturevalue("oracle_teacher_dir")
+    from deepcrl.student.config import DistillConfig
+    from deepcrl.student.distill import distill
+
+    out = tmp_path_factory.mktemp("student") / "tiny_student"
+    distill(DistillConfig(teacher=str(teacher), out=str(out), **{**TINY_DISTILL, "eval_episodes": 32}),
+            progress=False)
+    return out
+
+
 # ---- export (tiny_onnx) -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_source(request, tmp_path_factory):
+    """The artifact `tiny_onnx` is exported from: the tiny student, or a freshly initialised student where
+    the student section has no `tiny_student_dir`."""
+    try:
+        return request.getfixturevalue("tiny_student_dir")
+    except pytest.FixtureLookupError:
+        from deepcrl.policy import init_artifact
+
+        path = tmp_path_factory.mktemp("export_source") / "student"
+        init_artifact(path, "student", "point_maze", {"hidden": [64, 64]})
+        return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_onnx_source, tmp_path_factory):
+    """A verified `.onnx` export of `tiny_onnx_source` (float32, parity-checked at batch 1, 2, 7, 256)."""
+    from pathlib import Path
+
+    from deepcrl.export.config import ExportConfig
+    from deepcrl.export.onnx import export
+
+    out = tmp_path_factory.mktemp("export") / "policy.onnx"
+    export(ExportConfig(ckpt=Path(tiny_onnx_source), out=out))
+    return out
