@@ -139,6 +139,93 @@ def tiny_student_dir(request, tmp_path_factory):
     return out
 
 
+
+def _greedy_oracle(obs, goal):
+    """Head for the goal at full speed: solves every point_maze pair whose straight line is free."""
+    import jax.numpy as jnp
+
+    return jnp.clip(3.0 * (goal - obs), -0.95, 0.95)
+
+
+@pytest.fixture(scope="session")
+def oracle_teacher_dir(tmp_path_factory):
+    """A teacher artifact (teacher networks, depth 4, width 64) whose actor was regressed onto a greedy
+    go-to-goal controller for ~2 s: a competent, deterministic teacher for distillation tests, independent of
+    how well a few seconds of RL train one. Its critic is freshly initialised."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from deepcrl import artifacts
+    from deepcrl.student.losses import action_mse
+    from deepcrl.teacher.networks import actor_from_config, critic_from_config
+
+    sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
+    actor_cfg = {**sizes, "depth": 4, "width": 64}
+    critic_cfg = {**sizes, "depth": 4, "width": 32, "repr_size": 16}
+    actor, critic = actor_from_config(actor_cfg, seed=0), critic_from_config(critic_cfg, seed=1)
+    graphdef, params = nnx.split(actor)
+    opt = optax.adam(3e-3)
+
+    @jax.jit
+    def fit(params, key):
+        def step(carry, key):
+            params, opt_state = carry
+            sg = jax.random.uniform(key, (256, 4), minval=0.7, maxval=4.3)  # the U-maze's interior box
+            target = jnp.arctanh(_greedy_oracle(sg[:, :2], sg[:, 2:]))
+
+            def loss(p):
+                return action_mse(nnx.merge(graphdef, p)(sg)[0], target)
+
+            grads = jax.grad(loss)(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        return jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, 600))[0][0]
+
+    nnx.update(actor, fit(params, jax.random.PRNGKey(0)))
+    path = tmp_path_factory.mktemp("student") / "oracle_teacher"
+    manifest = artifacts.Manifest(kind="teacher", env_id="point_maze", network={"actor": actor_cfg,
+                                  "critic": critic_cfg}, **sizes)
+    artifacts.save(path, manifest, {"actor": nnx.to_pure_dict(nnx.state(actor, nnx.Param)),
+                                    "critic": nnx.to_pure_dict(nnx.state(critic, nnx.Param))})
+    return path
+
+
+TINY_DISTILL = {"hidden": "32,32", "steps": 600, "rounds": 3, "num_envs": 16, "rollout_length": 50,
+                "eval_episodes": 128, "round_eval_episodes": 0}
+
+
+@pytest.fixture(scope="session")
+def oracle_student_report(oracle_teacher_dir, tmp_path_factory):
+    """A tiny DAgger + representation-matching distillation of the oracle teacher: (report, run dir)."""
+    from deepcrl.student.config import DistillConfig
+    from deepcrl.student.distill import distill
+
+    out = tmp_path_factory.mktemp("student") / "oracle_student"
+    report = distill(DistillConfig(teacher=str(oracle_teacher_dir), out=str(out), method="dagger", represent=True,
+                                   **TINY_DISTILL), progress=False)
+    return report, out
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(request, tmp_path_factory):
+    """A student distilled in a few seconds from `tiny_teacher_dir` (from the oracle teacher where the
+    teacher section has no `tiny_teacher_dir`)."""
+    try:
+        teacher = request.getfixturevalue("tiny_teacher_dir")
+    except pytest.FixtureLookupError:
+        teacher = request.getfixturevalue("oracle_teacher_dir")
+    from deepcrl.student.config import DistillConfig
+    from deepcrl.student.distill import distill
+
+    out = tmp_path_factory.mktemp("student") / "tiny_student"
+    distill(DistillConfig(teacher=str(teacher), out=str(out), **{**TINY_DISTILL, "eval_episodes": 32}),
+            progress=False)
+    return out
+
+
 # ---- export (tiny_onnx) -------------------------------------------------------------------------------------
 
 
