@@ -415,15 +415,18 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
         connect, payloads = ws_target([msgpack.packb({"type": "ping"})])
         floors["noop_ws"], samples["noop ws c=1"] = await _closed_loop(connect, payloads, 1, cfg.duration_s)
 
-    for server, proto, label, (connect, payloads) in targets:
-        for c in cfg.concurrency:
+    # Load level outside, servers inside: cells that are compared run back to back, under the same background
+    # load of the shared machine.
+    for c in cfg.concurrency:
+        for server, proto, label, (connect, payloads) in targets:
             if not budget_left(f"{label} c={c}"):
                 continue
             stats, lat = await _closed_loop(connect, payloads, c, cfg.duration_s)
             cells.append({"server": server, "protocol": proto, "mode": "closed", "concurrency": c, **stats})
             if c == 1:
                 samples[f"{label} c=1"] = lat
-        for rate in cfg.rates:
+    for rate in cfg.rates:
+        for server, proto, label, (connect, payloads) in targets:
             if not budget_left(f"{label} {rate}/s"):
                 continue
             stats, _ = await _open_loop(connect, payloads, rate, cfg.duration_s)

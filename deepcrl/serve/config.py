@@ -57,7 +57,7 @@ class BenchServeConfig:
     """Output path without extension: writes OUT.json and OUT.png."""
     duration_s: float = 1.5
     """Seconds measured per cell (one protocol x one concurrency or rate)."""
-    concurrency: tuple[int, ...] = (1, 8, 64)
+    concurrency: tuple[int, ...] = (1, 8, 16, 64)
     """Closed-loop concurrencies (connections each sending its next request when the last one returns)."""
     rates: tuple[int, ...] = (500, 2000)
     """Open-loop request rates per second (latency counted from each request's scheduled send time)."""
