@@ -86,6 +86,8 @@ class Setup:
     actor_rest: nnx.State
     critic_rest: nnx.State
     optimizer: optax.GradientTransformation
+    """Adam's moment scaling; the (traced) learning rate is applied in the step, so changing it on resume
+    does not recompile."""
     mesh: Mesh
 
     @property
@@ -106,20 +108,38 @@ def network_configs(cfg: TrainConfig, env) -> tuple[dict, dict]:
     return actor, critic
 
 
+# Runs whose configs differ only in bookkeeping (out, steps, resume, eval) share a setup and therefore the
+# compiled iteration: a resumed or repeated run in the same process does not compile again.
+_SETUPS: dict[tuple, tuple[Setup, Callable]] = {}
+_BOOKKEEPING = dict(out=Path("."), steps=1, resume=False, eval_every=1, eval_episodes=1, max_minutes=None,
+                    learning_rate=1.0)
+
+
 def make_setup(cfg: TrainConfig, devices: list | None = None) -> Setup:
     """Resolve and check the config, build the env and network definitions. Nothing is compiled here."""
     devices = list(devices or jax.local_devices())
     cfg = cfg.resolved(on_gpu=any(d.platform == "gpu" for d in devices)).validate(len(devices))
+    key = (dataclasses.replace(cfg, **_BOOKKEEPING), tuple(d.id for d in devices))
+    if key in _SETUPS:
+        return dataclasses.replace(_SETUPS[key][0], cfg=cfg)
     env = envs.make(cfg.env)
     actor_cfg, critic_cfg = network_configs(cfg, env)
     actor_def, _, actor_rest = nnx.split(networks.actor_from_config(actor_cfg, 0), nnx.Param, ...)
     critic_def, _, critic_rest = nnx.split(networks.critic_from_config(critic_cfg, 0), nnx.Param, ...)
-    return Setup(
+    setup = Setup(
         cfg=cfg, env=env, train_env=wrap_for_training(env), spec=env.goal_spec, actor_cfg=actor_cfg,
         critic_cfg=critic_cfg, actor_def=actor_def, critic_def=critic_def, actor_rest=actor_rest,
-        critic_rest=critic_rest, optimizer=optax.adam(cfg.learning_rate),
+        critic_rest=critic_rest, optimizer=optax.scale_by_adam(),
         mesh=Mesh(np.array(devices), ("data",)),
     )
+    _SETUPS[key] = (setup, make_iteration(setup))
+    return setup
+
+
+def compiled_iteration(setup: Setup) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
+    """The (cached) jitted iteration of a setup made by `make_setup`."""
+    key = (dataclasses.replace(setup.cfg, **_BOOKKEEPING), tuple(d.id for d in setup.mesh.devices.flat))
+    return _SETUPS[key][1]
 
 
 def init_state(setup: Setup) -> TrainState:
@@ -168,8 +188,11 @@ def state_shardings(setup: Setup, state: TrainState):
 # ---- one training iteration ----------------------------------------------------------------------------------
 
 
-def make_iteration(setup: Setup) -> Callable[[TrainState], tuple[TrainState, dict]]:
-    """The jitted ``iteration(state) -> (state, metrics)``: collect an unroll, then K SGD steps."""
+def make_iteration(setup: Setup) -> Callable[[TrainState, jax.Array], tuple[TrainState, dict]]:
+    """The jitted ``iteration(state, learning_rate) -> (state, metrics)``: collect an unroll, then K SGD steps.
+
+    The three optimisers are Adam: optax's Adam scaling followed by ``-learning_rate``.
+    """
     cfg, spec = setup.cfg, setup.spec
     env = setup.train_env
     target_entropy = cfg.target_entropy_scale * setup.env.action_size
@@ -193,8 +216,12 @@ def make_iteration(setup: Setup) -> Callable[[TrainState], tuple[TrainState, dic
         return (params, next_state), tr
 
     # -- update --------------------------------------------------------------------------------------------
+    def adam(grads, opt_state, params, lr):
+        updates, opt_state = setup.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates)), opt_state
+
     def sgd_step(carry, key):
-        actor, critic, log_alpha, actor_opt, critic_opt, alpha_opt, buf, index = carry
+        lr, actor, critic, log_alpha, actor_opt, critic_opt, alpha_opt, buf, index = carry
         k_sample, k_actor = jax.random.split(key)
         batch = replay.sample(buf, index, k_sample, cfg.batch_size, spec.goal_indices, cfg.discount)
         s, a, g = (jax.lax.with_sharding_constraint(x, batch_sharding) for x in (batch.obs, batch.action, batch.goal))
@@ -215,28 +242,25 @@ def make_iteration(setup: Setup) -> Callable[[TrainState], tuple[TrainState, dic
         (a_loss, (log_prob, energy)), a_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(actor)
         al_loss, al_grad = jax.value_and_grad(losses.alpha_loss)(log_alpha, log_prob, target_entropy)
 
-        updates, critic_opt = setup.optimizer.update(c_grads, critic_opt, critic)
-        critic = optax.apply_updates(critic, updates)
-        updates, actor_opt = setup.optimizer.update(a_grads, actor_opt, actor)
-        actor = optax.apply_updates(actor, updates)
-        updates, alpha_opt = setup.optimizer.update(al_grad, alpha_opt, log_alpha)
-        log_alpha = optax.apply_updates(log_alpha, updates)
+        critic, critic_opt = adam(c_grads, critic_opt, critic, lr)
+        actor, actor_opt = adam(a_grads, actor_opt, actor, lr)
+        log_alpha, alpha_opt = adam(al_grad, alpha_opt, log_alpha, lr)
         metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha_loss": al_loss, "alpha": alpha,
                    "entropy": -jnp.mean(log_prob), "energy": jnp.mean(energy),
                    "critic_accuracy": c_metrics["accuracy"], "logsumexp": c_metrics["logsumexp"],
                    "goal_offset": jnp.mean(batch.offset.astype(jnp.float32))}
-        return (actor, critic, log_alpha, actor_opt, critic_opt, alpha_opt, buf, index), metrics
+        return (lr, actor, critic, log_alpha, actor_opt, critic_opt, alpha_opt, buf, index), metrics
 
-    def iteration(state: TrainState) -> tuple[TrainState, dict]:
+    def iteration(state: TrainState, learning_rate: jax.Array) -> tuple[TrainState, dict]:
         rng, k_collect, k_sgd = jax.random.split(state.rng, 3)
         (_, env_state), unroll = jax.lax.scan(env_step, (state.actor, state.env_state),
                                               jax.random.split(k_collect, cfg.unroll_length))
         buf = replay.insert(state.replay, unroll.obs, unroll.action, unroll.episode_id)
         index = replay.prepare(buf)
-        carry = (state.actor, state.critic, state.log_alpha, state.actor_opt, state.critic_opt, state.alpha_opt,
+        carry = (learning_rate, state.actor, state.critic, state.log_alpha, state.actor_opt, state.critic_opt, state.alpha_opt,
                  buf, index)
         carry, metrics = jax.lax.scan(sgd_step, carry, jax.random.split(k_sgd, cfg.sgd_steps))
-        actor, critic, log_alpha, actor_opt, critic_opt, alpha_opt, buf, _ = carry
+        _, actor, critic, log_alpha, actor_opt, critic_opt, alpha_opt, buf, _ = carry
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["train_success"] = jnp.mean(unroll.success)
         new = TrainState(actor=actor, critic=critic, log_alpha=log_alpha, actor_opt=actor_opt,
@@ -379,7 +403,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         state = load_train_state(run_dir, state, state_shardings(setup, state))
         history = _read_metrics(metrics_path, int(state.env_steps))
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    iteration = make_iteration(setup)
+    iteration = compiled_iteration(setup)
+    lr = jnp.asarray(cfg.learning_rate, jnp.float32)
 
     start_iter = int(state.iteration)
     last_eval: dict = next((r["eval"] for r in reversed(history) if "eval" in r), {})
@@ -392,7 +417,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         it = start_iter
         while it < total_iters:
             t_it = time.perf_counter()
-            new_state, metrics = iteration(state)
+            prev_steps = int(state.env_steps)
+            new_state, metrics = iteration(state, lr)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if compile_s is None:
                 compile_s = time.perf_counter() - t_it
@@ -400,7 +426,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if bad is not None:
                 kept = (f"the last good checkpoint (env step {ckpt_steps:,}) is kept in {run_dir}"
                         if ckpt_steps is not None else "no checkpoint was written yet")
-                raise DeepcrlError(f"training stopped at env step {int(state.env_steps) + setup.steps_per_iteration:,}:"
+                raise DeepcrlError(f"training stopped at env step {prev_steps + setup.steps_per_iteration:,}:"
                                    f" the {bad.replace('_', ' ')} became non-finite ({metrics[bad]}); {kept}; "
                                    "try a lower --learning-rate.")
             state = new_state
