@@ -288,7 +288,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.represent:
         critic_cfg = {**sizes, "hidden": list(hidden), "layer_norm": cfg.layer_norm,
                       "repr_size": int(m.network["critic"].get("repr_size", 64))}
-        teacher_width = int(teacher_features(teacher.actor, jnp.zeros((1, m.obs_size + m.goal_size))).shape[-1])
+        probe = jax.ShapeDtypeStruct((1, m.obs_size + m.goal_size), jnp.float32)
+        teacher_width = int(jax.eval_shape(lambda x: teacher_features(teacher.actor, x), probe).shape[-1])
     model = Student(actor_cfg, critic_cfg, teacher_width, cfg.seed)
     graphdef, params = nnx.split(model)
     actor_gd = nnx.split(model.actor)[0]

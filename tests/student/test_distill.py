@@ -144,3 +144,38 @@ def test_hidden_sizes_that_do_not_parse(capsys, tmp_path, hidden):
 def test_out_must_not_be_the_teacher(capsys, oracle_teacher_dir):
     err = _error(capsys, "--teacher", str(oracle_teacher_dir), "--out", str(oracle_teacher_dir))
     assert "would overwrite its teacher" in err
+
+
+def test_kl_objective_trains_a_gaussian_student():
+    import optax
+
+    from deepcrl.student.config import DistillConfig
+    from deepcrl.student.distill import Student, make_loss, make_train_chunk
+    from deepcrl.student.losses import gaussian_kl
+
+    cfg = DistillConfig(teacher="t", out="s", loss="kl")
+    sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
+    model = Student({**sizes, "hidden": [32], "gaussian": True}, None, None, seed=0)
+    graphdef, params = nnx.split(model)
+    rng = np.random.default_rng(0)
+    obs, goal = rng.uniform(0, 5, (512, 2)).astype(np.float32), rng.uniform(0, 5, (512, 2)).astype(np.float32)
+    buffer = {"obs": obs, "goal": goal, "t_mean": 0.5 * (goal - obs), "t_log_std": np.full((512, 2), -1.0, np.float32)}
+    loss_fn = make_loss(cfg, graphdef)
+    _, first = loss_fn(params, buffer)
+    mean, log_std = model.actor(np.concatenate([obs, goal], -1))
+    assert float(first["action_kl"]) == pytest.approx(float(gaussian_kl(mean, log_std, buffer["t_mean"],
+                                                                        buffer["t_log_std"])), rel=1e-5)
+    assert float(first["loss"]) == pytest.approx(float(first["action_kl"]))
+    optimizer = optax.adam(3e-3)
+    params, _, _ = make_train_chunk(loss_fn, optimizer, 128, 300)(params, optimizer.init(params), buffer,
+                                                                  jnp.int32(512), jax.random.PRNGKey(0))
+    _, last = loss_fn(params, buffer)
+    assert float(last["action_kl"]) * 10 < float(first["action_kl"])
+
+
+@pytest.mark.parametrize("flag, value, words", [("--steps", "0", "--steps must be a positive integer"),
+                                                ("--beta-decay", "1.5", "--beta-decay must lie in [0, 1]"),
+                                                ("--lr", "-1", "--lr must be positive")])
+def test_bad_numbers(capsys, tmp_path, flag, value, words):
+    err = _error(capsys, "--teacher", str(tmp_path), "--out", str(tmp_path / "s"), flag, value)
+    assert words in err
