@@ -115,7 +115,8 @@ def _head(width: int, out_size: int, rngs: nnx.Rngs) -> nnx.Linear:
 
 
 def _check_features(x: jax.Array, size: int, what: str) -> None:
-    if x.ndim != 2 or x.shape[-1] != size:
+    # Only the feature axis is checked: leading axes are free, so the networks also run under jax.vmap.
+    if x.ndim < 1 or x.shape[-1] != size:
         raise DeepcrlError(f"The {what} must have shape [batch, {size}], got {tuple(x.shape)}.")
 
 

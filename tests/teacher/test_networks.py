@@ -195,6 +195,17 @@ def test_missing_key_and_wrong_input_size_raise():
         actor.act(np.zeros((2, 4), np.float32), np.zeros((2, 3), np.float32))
 
 
+def test_networks_run_under_vmap_and_bench_rejects_bad_depth_before_compiling():
+    actor = N.actor_from_config({**CFG, "depth": 4})
+    obs, goal, _ = _batch(n=3)
+    np.testing.assert_allclose(jax.vmap(actor.act)(obs, goal), actor.act(obs, goal), atol=1e-6)
+
+    from deepcrl.teacher.bench_config import BenchTeacherConfig
+
+    with pytest.raises(DeepcrlError, match="multiple of 4 from 4 to 1024, got 6"):
+        BenchTeacherConfig(depths=(4, 6)).run()
+
+
 def test_actor_exports_to_onnx_with_parity():
     pytest.importorskip("jax2onnx")
     import onnxruntime as ort
