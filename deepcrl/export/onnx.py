@@ -394,6 +394,10 @@ def export(cfg) -> dict[str, Any]:
         The report: path, format, size, export time, parity errors per input set and batch size, the
         quantised model's error and speed when asked for, and the metadata written.
     """
+    for flag, value in (("--max-diff", cfg.max_diff), ("--max-int8-error", cfg.max_int8_error),
+                        ("--max-fp16-error", cfg.max_fp16_error)):
+        if not value > 0:
+            raise DeepcrlError(f"{flag} must be a positive number (got {value}).")
     out = check_out_path(Path(cfg.out), cfg.format)
     if cfg.format == "savedmodel":
         from deepcrl.export.savedmodel import export_savedmodel
@@ -419,8 +423,13 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"[bold green]exported[/] {report['kind']} ({report['env_id']}) -> {report['path']} "
                   f"({report.get('size_bytes', 0) / 1024:.1f} KiB, {report.get('precision', 'fp32')}, "
                   f"jax2onnx {report.get('export_seconds', 0):.1f} s)")
-    console.print(f"parity vs JAX: max |diff| = {report['max_abs_diff']:.2e} (bound {report['tolerance']:g}) over "
-                  f"random and rollout states at batch {', '.join(map(str, PARITY_BATCHES))}")
+    fp32 = report.get("fp32_max_abs_diff", report["max_abs_diff"])
+    console.print(f"fp32 parity vs JAX: max |diff| = {fp32:.2e} over random and rollout states at batch "
+                  f"{', '.join(map(str, PARITY_BATCHES))}")
+    if report.get("precision", "fp32") != "fp32":
+        console.print(f"{report['precision']} action error vs JAX on rollout states: max {report['max_abs_diff']:.2e}, "
+                      f"mean {report['mean_abs_diff_rollout']:.2e} (bound {report['tolerance']:g}); "
+                      f"on random inputs: max {report['max_abs_diff_random']:.2e}")
     for batch, s in report.get("latency_vs_fp32", {}).items():
         prec = report["precision"]
         console.print(f"batch {batch}: fp32 {s['fp32_us']:.1f} us, {prec} {s[prec + '_us']:.1f} us "

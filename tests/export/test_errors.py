@@ -100,3 +100,8 @@ def test_onnx_policy_rejects_bad_shapes(tiny_onnx):
         policy(np.zeros((3, 5)), np.zeros((3, policy.goal_size)))
     with pytest.raises(DeepcrlError, match="batch sizes differ"):
         policy(np.zeros((3, policy.obs_size)), np.zeros((2, policy.goal_size)))
+
+
+def test_thresholds_must_be_positive(capsys, tmp_path, tiny_onnx_source):
+    err = _fails(capsys, "--ckpt", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--max-int8-error", "0")
+    assert "--max-int8-error must be a positive number" in err

@@ -1,0 +1,141 @@
+"""Export benchmark: per model, file size, export time, parity error, and latency of JAX jit vs ONNX Runtime
+fp32 vs int8 on CPU (batch 1 and 256), plus the ORT session settings (threads, graph optimisation).
+
+    python benchmarks/export.py                    # students 64x2 / 256x2 / 256x3, teachers depth 4/64/256
+    python benchmarks/export.py --quick            # smaller set, for a smoke run
+
+Writes benchmarks/results/export.json. Models are freshly initialised (latency does not depend on the weights;
+the int8 error of a trained policy is reported by `deepcrl export --quantize int8` itself). Every latency is the
+median of a time-bounded loop of numpy-in / numpy-out calls, i.e. what a server or robot loop pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+
+from deepcrl._logging import quiet  # noqa: E402
+
+quiet()
+
+STUDENTS = {"student_64x2": [64, 64], "student_256x2": [256, 256], "student_256x3": [256, 256, 256]}
+TEACHERS = {"teacher_d4_w256": 4, "teacher_d64_w256": 64, "teacher_d256_w256": 256}
+
+
+def median_us(fn, seconds: float, min_iters: int = 5) -> float:
+    for _ in range(2):
+        fn()
+    times, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < min_iters:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e6)
+
+
+def machine() -> dict:
+    versions = {}
+    for name in ("deepcrl", "jax", "jaxlib", "flax", "onnx", "onnxruntime", "jax2onnx", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    import onnxruntime as ort
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": versions,
+            "ort_providers": ort.get_available_providers(),
+            "note": "2-core machine shared with other jobs while this ran: absolute times are noisy, compare "
+                    "ratios measured side by side"}
+
+
+def bench_model(name: str, kind: str, actor_cfg: dict, tmp: Path, seconds: float) -> dict:
+    import onnxruntime as ort
+
+    from deepcrl.export.config import ExportConfig
+    from deepcrl.export.onnx import export, rollout_states
+    from deepcrl.export.runtime import OnnxPolicy, session_options
+    from deepcrl.policy import init_artifact, load_policy
+
+    ckpt = tmp / name
+    init_artifact(ckpt, kind, "point_maze", actor_cfg)
+    policy = load_policy(ckpt)
+    n_params = int(sum(np.size(x) for x in __import__("jax").tree.leaves(policy.params)))
+    t = time.perf_counter()
+    fp32 = export(ExportConfig(ckpt=ckpt, out=tmp / f"{name}.onnx"))
+    fp32_wall = time.perf_counter() - t
+    int8 = export(ExportConfig(ckpt=ckpt, out=tmp / f"{name}.int8.onnx", quantize="int8", max_int8_error=2.0))
+    obs, goal = rollout_states(policy, 256, seed=7)
+    row = {
+        "kind": kind, "network": actor_cfg, "params": n_params,
+        "file_bytes": {"fp32": fp32["size_bytes"], "int8": int8["size_bytes"]},
+        "export_seconds": {"jax2onnx": fp32["export_seconds"], "export_with_checks": round(fp32_wall, 2)},
+        "parity_max_abs_diff": fp32["max_abs_diff"],
+        "int8_max_abs_diff_rollout": int8["max_abs_diff"], "int8_max_abs_diff_random": int8["max_abs_diff_random"],
+        "latency_us": {},
+    }
+    runners = {
+        "jax_jit": policy,
+        "ort_fp32": OnnxPolicy(tmp / f"{name}.onnx", providers=["CPUExecutionProvider"]),
+        "ort_int8": OnnxPolicy(tmp / f"{name}.int8.onnx", providers=["CPUExecutionProvider"]),
+    }
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        runners["ort_cuda_fp32"] = OnnxPolicy(tmp / f"{name}.onnx", providers=["CUDAExecutionProvider"])
+    for batch in (1, 256):
+        o, g = obs[:batch], goal[:batch]
+        lat = {k: round(median_us(lambda r=r: r(o, g), seconds), 2) for k, r in runners.items()}
+        lat["speedup_ort_fp32_vs_jax"] = round(lat["jax_jit"] / lat["ort_fp32"], 3)
+        lat["speedup_int8_vs_fp32"] = round(lat["ort_fp32"] / lat["ort_int8"], 3)
+        row["latency_us"][str(batch)] = lat
+    # Session settings: threads x graph optimisation on the fp32 model, side by side.
+    settings = {}
+    for threads in (1, 2):
+        for level in ("ORT_DISABLE_ALL", "ORT_ENABLE_ALL"):
+            so = session_options(threads)
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+            sess = ort.InferenceSession(str(tmp / f"{name}.onnx"), so, providers=["CPUExecutionProvider"])
+            for batch in (1, 256):
+                feed = {"observation": obs[:batch], "goal": goal[:batch]}
+                settings[f"threads{threads}_{level}_b{batch}"] = round(
+                    median_us(lambda s=sess, f=feed: s.run(None, f), seconds / 2), 2)
+    row["ort_session_settings_us"] = settings
+    print(f"{name}: {n_params} params, {row['file_bytes']['fp32'] / 1e6:.2f} MB, export {fp32['export_seconds']:.2f} s, "
+          f"parity {fp32['max_abs_diff']:.1e}, int8 err {int8['max_abs_diff']:.3f}; latency us "
+          f"{json.dumps(row['latency_us'])}", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two small models only")
+    parser.add_argument("--seconds", type=float, default=0.4, help="time budget per latency measurement")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export.json")
+    args = parser.parse_args()
+    models = [(n, "student", {"hidden": h}) for n, h in STUDENTS.items()]
+    models += [(n, "teacher", {"depth": d, "width": 256}) for n, d in TEACHERS.items()]
+    if args.quick:
+        models = [models[0], models[3]]
+    results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "seconds_per_measurement": args.seconds, "models": {}}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kind, cfg in models:
+            results["models"][name] = bench_model(name, kind, cfg, Path(tmp), args.seconds)
+    results["total_seconds"] = round(time.perf_counter() - t0, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out} ({results['total_seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
