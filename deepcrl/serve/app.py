@@ -4,13 +4,18 @@ Routes (``/v1/models/{name}/...`` addresses one model of a directory; the short 
 
 - ``POST /v1/act``        ``{"observation", "goal"}`` -> ``{"action"}``, or ``{"observations", "goals"}`` ->
   ``{"actions"}``; JSON or msgpack both ways; every answer carries ``timing`` (µs) and a Server-Timing header.
-- ``WS /v1/stream``       msgpack frames: a metadata frame first, then one answer per request frame; a bad
-  frame gets an error frame and the connection stays open.
+- ``WS /v1/stream``       msgpack frames: a metadata frame first, then one answer per request frame (an
+  ``id`` in a frame is echoed back; ``{"type": "ping"}`` gets a pong); a bad frame gets an error frame and the
+  connection stays open. A frame over the size limit closes it (code 1009, enforced by uvicorn). The
+  bearer token, when set, goes in the handshake's Authorization header (refused handshake: HTTP 403).
 - ``POST /v1/noop``       reads and checks the body like /v1/act but skips the model: the transport's floor.
 - ``GET /v1/metadata``, ``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
 
 The hot path reads the raw body and validates it with numpy instead of a pydantic model: at a few hundred
 microseconds per request, model validation and `jsonable_encoder` would cost more than the inference.
+Status codes: 400 malformed body, 401 token, 404 unknown model, 413 body too large, 415 content type,
+422 well-formed but invalid (sizes, NaN/Inf, non-numbers, nesting, empty or too large batch), 503 queue full
+or shutting down, 504 inference slower than the per-request timeout.
 """
 
 from __future__ import annotations
@@ -159,6 +164,7 @@ def create_app(model_path: str | Path, *, max_batch: int = 64, max_delay_us: int
     app = PolicyApp(title="deepcrl policy server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.served, app.state.metrics, app.state.default = served, metrics, default
+    app.state.max_body_bytes = max_body_bytes  # uvicorn_config applies it to WebSocket frames too
 
     def authorized(headers) -> bool:
         if expected_auth is None:
@@ -385,13 +391,18 @@ def create_app(model_path: str | Path, *, max_batch: int = 64, max_delay_us: int
 # ---- running it -------------------------------------------------------------------------------------------
 
 
-def uvicorn_config(app, *, log_level: str = "warning",
-                   max_body_bytes: int = 1_000_000, graceful_timeout_s: int = 10):
-    """uvicorn settings for low latency: uvloop + httptools when installed, no access log, no WS deflate."""
+def uvicorn_config(app, *, log_level: str = "warning", max_body_bytes: int | None = None,
+                   graceful_timeout_s: int = 10):
+    """uvicorn settings for low latency: uvloop + httptools when installed, no access log, no WS deflate.
+
+    `max_body_bytes` caps WebSocket frames (default: the limit `create_app` was given).
+    """
     import importlib.util
 
     import uvicorn
 
+    if max_body_bytes is None:
+        max_body_bytes = getattr(getattr(app, "state", None), "max_body_bytes", 1_000_000)
     has = importlib.util.find_spec
     return uvicorn.Config(
         app, loop="uvloop" if has("uvloop") else "asyncio", http="httptools" if has("httptools") else "h11",
@@ -479,4 +490,4 @@ def serve(cfg: "ServeConfig") -> None:
                       f"max_batch {cfg.max_batch}, max_delay_us {cfg.max_delay_us}, "
                       f"auth {'on' if token else 'off'})", flush=True)
 
-    _Server(uvicorn_config(app, log_level=cfg.log_level, max_body_bytes=cfg.max_body_bytes)).run(sockets=[sock])
+    _Server(uvicorn_config(app, log_level=cfg.log_level)).run(sockets=[sock])

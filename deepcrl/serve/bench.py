@@ -271,7 +271,6 @@ def _machine() -> dict[str, Any]:
             versions[name] = None
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
             "python": platform.python_version(), "versions": versions,
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "shared_machine": "2 cores shared with other jobs while measuring: absolute latencies are noisy "
                               "upper bounds; compare the ratios measured side by side in this run."}
 
@@ -371,6 +370,7 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     from deepcrl.serve.client import PolicyClient, StreamClient
 
     started = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     deadline = started + cfg.time_limit_s
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(headers=headers) as http:
@@ -443,11 +443,11 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     results = {
         "benchmark": "serve_latency",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {**_machine(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**_machine(), "load_average_at_start": load_at_start,
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
         "model": {k: info.get(k) for k in ("name", "obs_size", "goal_size", "action_size", "max_batch",
-                                            "max_delay_us")} | {"kind": info.get("metadata", {}).get("kind"),
-                                                                "hidden": info.get("metadata", {}).get("hidden")},
+                                            "max_delay_us", "metadata")},
         "load_generator": "raw keep-alive HTTP/1.1 asyncio protocol (uvloop) with pre-encoded bodies; websockets "
                           "asyncio client for WS; servers in their own processes",
         "floors": floors,
@@ -479,6 +479,11 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         out["http_json_c1_p99_us"] = j1.get("p99_us")
     if w1:
         out["ws_c1_p99_us"] = w1.get("p99_us")
+    # The transport floors at concurrency 1: a target the floor itself misses is the machine's, not the model's.
+    for name in ("noop_http_json", "noop_ws"):
+        if results["floors"].get(name):
+            out[f"floor_{name}_c1_p50_us"] = results["floors"][name].get("p50_us")
+            out[f"floor_{name}_c1_p99_us"] = results["floors"][name].get("p99_us")
     ratios = {}
     for c in results["cells"]:
         if c["server"] != "deepcrl" or c["mode"] != "closed":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -63,6 +64,20 @@ def test_client_errors_are_sentences(server, auth_server, reference):
             client.act(np.zeros(reference.obs_size + 1), np.zeros(reference.goal_size))
     with pytest.raises(ServerError, match="cannot reach"):
         PolicyClient("http://127.0.0.1:9", timeout=2)
+
+
+def test_policy_client_reopens_a_connection_the_server_closed(server, reference, inputs):
+    obs, goal = inputs
+    with PolicyClient(server.url) as client:
+        client.act(obs[0], goal[0])
+        first = client._conn
+        # What uvicorn does to a keep-alive connection idle past its timeout: close it from the server side.
+        loop = server.server.servers[0].get_loop() if hasattr(server.server.servers[0], "get_loop") else None
+        for connection in list(server.server.server_state.connections):
+            (loop.call_soon_threadsafe if loop else lambda f: f())(connection.transport.close)
+        time.sleep(0.2)
+        np.testing.assert_allclose(client.act(obs[1], goal[1]), reference(obs[1:2], goal[1:2])[0], atol=1e-6)
+        assert client._conn is not first  # it really reconnected
 
 
 def test_evaluate_through_the_server_equals_in_process(server, reference, policy_onnx):

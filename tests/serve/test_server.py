@@ -102,6 +102,17 @@ def test_websocket_metadata_first_then_actions_and_errors_keep_the_connection(se
         assert msgpack.unpackb(ws.recv(5)) == {"type": "pong", "id": 7}
 
 
+def test_websocket_frame_over_the_size_limit_closes_with_1009(server):
+    from websockets.exceptions import ConnectionClosed
+
+    with connect(server.url.replace("http", "ws") + "/v1/stream") as ws:
+        ws.recv(5)
+        ws.send(b"\x00" * 30_000)  # the server's limit is 20 kB
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(5)
+        assert info.value.rcvd.code == 1009  # "message too big"
+
+
 BAD_HTTP = [
     ("wrong length", lambda o, g: json.dumps({"observation": o[:-1], "goal": g}), JSON, 422, "expects"),
     ("NaN", lambda o, g: msgpack.packb({"observation": [math.nan] * len(o), "goal": g}), MSGPACK, 422, "NaN"),
@@ -202,7 +213,7 @@ def test_metrics_count_requests_by_status(server, reference):
     _post(server.url, b"{", JSON)
     after = httpx.get(server.url + "/metrics")
     assert after.headers["content-type"].startswith("text/plain")
-    ok, bad = 'protocol="json",status="200"', 'protocol="json",status="400"'
+    ok, bad = 'endpoint="act",protocol="json",status="200"', 'endpoint="act",protocol="json",status="400"'
     assert _sample(after.text, "deepcrl_requests_total", ok) - _sample(before, "deepcrl_requests_total", ok) == 3
     assert _sample(after.text, "deepcrl_requests_total", bad) - _sample(before, "deepcrl_requests_total", bad) == 1
     assert _sample(after.text, "deepcrl_request_latency_seconds_count", 'endpoint="act",protocol="json"') >= 3
@@ -225,11 +236,16 @@ def test_timeout_is_504_and_the_server_keeps_answering(policy_onnx, reference):
 def test_graceful_shutdown_drains_in_flight_requests(policy_onnx, reference):
     from deepcrl.serve.app import RunningServer, create_app
 
-    running = RunningServer(create_app(policy_onnx, max_delay_us=400_000, warmup=1))  # requests wait 0.4 s
+    # A lone request waits 1.5 s for company: long enough to stop the server while three are queued.
+    running = RunningServer(create_app(policy_onnx, max_delay_us=1_500_000, timeout_s=20, warmup=1))
     body = json.dumps({"observation": [0.0] * reference.obs_size, "goal": [0.0] * reference.goal_size})
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(_post, running.url, body, JSON) for _ in range(3)]
-        time.sleep(0.15)  # all three are queued in the batcher now
+        deadline = time.monotonic() + 10
+        while "deepcrl_in_flight_requests 3.0" not in httpx.get(running.url + "/metrics").text:
+            assert time.monotonic() < deadline, "the three requests never reached the server"
+            time.sleep(0.01)
+        # All three wait in the batcher now; a graceful stop answers them before closing.
         stop_started = time.perf_counter()
         running.stop()
         assert [f.result().status_code for f in futures] == [200, 200, 200]
