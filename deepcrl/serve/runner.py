@@ -151,6 +151,8 @@ class MicroBatcher:
 
     def submit(self, observation: np.ndarray, goal: np.ndarray) -> asyncio.Future:
         """Queue validated float32 rows; the future resolves to ``(action[B, a], Timing)``."""
+        if self._thread is None:
+            raise Overloaded("the model's batcher is not running (the app's lifespan has not started it)")
         future = self._loop.create_future()
         item = _Item(observation, goal, future)
         with self._cv:
@@ -209,7 +211,10 @@ class MicroBatcher:
             if self._m_batch is not None:
                 self._m_batch.observe(sum(i.rows for i in batch))
                 self._m_infer.observe(end - start)
-            self._loop.call_soon_threadsafe(_resolve, batch, actions, error, start, end)
+            try:
+                self._loop.call_soon_threadsafe(_resolve, batch, actions, error, start, end)
+            except RuntimeError:  # the event loop is closed: nobody is waiting for these answers any more
+                return
 
 
 def _resolve(batch: list[_Item], actions, error, start: float, end: float) -> None:
