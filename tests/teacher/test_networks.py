@@ -211,12 +211,13 @@ def test_actor_exports_to_onnx_with_parity():
     import onnxruntime as ort
     from jax2onnx import to_onnx
 
-    actor = N.actor_from_config({**CFG, "depth": 8, "width": 32}, seed=5)
-    model = to_onnx(lambda observation, goal: actor.act(observation, goal),
-                    [("B", CFG["obs_size"]), ("B", CFG["goal_size"])], return_mode="proto")
-    assert "Loop" in {node.op_type for node in model.graph.node}  # the scanned blocks, not unrolled copies
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     obs, goal, _ = _batch(n=9, seed=7)
-    names = [i.name for i in sess.get_inputs()]
-    out = sess.run(None, {names[0]: obs, names[1]: goal})[0]
-    np.testing.assert_allclose(out, actor.act(obs, goal), atol=1e-5)
+    for remat in (False, True):  # a teacher trained with remat exports as is (jax.checkpoint is traced through)
+        actor = N.actor_from_config({**CFG, "depth": 8, "width": 32, "remat": remat}, seed=5)
+        model = to_onnx(lambda observation, goal: actor.act(observation, goal),
+                        [("B", CFG["obs_size"]), ("B", CFG["goal_size"])], return_mode="proto")
+        assert "Loop" in {node.op_type for node in model.graph.node}  # the scanned blocks, not copies
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        out = sess.run(None, {names[0]: obs, names[1]: goal})[0]
+        np.testing.assert_allclose(out, actor.act(obs, goal), atol=1e-5)
