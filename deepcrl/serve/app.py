@@ -475,9 +475,6 @@ def serve(cfg: "ServeConfig") -> None:
     app = create_app(cfg.model, max_batch=cfg.max_batch, max_delay_us=cfg.max_delay_us, token=token,
                      max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, default_model=cfg.default_model,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
-    # The batcher thread needs the GIL for a few microseconds after each ORT call; with the default 5 ms
-    # switch interval a busy event loop can hold it that long, adding milliseconds to every batch under load.
-    sys.setswitchinterval(2e-4)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
     names = ", ".join(app.state.served)

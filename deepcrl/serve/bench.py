@@ -140,16 +140,51 @@ def _stats(latencies_ns: list[int] | np.ndarray, seconds: float, errors: int) ->
             "p999_us": round(p[3], 1), "max_us": round(float(lat.max()), 1), "mean_us": round(float(lat.mean()), 1)}
 
 
+class _Run:
+    """Raw measurements of one cell, accumulated over interleaved rounds."""
+
+    def __init__(self):
+        self.latencies: list[int] = []
+        self.lateness: list[int] = []
+        self.seconds = 0.0
+        self.errors = 0
+        self.server_cpu: float | None = 0.0
+
+    def add_cpu(self, before: float | None, after: float | None) -> None:
+        if self.server_cpu is not None and before is not None and after is not None:
+            self.server_cpu += after - before
+        else:
+            self.server_cpu = None
+
+    def stats(self) -> dict[str, Any]:
+        out = _stats(self.latencies, self.seconds, self.errors)
+        if self.server_cpu is not None and self.latencies:
+            # CPU time the server process spent per answered request: unlike wall-clock figures it barely
+            # moves with the other jobs on a shared machine, so its ratio to the baseline is the steady one.
+            out["server_cpu_us_per_request"] = round(self.server_cpu / len(self.latencies) * 1e6, 1)
+        if self.lateness:
+            out["generator_lateness_p99_us"] = round(float(np.percentile(self.lateness, 99)) / 1e3, 1)
+        return out
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (Linux /proc; None elsewhere or without a pid)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def _closed_loop(connect: Callable[[], Awaitable], payloads: list[bytes], concurrency: int,
-                       duration: float, warmup: float = 0.2) -> tuple[dict[str, Any], np.ndarray]:
+                       duration: float, run: _Run, pid: int | None = None, warmup: float = 0.2) -> None:
     conns = [await connect() for _ in range(concurrency)]
-    latencies: list[int] = []
-    errors = 0
     n = len(payloads)
     clock = time.perf_counter_ns
 
     async def worker(conn, k: int, stop_ns: int, record: bool) -> None:
-        nonlocal errors
         i = k
         while clock() < stop_ns:
             t = clock()
@@ -158,23 +193,24 @@ async def _closed_loop(connect: Callable[[], Awaitable], payloads: list[bytes], 
             except (ConnectionError, OSError):
                 ok = False
             if record:
-                latencies.append(clock() - t)
-                errors += not ok
+                run.latencies.append(clock() - t)
+                run.errors += not ok
             i += 1
 
     try:
         await asyncio.gather(*(worker(c, k, clock() + int(warmup * 1e9), False) for k, c in enumerate(conns)))
+        cpu = _cpu_seconds(pid)
         start = clock()
         await asyncio.gather(*(worker(c, k, start + int(duration * 1e9), True) for k, c in enumerate(conns)))
-        elapsed = (clock() - start) / 1e9
+        run.seconds += (clock() - start) / 1e9
+        run.add_cpu(cpu, _cpu_seconds(pid))
     finally:
         for c in conns:
             await c.close()
-    return _stats(latencies, elapsed, errors), np.asarray(latencies)
 
 
 async def _open_loop(connect: Callable[[], Awaitable], payloads: list[bytes], rate: float, duration: float,
-                     pool: int = 64) -> tuple[dict[str, Any], np.ndarray]:
+                     run: _Run, pid: int | None = None, pool: int = 64) -> None:
     """Requests due at t0 + i/rate; a timer thread (µs-precise sleeps, unlike the loop's ms timers) releases
     them. Latency is measured from the due time, including any wait for a free connection."""
     loop = asyncio.get_running_loop()
@@ -183,25 +219,23 @@ async def _open_loop(connect: Callable[[], Awaitable], payloads: list[bytes], ra
     for c in conns:
         free.put_nowait(c)
     total = max(1, int(rate * duration))
-    latencies: list[int] = []
-    lateness: list[int] = []
-    errors = 0
     done = asyncio.Event()
     finished = 0
     n = len(payloads)
+    cpu = _cpu_seconds(pid)
     t0 = time.perf_counter_ns() + 50_000_000
     due = [t0 + int(i * 1e9 / rate) for i in range(total)]
 
     async def one(i: int) -> None:
-        nonlocal errors, finished
-        lateness.append(time.perf_counter_ns() - due[i])
+        nonlocal finished
+        run.lateness.append(time.perf_counter_ns() - due[i])
         conn = await free.get()
         try:
             ok = await conn.roundtrip(payloads[i % n])
         except (ConnectionError, OSError):
             ok = False
-        latencies.append(time.perf_counter_ns() - due[i])
-        errors += not ok
+        run.latencies.append(time.perf_counter_ns() - due[i])
+        run.errors += not ok
         free.put_nowait(conn)
         finished += 1
         if finished == total:
@@ -222,14 +256,12 @@ async def _open_loop(connect: Callable[[], Awaitable], payloads: list[bytes], ra
     try:
         await asyncio.wait_for(done.wait(), duration + 10.0)
     except TimeoutError:
-        errors += total - finished
+        run.errors += total - finished
     thread.join(1.0)
+    run.seconds += (time.perf_counter_ns() - t0) / 1e9
+    run.add_cpu(cpu, _cpu_seconds(pid))
     for c in conns:
         await c.close()
-    stats = _stats(latencies, (time.perf_counter_ns() - t0) / 1e9, errors)
-    stats.update(offered_rps=rate, generator_lateness_p99_us=round(float(np.percentile(lateness, 99)) / 1e3, 1)
-                 if lateness else None)
-    return stats, np.asarray(latencies)
 
 
 # ---- processes ------------------------------------------------------------------------------------------------
@@ -345,18 +377,21 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     procs: list[subprocess.Popen] = []
+    pids: dict[str, int] = {}
     try:
         if cfg.url is None:
             proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(cfg.model), "--port",
                                 "0", "--max-batch", str(cfg.max_batch), "--max-delay-us", str(cfg.max_delay_us)])
             procs.append(proc)
+            pids["deepcrl"] = proc.pid
             base_url = None
             if cfg.baseline:
                 proc, base_url = _start([sys.executable, "-m", "deepcrl.serve.baseline", "--model", str(cfg.model)])
                 procs.append(proc)
+                pids["baseline"] = proc.pid
         else:
             url, base_url = cfg.url.rstrip("/"), None
-        results = runner(_measure(cfg, url, base_url, token))
+        results = runner(_measure(cfg, url, base_url, token, pids))
     finally:
         for proc in procs:
             _stop(proc)
@@ -364,7 +399,8 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
     return results
 
 
-async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token: str | None) -> dict[str, Any]:
+async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token: str | None,
+                   pids: dict[str, int]) -> dict[str, Any]:
     import httpx
 
     from deepcrl.serve.client import PolicyClient, StreamClient
@@ -381,8 +417,8 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     skipped: list[str] = []
     samples: dict[str, np.ndarray] = {}
 
-    def budget_left(name: str) -> bool:
-        if time.monotonic() + cfg.duration_s + 2.0 > deadline:
+    def budget_left(name: str, cells_: int = 1) -> bool:
+        if time.monotonic() + cells_ * (cfg.duration_s + 0.5) + 1.0 > deadline:
             skipped.append(name)
             return False
         return True
@@ -407,30 +443,36 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     floors: dict[str, Any] = {}
     if cfg.model is not None:
         floors["ort_in_process"] = _ort_floor(cfg.model, obs_size, goal_size, min(cfg.duration_s, 1.0))
-    if budget_left("noop json"):
-        connect, payloads = http_target(url, "/v1/noop", "json")
-        floors["noop_http_json"], samples["noop http+json c=1"] = await _closed_loop(connect, payloads, 1,
-                                                                                      cfg.duration_s)
-    if "ws" in cfg.protocols and budget_left("ws ping"):
-        connect, payloads = ws_target([msgpack.packb({"type": "ping"})])
-        floors["noop_ws"], samples["noop ws c=1"] = await _closed_loop(connect, payloads, 1, cfg.duration_s)
+    for name, label, (connect, payloads) in (
+            ("noop_http_json", "noop http+json c=1", http_target(url, "/v1/noop", "json")),
+            ("noop_ws", "noop ws c=1", ws_target([msgpack.packb({"type": "ping"})]))):
+        if (name == "noop_ws" and "ws" not in cfg.protocols) or not budget_left(label):
+            continue
+        run = _Run()
+        await _closed_loop(connect, payloads, 1, cfg.duration_s, run, pids.get("deepcrl"))
+        floors[name], samples[label] = run.stats(), np.asarray(run.latencies)
 
-    # Load level outside, servers inside: cells that are compared run back to back, under the same background
-    # load of the shared machine.
-    for c in cfg.concurrency:
-        for server, proto, label, (connect, payloads) in targets:
-            if not budget_left(f"{label} c={c}"):
-                continue
-            stats, lat = await _closed_loop(connect, payloads, c, cfg.duration_s)
-            cells.append({"server": server, "protocol": proto, "mode": "closed", "concurrency": c, **stats})
-            if c == 1:
-                samples[f"{label} c=1"] = lat
-    for rate in cfg.rates:
-        for server, proto, label, (connect, payloads) in targets:
-            if not budget_left(f"{label} {rate}/s"):
-                continue
-            stats, _ = await _open_loop(connect, payloads, rate, cfg.duration_s)
-            cells.append({"server": server, "protocol": proto, "mode": "open", "rate": rate, **stats})
+    # Every load level is measured in `rounds` slices that alternate between the targets, so the cells that
+    # are compared share the background load of the shared machine instead of each catching its own gusts.
+    rounds = max(1, cfg.rounds)
+    slice_s = cfg.duration_s / rounds
+    levels = [("closed", c) for c in cfg.concurrency] + [("open", r) for r in cfg.rates]
+    for mode, level in levels:
+        tag = f"c={level}" if mode == "closed" else f"{level}/s"
+        if not budget_left(f"{mode} {tag}", len(targets)):
+            continue
+        runs = [_Run() for _ in targets]
+        for _ in range(rounds):
+            for (server, proto, label, (connect, payloads)), run in zip(targets, runs):
+                if mode == "closed":
+                    await _closed_loop(connect, payloads, level, slice_s, run, pids.get(server))
+                else:
+                    await _open_loop(connect, payloads, level, slice_s, run, pids.get(server))
+        for (server, proto, label, _), run in zip(targets, runs):
+            key = {"concurrency": level} if mode == "closed" else {"rate": level, "offered_rps": level}
+            cells.append({"server": server, "protocol": proto, "mode": mode, **key, **run.stats()})
+            if mode == "closed" and level == 1:
+                samples[f"{label} c=1"] = np.asarray(run.latencies)
 
     clients: dict[str, Any] = {}
     if budget_left("PolicyClient"):
@@ -490,13 +532,18 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
             continue
         b = _cell(results, "baseline", "json", concurrency=c["concurrency"])
         if b and b.get("throughput_rps"):
+            cpu, base_cpu = c.get("server_cpu_us_per_request"), b.get("server_cpu_us_per_request")
             ratios[f"{c['protocol']}_c{c['concurrency']}"] = {
                 "throughput_x": round(c["throughput_rps"] / b["throughput_rps"], 2),
+                "server_cpu_per_request_x": round(base_cpu / cpu, 2) if cpu and base_cpu else None,
                 "p50_speedup_x": round(b["p50_us"] / c["p50_us"], 2) if c.get("p50_us") else None,
                 "p99_speedup_x": round(b["p99_us"] / c["p99_us"], 2) if c.get("p99_us") else None}
     out["vs_baseline"] = ratios
-    high = [v["throughput_x"] for k, v in ratios.items() if k.startswith("json_") and int(k.split("_c")[1]) >= 16]
-    out["throughput_ratio_c16_64"] = min(high) if high else None
+    high = [v for k, v in ratios.items() if k.startswith("json_") and int(k.split("_c")[1]) >= 16]
+    out["throughput_ratio_c16_64"] = min(v["throughput_x"] for v in high) if high else None
+    cpu_high = [v["server_cpu_per_request_x"] for v in high if v["server_cpu_per_request_x"]]
+    # Requests per CPU-second of the server, relative to the baseline: its capacity on a dedicated core.
+    out["server_cpu_efficiency_ratio_c16_64"] = min(cpu_high) if cpu_high else None
     if b1 and j1:
         out["baseline_http_json_c1_p50_us"] = b1.get("p50_us")
     checks = {}

@@ -59,6 +59,9 @@ class BenchServeConfig:
     """Seconds measured per cell (one protocol x one concurrency or rate)."""
     concurrency: tuple[int, ...] = (1, 8, 16, 64)
     """Closed-loop concurrencies (connections each sending its next request when the last one returns)."""
+    rounds: int = 3
+    """Each load level is measured in this many slices alternating between the servers (fairer on a shared
+    machine); a cell's figures pool its slices."""
     rates: tuple[int, ...] = (500, 2000)
     """Open-loop request rates per second (latency counted from each request's scheduled send time)."""
     protocols: tuple[str, ...] = ("json", "msgpack", "ws")
