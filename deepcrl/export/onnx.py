@@ -45,13 +45,14 @@ def _load_plugins() -> None:
         pass
 
 
-def to_onnx_model(policy, opset: int = 21, fp16: bool = False):
+def to_onnx_model(policy, opset: int = 21, fp16: bool = False, hoist_loops: bool = True):
     """The policy as an `onnx.ModelProto`: inputs observation/goal [batch, n] float32, output action.
 
     Args:
         policy: a `deepcrl.policy.JaxPolicy`.
         opset: ONNX opset.
         fp16: convert weights and compute to float16, keeping float32 inputs and output.
+        hoist_loops: read a scanned teacher's stacked weights from outer scope (see `hoist_loop_invariants`).
     """
     from jax2onnx import to_onnx
 
@@ -74,9 +75,71 @@ def to_onnx_model(policy, opset: int = 21, fp16: bool = False):
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise DeepcrlError(f"jax2onnx cannot convert this {policy.manifest.kind}'s policy at opset {opset} "
                            f"({type(exc).__name__}: {first}).") from None
+    if hoist_loops:
+        hoist_loop_invariants(model)
     if fp16:
         model = to_float16(model)
     return model
+
+
+def hoist_loop_invariants(model) -> int:
+    """Stop passing unchanged tensors through `Loop` bodies as loop-carried state; returns how many.
+
+    jax2onnx lowers `jax.lax.scan` over stacked block weights to a `Loop` whose carried state includes every
+    stacked weight tensor, passed through unchanged (`Identity`). ONNX Runtime copies carried state on every
+    iteration: for a depth-64, width-256 teacher that is 16 MB per block. A Loop body may read outer-scope
+    values directly, so each such pass-through is replaced by a reference to the value it carries. The graph
+    computes the same thing; the parity check that follows verifies it.
+    """
+    used_outside = {name for n in model.graph.node for name in _uses(n)} | {o.name for o in model.graph.output}
+    hoisted = 0
+    for loop in model.graph.node:
+        if loop.op_type != "Loop":
+            continue
+        body = next(a.g for a in loop.attribute if a.name == "body")
+        producer = {out: n for n in body.node for out in n.output}
+        defined = set(producer) | {i.name for i in body.input} | {i.name for i in body.initializer}
+        n_carried = len(loop.input) - 2
+        drop = []
+        for k in range(n_carried):
+            carried_in, carried_out = body.input[k + 2].name, body.output[k + 1].name
+            outer, final = loop.input[k + 2], loop.output[k]
+            node = producer.get(carried_out)
+            if (node is None or node.op_type != "Identity" or list(node.input) != [carried_in] or not outer
+                    or final in used_outside or outer in defined):
+                continue
+            drop.append((k, node, carried_in, outer))
+        for k, node, carried_in, outer in reversed(drop):
+            body.node.remove(node)
+            for n in body.node:
+                _rename_input(n, carried_in, outer)
+            del body.input[k + 2]
+            del body.output[k + 1]
+            del loop.input[k + 2]
+            del loop.output[k]
+            hoisted += 1
+    kept = {o for n in model.graph.node for o in n.output}
+    keep_info = [v for v in model.graph.value_info if v.name in kept]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep_info)
+    return hoisted
+
+
+def _uses(node) -> set[str]:
+    names = set(node.input)
+    for graph in _subgraphs(node):
+        for n in graph.node:
+            names |= _uses(n)
+    return names
+
+
+def _rename_input(node, old: str, new: str) -> None:
+    for i, name in enumerate(node.input):
+        if name == old:
+            node.input[i] = new
+    for graph in _subgraphs(node):
+        for n in graph.node:
+            _rename_input(n, old, new)
 
 
 def _subgraphs(node):

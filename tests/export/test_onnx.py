@@ -120,7 +120,9 @@ def test_scanned_teacher_exports_as_loop(tmp_path):
     init_artifact(ckpt, "teacher", "point_maze", {"depth": 8, "width": 32})
     out = tmp_path / "t.onnx"
     report = export(ExportConfig(ckpt=ckpt, out=out))
-    assert "Loop" in {n.op_type for n in onnx.load(out).graph.node}
+    loops = [n for n in onnx.load(out).graph.node if n.op_type == "Loop"]
+    # one Loop over the blocks, carrying only the activations: the stacked weights are read from outer scope
+    assert len(loops) == 1 and len(loops[0].input) == 3 and len(loops[0].output) == 1
     assert report["max_abs_diff"] <= 1e-5 and report["kind"] == "teacher"
     teacher, policy = load_policy(ckpt), OnnxPolicy(out)
     obs = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
