@@ -129,3 +129,15 @@ def test_scanned_teacher_exports_as_loop(tmp_path):
     np.testing.assert_allclose(policy(obs, obs[::-1].copy()), teacher(obs, obs[::-1].copy()), atol=1e-5, rtol=0)
     with pytest.raises(DeepcrlError, match="--fp16 does not support a scanned teacher"):
         export(ExportConfig(ckpt=ckpt, out=tmp_path / "t16.onnx", fp16=True))
+
+
+@pytest.mark.slow
+def test_deep_teacher_exports(tmp_path):
+    """A 64-layer scanned teacher: one Loop, export time and file size independent of unrolling, parity holds."""
+    ckpt = tmp_path / "teacher64"
+    init_artifact(ckpt, "teacher", "point_maze", {"depth": 64, "width": 64})
+    report = export(ExportConfig(ckpt=ckpt, out=tmp_path / "t64.onnx"))
+    assert report["max_abs_diff"] <= 1e-5
+    model = onnx.load(tmp_path / "t64.onnx")
+    assert [n.op_type for n in model.graph.node].count("Loop") == 1
+    assert len(model.graph.node) < 60  # not unrolled: 64 layers would be hundreds of nodes
