@@ -16,15 +16,16 @@ from deepcrl.errors import DeepcrlError
 # Tuned on the 2-core CPU machine (see the depth sweep and the report of issue 4).
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "point_maze": dict(steps=300_000, depth=4, width=128, num_envs=64, batch_size=256, unroll_length=25,
-                       sgd_steps=64, replay_capacity=1_000, eval_every=10),
+                       sgd_steps=64, replay_capacity=1_000, eval_every=20),
     "point_maze_open": dict(steps=100_000, depth=4, width=128, num_envs=64, batch_size=256, unroll_length=25,
                             sgd_steps=64, replay_capacity=1_000, eval_every=10),
     "point_maze_big": dict(steps=2_000_000, depth=8, width=256, num_envs=128, batch_size=256,
                            unroll_length=25, sgd_steps=64, replay_capacity=2_000, eval_every=20),
 }
-# The reference's shape (Brax envs, and every env on a GPU): 512 envs x unroll 62, batch 256, width 256.
+# The reference's shape (Brax envs, and every env on a GPU): 512 envs x unroll 62, batch 256, width 256,
+# 800 SGD steps per iteration, replay 10k steps per env.
 REFERENCE_DEFAULTS: dict[str, Any] = dict(steps=10_000_000, depth=4, width=256, num_envs=512, batch_size=256,
-                                          unroll_length=62, sgd_steps=124, replay_capacity=10_000,
+                                          unroll_length=62, sgd_steps=800, replay_capacity=10_000,
                                           eval_every=10)
 _RESOLVED = tuple(REFERENCE_DEFAULTS)
 

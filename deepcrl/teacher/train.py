@@ -409,7 +409,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     start_iter = int(state.iteration)
     last_eval: dict = next((r["eval"] for r in reversed(history) if "eval" in r), {})
     last_train: dict = {}
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (history[-1]["wall_s"] if history else 0.0)  # wall time continues on resume
+    t_start = time.perf_counter()
     compile_s = None
     ckpt_steps = int(state.env_steps) if cfg.resume else None
     bar = _Progress(progress, total=total_iters * setup.steps_per_iteration, done=int(state.env_steps))
@@ -433,7 +434,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             it += 1
             env_steps = int(state.env_steps)
             wall = time.perf_counter() - t0
-            out_of_time = cfg.max_minutes is not None and wall > cfg.max_minutes * 60
+            out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > cfg.max_minutes * 60
             record = {"iteration": it, "env_steps": env_steps, "wall_s": round(wall, 3), **metrics}
             last_train = metrics
             if it % cfg.eval_every == 0 or it == total_iters or out_of_time:
@@ -448,11 +449,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 fh.write(json.dumps(record) + "\n")
             if "eval" in record:
                 plot_curves(history, run_dir / CURVES_FILE, title=f"{cfg.env}: depth {cfg.critic_depth}")
-            bar.update(env_steps, wall, metrics, last_eval)
+            bar.update(env_steps, time.perf_counter() - t_start, metrics, last_eval)
             if out_of_time:
                 break
 
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t_start
     done_steps = int(state.env_steps)
     return {
         "run_dir": str(run_dir), "env_steps": done_steps, "iterations": int(state.iteration),

@@ -6,6 +6,8 @@ import numpy as np
 
 from deepcrl.teacher import replay
 
+_insert = jax.jit(replay.insert)
+
 
 def _fill(capacity, num_envs, steps, unroll, seed=0):
     """A buffer whose state part is (global time, episode id); episodes have random lengths per env."""
@@ -19,7 +21,7 @@ def _fill(capacity, num_envs, steps, unroll, seed=0):
             ids[t] = episode
             episode = episode + (rng.random(num_envs) < 0.08)  # episode ends with prob 0.08 per step
         obs = np.stack([np.broadcast_to(times[:, None], ids.shape), ids, np.zeros_like(ids)], -1)
-        buf = replay.insert(buf, jnp.asarray(obs, jnp.float32), jnp.asarray(ids[..., None], jnp.float32),
+        buf = _insert(buf, jnp.asarray(obs, jnp.float32), jnp.asarray(ids[..., None], jnp.float32),
                             jnp.asarray(ids))
     return buf
 

@@ -16,11 +16,12 @@ from deepcrl.cli import main
 from deepcrl.evaluate import evaluate
 from deepcrl.policy import RandomPolicy, load_policy
 
-# A network and env shape small enough that one compile serves the resume and NaN tests.
-MICRO = ["--env", "point_maze", "--depth", "4", "--width", "16", "--num-envs", "8", "--batch-size", "32",
-         "--unroll-length", "10", "--sgd-steps", "4", "--replay-capacity", "40", "--eval-every", "2",
+# The shape of the `tiny_teacher_dir` run (tests/conftest.py TINY_TEACHER): runs that differ from it only in
+# steps, out, resume, evaluation or learning rate reuse its compiled iteration, so these tests compile nothing.
+MICRO = ["--env", "point_maze", "--depth", "4", "--width", "64", "--num-envs", "32", "--batch-size", "256",
+         "--unroll-length", "20", "--sgd-steps", "64", "--replay-capacity", "200", "--eval-every", "2",
          "--eval-episodes", "8"]
-ITER_STEPS = 8 * 10
+ITER_STEPS = 32 * 20
 
 
 def test_tiny_run_learns_above_random_and_writes_a_loadable_artifact(tiny_teacher_run):
@@ -57,7 +58,7 @@ def _rows(run):
 
 
 @pytest.fixture(scope="module")
-def half_run(tmp_path_factory):
+def half_run(tiny_teacher_dir, tmp_path_factory):  # after the fixture: its compile is reused
     out = tmp_path_factory.mktemp("resume") / "half"
     assert _train(out, 2 * ITER_STEPS) == 0
     return out
@@ -89,7 +90,7 @@ def test_non_finite_loss_stops_with_one_sentence_and_keeps_the_last_good_checkpo
     # an absurd learning rate blows the weights up within the first SGD steps after resuming
     assert _train(run, 4 * ITER_STEPS, "--resume", "--learning-rate", "1e38") == 2
     err = capsys.readouterr().err
-    assert "non-finite" in err and "last good checkpoint (env step 160)" in err and "Traceback" not in err
+    assert "non-finite" in err and "last good checkpoint (env step 1,280)" in err and "Traceback" not in err
     assert (artifacts.hash_directory(run / "train_state"), (run / "manifest.json").read_text()) == before
     assert load_policy(run).manifest.step == 2 * ITER_STEPS
 

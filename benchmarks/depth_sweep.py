@@ -1,0 +1,90 @@
+"""Does depth help on a maze? Train the teacher at several depths on the same env-step budget and compare
+success and detour-pair success curves (the paper's claim: past a critical depth success jumps).
+
+Every other setting is the env's default (`deepcrl.teacher.config.ENV_DEFAULTS`), the seed is shared, and
+each depth gets the same number of env steps (and therefore of SGD steps); wall time is reported as well
+since deeper networks cost more per step.
+
+Usage: python benchmarks/depth_sweep.py [--env point_maze] [--depths 4 16] [--steps 128000] [--width 128]
+Writes benchmarks/results/depth_sweep.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def sweep(env: str, depths: list[int], steps: int, width: int | None, eval_every: int, seed: int) -> list[dict]:
+    from deepcrl.teacher.config import TrainConfig
+    from deepcrl.teacher.train import train
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for depth in depths:
+            out = Path(tmp) / f"depth{depth}"
+            summary = train(TrainConfig(env=env, depth=depth, width=width, steps=steps, eval_every=eval_every,
+                                        seed=seed, out=out), progress=False)
+            records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            curve = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], "success": r["eval"]["success"],
+                      "detour_success": r["eval"]["detour_success"], "direct_success": r["eval"]["direct_success"],
+                      "time_at_goal": r["eval"]["time_at_goal"], "critic_loss": r["critic_loss"],
+                      "entropy": r["entropy"]}
+                     for r in records if "eval" in r]
+            row = {"depth": depth, "width": summary["config"]["width"], "env_steps": summary["env_steps"],
+                   "wall_s": summary["wall_s"], "compile_s": summary["compile_s"], "final": summary["eval"],
+                   "curve": curve}
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "curve"}))
+    return rows
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for row in results["rows"]:
+        steps = [c["env_steps"] for c in row["curve"]]
+        axes[0].plot(steps, [c["success"] for c in row["curve"]], marker="o", label=f"depth {row['depth']}")
+        axes[1].plot(steps, [c["detour_success"] for c in row["curve"]], marker="o", label=f"depth {row['depth']}")
+    for ax, title in zip(axes, ("success, all pairs", "success, detour pairs")):
+        ax.set(xlabel="env steps", ylabel="eval success", ylim=(-0.02, 1.02), title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"depth sweep on {results['env']} (same env-step budget, seed {results['seed']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="point_maze")
+    parser.add_argument("--depths", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--steps", type=int, default=128_000)
+    parser.add_argument("--width", type=int, default=None, help="default: the env's default width")
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/depth_sweep.json"))
+    args = parser.parse_args()
+
+    from deepcrl._logging import quiet
+    from deepcrl.teacher.bench import machine_facts
+
+    quiet()
+    machine = machine_facts()
+    rows = sweep(args.env, args.depths, args.steps, args.width, args.eval_every, args.seed)
+    machine["loadavg_end"] = list(os.getloadavg())
+    results = {"env": args.env, "seed": args.seed, "steps": args.steps, "machine": machine, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    plot(results, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
