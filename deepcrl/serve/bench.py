@@ -572,7 +572,7 @@ def _plot(results: dict[str, Any], samples: dict[str, np.ndarray], path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5))
+    fig, (ax1, ax2, ax3, ax4) = plt.subplots(1, 4, figsize=(22, 5))
     for label, lat in samples.items():
         if len(lat):
             x = np.sort(np.asarray(lat) / 1e3)
@@ -591,12 +591,21 @@ def _plot(results: dict[str, Any], samples: dict[str, np.ndarray], path: Path) -
                       if c["server"] == server and c["protocol"] == proto and c["mode"] == "closed")
         if rows:
             cs, tp, p99 = zip(*rows)
-            ax2.plot(cs, tp, marker="o", label=f"{server} {proto}", ls="--" if server == "baseline" else "-")
-            ax3.plot(cs, p99, marker="o", label=f"{server} {proto}", ls="--" if server == "baseline" else "-")
+            style = {"marker": "o", "label": f"{server} {proto}", "ls": "--" if server == "baseline" else "-"}
+            ax2.plot(cs, tp, **style)
+            ax3.plot(cs, p99, **style)
+            cpu = [(c["concurrency"], c["server_cpu_us_per_request"]) for c in results["cells"]
+                   if c["server"] == server and c["protocol"] == proto and c["mode"] == "closed"
+                   and c.get("server_cpu_us_per_request")]
+            if cpu:
+                ax4.plot(*zip(*sorted(cpu)), **style)
     ax2.set(xscale="log", xlabel="concurrent connections", ylabel="requests / s", title="Closed-loop throughput")
     ax3.set(xscale="log", yscale="log", xlabel="concurrent connections", ylabel="p99 latency (µs)",
             title="Closed-loop p99 latency")
-    for ax in (ax2, ax3):
+    ax4.set(xscale="log", xlabel="concurrent connections", ylabel="server CPU µs per request",
+            title="Server CPU per request (steady under shared load)")
+    ax4.set_ylim(bottom=0)
+    for ax in (ax2, ax3, ax4):
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
