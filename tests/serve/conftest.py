@@ -43,6 +43,7 @@ def auth_server(policy_onnx):
     from deepcrl.serve.app import RunningServer, create_app
 
     with RunningServer(create_app(policy_onnx, token=TOKEN, warmup=2)) as running:
+        running.token = TOKEN
         yield running
 
 

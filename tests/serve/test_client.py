@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from deepcrl.serve.client import PolicyClient, ServerError, StreamClient
-from tests.serve.conftest import TOKEN
 
 
 @pytest.mark.parametrize("use_json", [False, True], ids=["msgpack", "json"])
@@ -53,11 +52,11 @@ def test_client_errors_are_sentences(server, auth_server, reference):
     with pytest.raises(ServerError, match="bearer token") as info:
         PolicyClient(auth_server.url)
     assert info.value.status == 401
-    with PolicyClient(auth_server.url, token=TOKEN) as client:
+    with PolicyClient(auth_server.url, token=auth_server.token) as client:
         assert client.act(np.zeros(reference.obs_size), np.zeros(reference.goal_size)).shape == (reference.action_size,)
     with pytest.raises(ServerError, match="cannot open"):
         StreamClient(auth_server.url, token="wrong")
-    with StreamClient(auth_server.url, token=TOKEN) as client:
+    with StreamClient(auth_server.url, token=auth_server.token) as client:
         assert client.act(np.zeros(reference.obs_size), np.zeros(reference.goal_size)).shape == (reference.action_size,)
     with PolicyClient(server.url) as client:
         with pytest.raises(Exception, match="expects rows of"):

@@ -16,7 +16,6 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from deepcrl.errors import ArtifactError
-from tests.serve.conftest import TOKEN
 
 JSON = {"content-type": "application/json"}
 MSGPACK = {"content-type": "application/msgpack"}
@@ -154,14 +153,14 @@ def test_chunked_body_over_the_limit_is_413(server, reference):
 
 def test_auth_required_when_a_token_is_set(auth_server, reference):
     body = json.dumps({"observation": [0.0] * reference.obs_size, "goal": [0.0] * reference.goal_size})
-    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": auth_server.token}):
         r = _post(auth_server.url, body, {**JSON, **headers})
         assert r.status_code == 401 and "bearer token" in r.json()["error"]
         assert r.headers["www-authenticate"] == "Bearer"
     assert httpx.get(auth_server.url + "/v1/metadata").status_code == 401
     assert httpx.get(auth_server.url + "/metrics").status_code == 401
     assert httpx.get(auth_server.url + "/healthz").status_code == 200  # probes stay open
-    ok = {"authorization": f"Bearer {TOKEN}"}
+    ok = {"authorization": f"Bearer {auth_server.token}"}
     assert _post(auth_server.url, body, {**JSON, **ok}).status_code == 200
     assert httpx.get(auth_server.url + "/v1/metadata", headers=ok).status_code == 200
     ws_url = auth_server.url.replace("http", "ws") + "/v1/stream"
