@@ -10,7 +10,7 @@ without costing a lone client anything. ORT releases the GIL during the call, so
 from __future__ import annotations
 
 import asyncio
-import collections
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -120,10 +120,14 @@ class MicroBatcher:
                  max_queue_rows: int | None = None, metrics=None):
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay_us * 1e-6
         self.max_queue_rows = max_queue_rows or 64 * max_batch
-        self._queue: collections.deque[_Item] = collections.deque()
-        self._rows = 0
-        self._cv = threading.Condition()
+        # A C-level SimpleQueue rather than a Condition around a deque: one put/get per hand-off, no Python
+        # lock dance (measured at concurrency 1: ~23 vs 24-30 µs per round trip, ~30 vs ~35 µs of CPU).
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._carry: _Item | None = None  # worker only: the item that did not fit in the last batch
+        # Rows queued and rows taken, each written by one thread only (loop / worker), so no lock is needed.
+        self._rows_in = self._rows_out = 0
         self._stopping = False
+        self._stop_seen = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.calls = 0
@@ -136,60 +140,77 @@ class MicroBatcher:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._stopping = False
+        self._stopping = self._stop_seen = False
         self._thread = threading.Thread(target=self._work, name=f"deepcrl-batcher-{self.model.name}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish every queued request, then end the worker thread."""
-        with self._cv:
-            self._stopping = True
-            self._cv.notify()
+        self._stopping = True
+        self._queue.put(None)  # wakes the worker; it answers what is queued, then exits
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
     def submit(self, observation: np.ndarray, goal: np.ndarray) -> asyncio.Future:
-        """Queue validated float32 rows; the future resolves to ``(action[B, a], Timing)``."""
-        if self._thread is None:
-            raise Overloaded("the model's batcher is not running (the app's lifespan has not started it)")
+        """Queue validated float32 rows (from the event loop's thread); the future resolves to
+        ``(action[B, a], Timing)``."""
+        if self._thread is None or self._stopping:
+            raise Overloaded("the model's batcher is not running (starting up or shutting down)")
+        waiting = self._rows_in - self._rows_out
+        rows = observation.shape[0]
+        if waiting + rows > self.max_queue_rows:
+            raise Overloaded(f"{waiting} rows are already waiting")
         future = self._loop.create_future()
-        item = _Item(observation, goal, future)
-        with self._cv:
-            if self._stopping:
-                raise Overloaded("the server is shutting down")
-            if self._rows + item.rows > self.max_queue_rows:
-                raise Overloaded(f"{self._rows} rows are already waiting")
-            self._queue.append(item)
-            self._rows += item.rows
-            self._cv.notify()
+        self._rows_in += rows
+        self._queue.put(_Item(observation, goal, future))
         return future
 
     def _take(self) -> list[_Item] | None:
-        """Wait for work; return the next batch (None once stopping with an empty queue)."""
-        with self._cv:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cv.wait()
-            if self.max_delay > 0 and not self._stopping:
-                deadline = self._queue[0].enqueued + self.max_delay
-                while self._rows < self.max_batch and not self._stopping:
-                    left = deadline - time.perf_counter()
-                    if left <= 0:
-                        break
-                    self._cv.wait(left)
-            batch, rows = [], 0
-            while self._queue and rows + self._queue[0].rows <= self.max_batch:
-                item = self._queue.popleft()
-                self._rows -= item.rows
-                if item.future.cancelled():  # timed out while queued: not worth computing
-                    continue
-                batch.append(item)
-                rows += item.rows
-            if self._m_queue is not None:
-                self._m_queue.set(self._rows)
-            return batch
+        """Wait for work; return the next batch (None once stopped with nothing left)."""
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+        elif self._stop_seen:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return None
+        else:
+            item = self._queue.get()
+        batch: list[_Item] = []
+        rows, deadline = 0, 0.0
+        while True:
+            if item is None:
+                self._stop_seen = True
+            elif rows + item.rows > self.max_batch:
+                self._carry = item
+                break
+            else:
+                self._rows_out += item.rows
+                if not item.future.cancelled():  # a request that timed out while queued is not computed
+                    if not batch:
+                        deadline = item.enqueued + self.max_delay
+                    batch.append(item)
+                    rows += item.rows
+                if rows >= self.max_batch:
+                    break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if self._stop_seen or not batch:
+                    break
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+        if self._m_queue is not None:
+            self._m_queue.set(self._rows_in - self._rows_out)
+        if not batch and self._stop_seen and self._carry is None:
+            return None
+        return batch
 
     def _work(self) -> None:
         while (batch := self._take()) is not None:

@@ -1,0 +1,115 @@
+"""The micro-batcher on its own: batch limits, waiting for company, draining on stop, refusing when full."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from deepcrl.serve.runner import MicroBatcher, Overloaded
+
+
+class _Recorder:
+    """A model that returns each row's sum and records the batch sizes it was called with."""
+
+    name = "recorder"
+
+    def __init__(self, delay_s: float = 0.0):
+        self.batches: list[int] = []
+        self.delay_s = delay_s
+
+    def __call__(self, observation, goal):
+        self.batches.append(observation.shape[0])
+        time.sleep(self.delay_s)
+        return np.concatenate([observation, goal], axis=1).sum(axis=1, keepdims=True)
+
+
+def _rows(i: int, n: int = 1):
+    return np.full((n, 2), i, np.float32), np.full((n, 1), i, np.float32)
+
+
+def test_concurrent_requests_share_calls_within_max_batch_and_get_their_own_rows():
+    async def main():
+        model = _Recorder()
+        batcher = MicroBatcher(model, max_batch=4, max_delay_us=50_000)
+        batcher.start(asyncio.get_running_loop())
+        futures = [batcher.submit(*_rows(i)) for i in range(10)]
+        results = await asyncio.gather(*futures)
+        batcher.stop()
+        return model, results
+
+    model, results = asyncio.run(main())
+    assert [float(actions[0, 0]) for actions, _ in results] == [3.0 * i for i in range(10)]
+    assert sum(model.batches) == 10 and max(model.batches) <= 4 and len(model.batches) <= 4
+    assert max(timing.batch_rows for _, timing in results) == 4
+
+
+def test_a_request_that_does_not_fit_waits_for_the_next_call():
+    async def main():
+        model = _Recorder()
+        batcher = MicroBatcher(model, max_batch=4, max_delay_us=20_000)
+        batcher.start(asyncio.get_running_loop())
+        results = await asyncio.gather(*(batcher.submit(*_rows(i, 3)) for i in range(3)))
+        batcher.stop()
+        return model, results
+
+    model, results = asyncio.run(main())
+    assert model.batches == [3, 3, 3]
+    assert [actions.shape for actions, _ in results] == [(3, 1)] * 3
+
+
+def test_without_delay_a_lone_request_does_not_wait():
+    async def main():
+        batcher = MicroBatcher(_Recorder(), max_batch=64, max_delay_us=0)
+        batcher.start(asyncio.get_running_loop())
+        start = time.perf_counter()
+        await batcher.submit(*_rows(1))
+        elapsed = time.perf_counter() - start
+        batcher.stop()
+        return elapsed
+
+    assert asyncio.run(main()) < 0.5  # generous for a loaded CI machine; a 64-row wait would never end
+
+
+def test_stop_answers_everything_queued_then_refuses():
+    async def main():
+        batcher = MicroBatcher(_Recorder(), max_batch=64, max_delay_us=2_000_000)  # would wait 2 s for company
+        batcher.start(asyncio.get_running_loop())
+        futures = [batcher.submit(*_rows(i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        stopper = threading.Thread(target=batcher.stop)
+        started = time.perf_counter()
+        stopper.start()
+        results = await asyncio.wait_for(asyncio.gather(*futures), 5)
+        stopper.join()
+        with pytest.raises(Overloaded):
+            batcher.submit(*_rows(9))
+        return results, time.perf_counter() - started
+
+    results, elapsed = asyncio.run(main())
+    assert [float(a[0, 0]) for a, _ in results] == [0.0, 3.0, 6.0]
+    assert elapsed < 1.5  # stopping cuts the 2 s wait short
+
+
+def test_full_queue_is_refused_and_cancelled_requests_are_skipped():
+    async def main():
+        model = _Recorder(delay_s=0.2)
+        batcher = MicroBatcher(model, max_batch=2, max_delay_us=0, max_queue_rows=3)
+        batcher.start(asyncio.get_running_loop())
+        first = batcher.submit(*_rows(0))
+        await asyncio.sleep(0.05)  # the worker is busy with `first` for 0.2 s
+        queued = [batcher.submit(*_rows(i)) for i in (1, 2, 3)]
+        with pytest.raises(Overloaded, match="3 rows are already waiting"):
+            batcher.submit(*_rows(4))
+        queued[0].cancel()
+        await first
+        results = await asyncio.gather(*queued[1:])
+        batcher.stop()
+        return model, results
+
+    model, results = asyncio.run(main())
+    assert model.batches == [1, 2]  # the cancelled row was never computed
+    assert [float(a[0, 0]) for a, _ in results] == [6.0, 9.0]
