@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +39,12 @@ from deepcrl.evaluate import evaluate
 from deepcrl.policy import JaxPolicy, RandomPolicy, build_actor, restore_module
 from deepcrl.student import losses
 from deepcrl.student.config import DistillConfig
-from deepcrl.student.networks import actor_from_config, critic_from_config, matmul_flops, param_count
+from deepcrl.student.networks import (
+    actor_from_config,
+    critic_from_config,
+    matmul_flops,
+    param_count,
+)
 
 _CHUNK = 100  # gradient steps per jitted call (one progress update and one metrics line each)
 _HELDOUT = 2048  # teacher-labelled states kept apart to measure the student's action error
@@ -229,7 +235,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def plot_curves(path: Path, records: list[dict], rounds: list[dict], teacher_success: float,
-                random_success: float) -> None:
+                random_success: float, initial_error: float) -> None:
     """Loss and held-out action error per step, and student success per round."""
     import matplotlib
 
@@ -244,7 +250,7 @@ def plot_curves(path: Path, records: list[dict], rounds: list[dict], teacher_suc
             axes[0].plot(steps, [r[key] for r in records], label=key, alpha=0.8)
     axes[0].set(yscale="log", xlabel="gradient step", title="training losses")
     axes[0].legend(fontsize=7)
-    axes[1].plot(steps, [r["heldout_action_mse"] for r in records])
+    axes[1].plot([0] + steps, [initial_error] + [r["heldout_action_mse"] for r in records])
     axes[1].set(yscale="log", xlabel="gradient step", title="held-out action MSE vs teacher")
     if rounds and "student_success" in rounds[0]:
         axes[2].plot([r["step"] for r in rounds], [r["student_success"] for r in rounds], "o-", label="student")
@@ -272,7 +278,13 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
         episodes, parameter counts, FLOPs and single-action latency of each, their ratios, and the student's
         held-out action error before and after training.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     cfg.validate()
     hidden = cfg.hidden_sizes()
@@ -351,7 +363,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
             data.pop("acted"), data.pop("teacher_acted")
             if buffer is None:  # one capacity for all rounds keeps the jitted training step's shapes fixed
                 buffer = jax.tree.map(lambda a: jnp.zeros((per_round * cfg.rounds,) + a.shape[1:], a.dtype), data)
-            buffer = jax.tree.map(lambda b, d: jax.lax.dynamic_update_slice_in_dim(b, d, r * per_round, 0),
+            offset = r * per_round
+            buffer = jax.tree.map(lambda b, d, at=offset: jax.lax.dynamic_update_slice_in_dim(b, d, at, 0),
                                   buffer, data)
             size = jnp.int32((r + 1) * per_round)
             done_in_round = 0
@@ -432,6 +445,6 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     written = artifacts.save(out, manifest, ckpt)
     report["student"]["checkpoint_hash"] = written.checkpoint_hash
     report["wall_s"] = time.perf_counter() - wall0
-    plot_curves(out / "curves.png", records, round_log, res_t.success, res_r.success)
+    plot_curves(out / "curves.png", records, round_log, res_t.success, res_r.success, initial_error)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report

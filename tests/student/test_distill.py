@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from deepcrl import artifacts, envs
+from deepcrl import artifacts
 from deepcrl.cli import main
 from deepcrl.envs.wrappers import wrap_for_training
 from deepcrl.policy import load_policy
