@@ -36,7 +36,7 @@ def sweep(env: str, depths: list[int], steps: int, width: int | None, eval_every
                      for r in records if "eval" in r]
             row = {"depth": depth, "width": summary["config"]["width"], "env_steps": summary["env_steps"],
                    "wall_s": summary["wall_s"], "compile_s": summary["compile_s"], "final": summary["eval"],
-                   "curve": curve}
+                   "config": summary["config"], "curve": curve}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "curve"}))
     return rows
