@@ -44,7 +44,7 @@ def machine() -> dict:
 
 
 def run(teacher: str, hiddens: list[str], variants: list[str], steps: int, rounds: int, num_envs: int,
-        eval_episodes: int, seed: int) -> dict:
+        eval_episodes: int, seed: int, noise: float = 0.1) -> dict:
     from deepcrl.student.config import DistillConfig
     from deepcrl.student.distill import distill
 
@@ -55,7 +55,7 @@ def run(teacher: str, hiddens: list[str], variants: list[str], steps: int, round
                 t0 = time.perf_counter()
                 cfg = DistillConfig(teacher=teacher, out=str(Path(tmp) / f"{hidden}_{variant}"), hidden=hidden,
                                     steps=steps, rounds=rounds, num_envs=num_envs, eval_episodes=eval_episodes,
-                                    round_eval_episodes=0, seed=seed, **VARIANTS[variant])
+                                    round_eval_episodes=0, seed=seed, noise=noise, **VARIANTS[variant])
                 rep = distill(cfg, progress=False)
                 row = {
                     "hidden": hidden, "variant": variant,
@@ -129,6 +129,7 @@ def main() -> int:
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--eval-episodes", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", type=float, default=0.1, help="std of the noise on the teacher's actions")
     parser.add_argument("--name", default="distill", help="results file stem")
     args = parser.parse_args()
 
@@ -140,7 +141,7 @@ def main() -> int:
     manifest = read_manifest(args.teacher, kind="teacher")
     t0 = time.perf_counter()
     result = run(args.teacher, args.hidden, args.variants, args.steps, args.rounds, args.num_envs,
-                 args.eval_episodes, args.seed)
+                 args.eval_episodes, args.seed, args.noise)
     actor = manifest.network["actor"]
     result = {
         "benchmark": "distill",
@@ -148,7 +149,7 @@ def main() -> int:
                     "depth": actor.get("depth"), "width": actor.get("width"), "train_steps": manifest.step,
                     "metrics": manifest.metrics},
         "settings": {"steps": args.steps, "rounds": args.rounds, "num_envs": args.num_envs,
-                     "eval_episodes": args.eval_episodes, "seed": args.seed},
+                     "eval_episodes": args.eval_episodes, "seed": args.seed, "noise": args.noise},
         **result,
         "wall_s": time.perf_counter() - t0,
         "machine": machine(),
