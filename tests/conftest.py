@@ -30,7 +30,8 @@ def point_maze():
 
 # A few seconds of training on the U-maze: enough to beat the random policy clearly (see tests/teacher).
 TINY_TEACHER = dict(env="point_maze", depth=4, width=64, num_envs=32, batch_size=256, unroll_length=20,
-                    sgd_steps=64, replay_capacity=200, steps=6400, eval_every=5, eval_episodes=128, seed=0)
+                    sgd_steps=64, replay_capacity=200, steps=6400, eval_every=5, eval_episodes=128, seed=0,
+                    actor_random_goal_frac=0.0)
 
 
 @pytest.fixture(scope="session")

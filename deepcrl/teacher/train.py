@@ -223,6 +223,7 @@ def make_iteration(setup: Setup) -> Callable[[TrainState, jax.Array], tuple[Trai
     def sgd_step(carry, key):
         lr, actor, critic, log_alpha, actor_opt, critic_opt, alpha_opt, buf, index = carry
         k_sample, k_actor = jax.random.split(key)
+        k_goal = jax.random.fold_in(key, 1)
         batch = replay.sample(buf, index, k_sample, cfg.batch_size, spec.goal_indices, cfg.discount)
         s, a, g = (jax.lax.with_sharding_constraint(x, batch_sharding) for x in (batch.obs, batch.action, batch.goal))
 
@@ -233,10 +234,14 @@ def make_iteration(setup: Setup) -> Callable[[TrainState, jax.Array], tuple[Trai
         (c_loss, c_metrics), c_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(critic)
         alpha = jnp.exp(log_alpha)
 
+        # Another row's goal is a random buffer state: pairs that no single trajectory joined.
+        mixed = jax.random.uniform(k_goal, (cfg.batch_size, 1)) < cfg.actor_random_goal_frac
+        g_actor = jnp.where(mixed, jnp.roll(g, 1, axis=0), g)
+
         def actor_loss_fn(params):
-            mean, log_std = actor_of(params)(jnp.concatenate([s, g], axis=-1))
+            mean, log_std = actor_of(params)(jnp.concatenate([s, g_actor], axis=-1))
             action, log_prob = losses.sample_tanh_gaussian(mean, log_std, k_actor)
-            energy = critic_of(critic).energy(s, action, g)
+            energy = critic_of(critic).energy(s, action, g_actor)
             return losses.actor_loss(alpha, log_prob, energy), (log_prob, energy)
 
         (a_loss, (log_prob, energy)), a_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(actor)

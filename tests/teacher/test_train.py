@@ -20,7 +20,7 @@ from deepcrl.policy import RandomPolicy, load_policy
 # steps, out, resume, evaluation or learning rate reuse its compiled iteration, so these tests compile nothing.
 MICRO = ["--env", "point_maze", "--depth", "4", "--width", "64", "--num-envs", "32", "--batch-size", "256",
          "--unroll-length", "20", "--sgd-steps", "64", "--replay-capacity", "200", "--eval-every", "2",
-         "--eval-episodes", "8"]
+         "--eval-episodes", "8", "--actor-random-goal-frac", "0.0"]
 ITER_STEPS = 32 * 20
 
 
@@ -101,6 +101,7 @@ def test_non_finite_loss_stops_with_one_sentence_and_keeps_the_last_good_checkpo
     (["--critic-depth", "2048"], "multiple of 4"),
     (["--batch-size", "100000", "--num-envs", "4", "--replay-capacity", "100"], "larger than the replay buffer"),
     (["--unroll-length", "500", "--replay-capacity", "100"], "exceeds --replay-capacity"),
+    (["--actor-random-goal-frac", "1.5"], "must lie in [0, 1]"),
 ])
 def test_bad_config_fails_before_compiling(args, words, tmp_path, capsys, monkeypatch):
     import deepcrl.teacher.train as train_mod
