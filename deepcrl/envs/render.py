@@ -48,7 +48,8 @@ def render(env, trajectory: Any, path: str | Path, goal: Any = None) -> Path:
         name = getattr(env, "env_id", type(env).__name__)
         raise DeepcrlError(f"cannot render {name} to {path.name!r}: use a file ending in "
                            f"{' or '.join(allowed) if allowed else '(none: this env has no renderer)'}.")
-    goals, pipeline_states = _split_trajectory(trajectory)
+    # numpy from here on: slicing device arrays leaf by leaf would dispatch (and compile) one op per leaf
+    goals, pipeline_states = _split_trajectory(jax.device_get(trajectory))
     if goal is None and goals is not None:
         goal = goals[-1]
     if not pipeline_states:
@@ -83,7 +84,7 @@ def _unstack(tree: Any) -> list:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return []
-    if isinstance(tree, np.ndarray | jax.Array) and np.ndim(tree) == 1:
+    if isinstance(tree, np.ndarray) and tree.ndim == 1:
         return [tree]  # a single 2-D position
     n = np.shape(leaves[0])[0]
     return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]

@@ -52,6 +52,7 @@ def test_point_maze_png_shows_walls_path_start_and_goal(point_maze, tmp_path):
 
 def test_brax_env_html_replay(reacher_rollout, tmp_path):
     env, _, states = reacher_rollout
+    states = jax.device_get(states)  # numpy: slicing device arrays leaf by leaf is slow
     one_env = jax.tree.map(lambda x: x[:, 0], states.pipeline_state)  # (T, ...) of the first env
     path = render(env, one_env, tmp_path / "out" / "reacher.html")
     assert _replay_frames(path)["x"] == 8  # every step of the episode is in the replay
