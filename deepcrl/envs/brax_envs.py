@@ -8,7 +8,9 @@ RL ignores it; it is there so Brax's tooling has something to sum).
 Backend: MJX. Measured on this 2-core CPU (64 parallel envs, steps/s, compile+run seconds, machine shared):
 reacher mjx 71k / generalized 21k / positional 39k; ant mjx 13.5k / 7.2k / 4.2k; humanoid mjx 7.7k / 1.1k /
 1.2k. MJX is the fastest on every model (and the one Brax recommends on GPU), so it is the only backend
-offered; its compile is the slowest part (ant ~25 s, humanoid ~80 s on a loaded 2-core machine).
+offered; its compile is the slowest part (ant ~25 s, humanoid ~80 s on a loaded 2-core machine). Through
+the training wrappers at 1024 envs (benchmarks/env_throughput.py): reacher ~12.7k, ant ~8.5k, humanoid ~5.1k,
+ant_u_maze ~2.8k, ant_big_maze ~1.2k steps/s; the maze walls' box-vs-foot contacts are what slow the mazes.
 
 Importing this module registers the ids ``reacher``, ``ant``, ``ant_u_maze``, ``ant_big_maze`` and
 ``humanoid``; the registry imports it lazily.
