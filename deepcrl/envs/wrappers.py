@@ -35,20 +35,31 @@ class GoalAutoResetWrapper(Wrapper):
         state = self.env.step(state, action)
         done = state.done > 0
         keys = jax.vmap(jax.random.split)(state.info["reset_key"])
-        fresh = self.env.reset(keys[:, 0])
+
+        def kept():
+            info_keys = jax.eval_shape(lambda: self.env.reset(keys[:, 0]).info).keys()
+            return state.pipeline_state, state.obs, {k: state.info[k] for k in info_keys}
+
+        def fresh():
+            new = self.env.reset(keys[:, 0])
+            old = kept()
+            return jax.tree.map(lambda n, o: n.astype(o.dtype), (new.pipeline_state, new.obs, new.info), old)
+
+        # Most steps end no episode: skip the (batched) reset then. Under an outer vmap this is a select.
+        new_pipeline, new_obs, new_info = jax.lax.cond(jnp.any(done), fresh, kept)
 
         def pick(new, old):
             mask = jnp.reshape(done, done.shape + (1,) * (old.ndim - done.ndim))
             return jnp.where(mask, new, old)
 
         info = dict(state.info)
-        for key, value in fresh.info.items():
+        for key, value in new_info.items():
             info[key] = jax.tree.map(pick, value, state.info[key])
         info["reset_key"] = jnp.where(done[:, None], keys[:, 1], state.info["reset_key"])
         info["episode_id"] = state.info["episode_id"] + done.astype(jnp.int32)
         return state.replace(
-            pipeline_state=jax.tree.map(pick, fresh.pipeline_state, state.pipeline_state),
-            obs=pick(fresh.obs, state.obs),
+            pipeline_state=jax.tree.map(pick, new_pipeline, state.pipeline_state),
+            obs=pick(new_obs, state.obs),
             info=info,
         )
 
