@@ -86,7 +86,8 @@ class EvalConfig:
         if self.token_env and token is None:
             raise DeepcrlError(f"the environment variable {self.token_env} is not set.")
         policy = PolicyClient(self.url, token=token)
-        env_id = self.env or policy.metadata().get("env_id")
+        served = policy.metadata()  # the server's facts; the model's own metadata_props under "metadata"
+        env_id = self.env or served.get("metadata", {}).get("env_id")
         if not env_id:
             raise DeepcrlError(f"the server at {self.url} names no env; pass --env ID.")
         return policy, env_id, f"server {self.url}"

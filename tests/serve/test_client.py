@@ -96,3 +96,26 @@ def test_importing_the_client_does_not_import_jax_or_the_server():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_eval_through_the_server_and_the_file_agree(server, policy_onnx, capsys):
+    """`deepcrl eval --url` (env from the served metadata) equals `deepcrl eval --model` on the same seed."""
+    import json
+
+    from deepcrl.cli import main
+
+    args = ["--episodes", "4", "--episode-length", "20", "--seed", "2", "--json"]
+    assert main(["eval", "--url", server.url, *args]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--model", str(policy_onnx), *args]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert remote["env"] == local["env"] and remote["episodes"] == 4
+    assert remote["success"] == local["success"]
+    assert remote["final_distance"] == pytest.approx(local["final_distance"], abs=1e-4)
+
+
+def test_cli_eval_with_an_unset_token_variable_is_one_sentence(server, capsys):
+    from deepcrl.cli import main
+
+    assert main(["eval", "--url", server.url, "--token-env", "DEEPCRL_NO_SUCH_VAR"]) == 2
+    assert "DEEPCRL_NO_SUCH_VAR is not set" in capsys.readouterr().err
