@@ -30,7 +30,7 @@ class PipelineConfig:
     """Stop teacher training after this much wall time (the run's artifact is still written)."""
     resume: bool = False
     """Continue the teacher from OUT/teacher's training checkpoint."""
-    hidden: str = "64,64"
+    hidden: str = "32,32"
     """Student hidden sizes."""
     method: Literal["action", "dagger"] = "dagger"
     """Student data: teacher rollouts (action) or DAgger on the student's own states."""
