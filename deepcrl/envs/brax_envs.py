@@ -215,39 +215,27 @@ class Reacher(GoalPipelineEnv):
 # ---- ant and ant mazes ---------------------------------------------------------------------------------------
 
 
-class Ant(GoalPipelineEnv):
-    """Brax's ant; the goal is a torso (x, y) position.
+class _TorsoGoalEnv(GoalPipelineEnv):
+    """A locomotion model whose goal is its torso's (x, y): state = [qpos, qvel], goal_indices = (0, 1).
 
-    State part (29): the full qpos (torso x, y, z, orientation quaternion, 8 joint angles) and qvel (14);
-    goal_indices = (0, 1), the torso's x, y. Goals lie at a uniform angle and a distance uniform in
-    [goal_min, goal_max] metres from the start. The episode ends early when the torso leaves the healthy
-    height range (Brax's ant rule), so the ant is reset rather than flailing on its back.
+    Goals lie at a uniform angle and a distance uniform in [goal_min, goal_max] metres from the start; the
+    episode ends when the torso leaves the healthy height range.
     """
 
-    def __init__(self, success_radius: float = 0.5, episode_length: int = 1000, goal_min: float = 2.0,
-                 goal_max: float = 10.0, healthy_z: tuple[float, float] = (0.2, 1.0),
-                 _sys: base.System | None = None):
-        sys = (_sys if _sys is not None else _load_system("ant")).tree_replace(_FAST_MJX)
-        super().__init__(sys=sys, backend="mjx", n_frames=5)
+    def __init__(self, sys: base.System, success_radius: float, episode_length: int, goal_min: float,
+                 goal_max: float, healthy_z: tuple[float, float]):
+        super().__init__(sys=sys.tree_replace(_FAST_MJX), backend="mjx", n_frames=5)
         self.goal_min, self.goal_max = float(goal_min), float(goal_max)
         self.healthy_z = tuple(float(z) for z in healthy_z)
         nq, nv = self.sys.q_size(), self.sys.qd_size()
         self.goal_spec = GoalSpec(obs_size=nq + nv, goal_size=2, goal_indices=(0, 1),
                                   success_radius=float(success_radius), episode_length=int(episode_length))
 
-    def _start_q(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-        k_q, k_qd = jax.random.split(rng)
-        q = self.sys.init_q + jax.random.uniform(k_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
-        qd = 0.1 * jax.random.normal(k_qd, (self.sys.qd_size(),))
-        return q, qd
-
-    def _sample(self, rng):
-        k_start, k_r, k_a = jax.random.split(rng, 3)
-        q, qd = self._start_q(k_start)
+    def _goal_around(self, q: jax.Array, rng: jax.Array) -> jax.Array:
+        k_r, k_a = jax.random.split(rng)
         r = jax.random.uniform(k_r, minval=self.goal_min, maxval=self.goal_max)
         angle = 2 * jnp.pi * jax.random.uniform(k_a)
-        goal = q[:2] + jnp.stack([r * jnp.cos(angle), r * jnp.sin(angle)])
-        return q, qd, goal, {}
+        return q[:2] + jnp.stack([r * jnp.cos(angle), r * jnp.sin(angle)])
 
     def _state_obs(self, pipeline_state):
         return jnp.concatenate([pipeline_state.q, pipeline_state.qd])
@@ -259,6 +247,33 @@ class Ant(GoalPipelineEnv):
         z = pipeline_state.q[2]
         low, high = self.healthy_z
         return ((z < low) | (z > high)).astype(jnp.float32)
+
+
+class Ant(_TorsoGoalEnv):
+    """Brax's ant; the goal is a torso (x, y) position.
+
+    State part (29): the full qpos (torso x, y, z, orientation quaternion, 8 joint angles) and qvel (14);
+    goal_indices = (0, 1), the torso's x, y. Goals lie at a uniform angle and a distance uniform in
+    [goal_min, goal_max] metres from the start. The episode ends early when the torso leaves the healthy
+    height range (Brax's ant rule), so the ant is reset rather than flailing on its back.
+    """
+
+    def __init__(self, success_radius: float = 0.5, episode_length: int = 1000, goal_min: float = 2.0,
+                 goal_max: float = 10.0, healthy_z: tuple[float, float] = (0.2, 1.0),
+                 _sys: base.System | None = None):
+        super().__init__(_sys if _sys is not None else _load_system("ant"), success_radius, episode_length,
+                         goal_min, goal_max, healthy_z)
+
+    def _start_q(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        k_q, k_qd = jax.random.split(rng)
+        q = self.sys.init_q + jax.random.uniform(k_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = 0.1 * jax.random.normal(k_qd, (self.sys.qd_size(),))
+        return q, qd
+
+    def _sample(self, rng):
+        k_start, k_goal = jax.random.split(rng)
+        q, qd = self._start_q(k_start)
+        return q, qd, self._goal_around(q, k_goal), {}
 
 
 class AntMaze(Ant):
@@ -300,7 +315,7 @@ class AntMaze(Ant):
 # ---- humanoid ------------------------------------------------------------------------------------------------
 
 
-class Humanoid(GoalPipelineEnv):
+class Humanoid(_TorsoGoalEnv):
     """Brax's humanoid; the goal is the torso's (x, y) position.
 
     State part (47): qpos (24, torso x, y, z first) and qvel (23); goal_indices = (0, 1). Goals at a uniform
@@ -311,12 +326,7 @@ class Humanoid(GoalPipelineEnv):
 
     def __init__(self, success_radius: float = 0.5, episode_length: int = 1000, goal_min: float = 1.0,
                  goal_max: float = 5.0, healthy_z: tuple[float, float] = (1.0, 2.0)):
-        super().__init__(sys=_load_system("humanoid").tree_replace(_FAST_MJX), backend="mjx", n_frames=5)
-        self.goal_min, self.goal_max = float(goal_min), float(goal_max)
-        self.healthy_z = tuple(float(z) for z in healthy_z)
-        nq, nv = self.sys.q_size(), self.sys.qd_size()
-        self.goal_spec = GoalSpec(obs_size=nq + nv, goal_size=2, goal_indices=(0, 1),
-                                  success_radius=float(success_radius), episode_length=int(episode_length))
+        super().__init__(_load_system("humanoid"), success_radius, episode_length, goal_min, goal_max, healthy_z)
         ctrl = np.asarray(self.sys.actuator.ctrl_range)
         self._ctrl_low, self._ctrl_high = jnp.asarray(ctrl[:, 0]), jnp.asarray(ctrl[:, 1])
 
@@ -324,24 +334,10 @@ class Humanoid(GoalPipelineEnv):
         return self._ctrl_low + (action + 1.0) * 0.5 * (self._ctrl_high - self._ctrl_low)
 
     def _sample(self, rng):
-        k_q, k_qd, k_r, k_a = jax.random.split(rng, 4)
+        k_q, k_qd, k_goal = jax.random.split(rng, 3)
         q = self.sys.init_q + jax.random.uniform(k_q, (self.sys.q_size(),), minval=-0.01, maxval=0.01)
         qd = jax.random.uniform(k_qd, (self.sys.qd_size(),), minval=-0.01, maxval=0.01)
-        r = jax.random.uniform(k_r, minval=self.goal_min, maxval=self.goal_max)
-        angle = 2 * jnp.pi * jax.random.uniform(k_a)
-        goal = q[:2] + jnp.stack([r * jnp.cos(angle), r * jnp.sin(angle)])
-        return q, qd, goal, {}
-
-    def _state_obs(self, pipeline_state):
-        return jnp.concatenate([pipeline_state.q, pipeline_state.qd])
-
-    def _achieved(self, pipeline_state):
-        return pipeline_state.q[:2]
-
-    def _done(self, pipeline_state):
-        z = pipeline_state.q[2]
-        low, high = self.healthy_z
-        return ((z < low) | (z > high)).astype(jnp.float32)
+        return q, qd, self._goal_around(q, k_goal), {}
 
 
 # ---- registration --------------------------------------------------------------------------------------------
