@@ -47,7 +47,6 @@ def build_actor(kind: str, actor_config: dict[str, Any], seed: int = 0):
 def restore_module(module, pure: dict, where: str | Path):
     """Load an nnx pure dict into a module, with one clear error on any mismatch."""
     from flax import nnx
-    import jax
 
     def shapes(tree):  # Orbax restores an nnx.List's int keys as strings ("0"): compare keys as strings
         if isinstance(tree, dict):
@@ -89,12 +88,26 @@ class JaxPolicy:
         return np.asarray(self._jit(self.params, np.asarray(observation, np.float32), np.asarray(goal, np.float32)))
 
 
-def load_policy(run_dir: str | Path, kind: artifacts.Kind | None = None) -> JaxPolicy:
-    """Rebuild the policy of a teacher or student run directory from disk alone."""
+# A teacher trained with bfloat16 compute or per-block remat is deployed in plain float32: remat only matters
+# for gradients, and bf16 would cost the exported file its 1e-5 parity with JAX.
+DEPLOY_OVERRIDES = {"teacher": {"dtype": "float32", "remat": False}}
+
+
+def load_policy(run_dir: str | Path, kind: artifacts.Kind | None = None, deploy: bool = False) -> JaxPolicy:
+    """Rebuild the policy of a teacher or student run directory from disk alone.
+
+    Args:
+        run_dir: the run directory.
+        kind: if given, the kind the caller needs.
+        deploy: build the float32, no-remat form of the network (same parameters), as export does.
+    """
     manifest, params = artifacts.load(run_dir, kind)
     if "actor" not in params or "actor" not in manifest.network:
         raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
-    module = build_actor(manifest.kind, manifest.network["actor"])
+    config = dict(manifest.network["actor"])
+    if deploy:
+        config.update(DEPLOY_OVERRIDES.get(manifest.kind, {}))
+    module = build_actor(manifest.kind, config)
     restore_module(module, params["actor"], run_dir)
     return JaxPolicy(manifest, module)
 

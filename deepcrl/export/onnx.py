@@ -353,7 +353,7 @@ def load_source(ckpt: Path):
     from deepcrl.policy import load_policy
 
     try:
-        return load_policy(ckpt)
+        return load_policy(ckpt, deploy=True)
     except DeepcrlError:
         raise
     except Exception as exc:  # a manifest that validates but whose network the builder rejects

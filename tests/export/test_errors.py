@@ -105,3 +105,16 @@ def test_onnx_policy_rejects_bad_shapes(tiny_onnx):
 def test_thresholds_must_be_positive(capsys, tmp_path, tiny_onnx_source):
     err = _fails(capsys, "--ckpt", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--max-int8-error", "0")
     assert "--max-int8-error must be a positive number" in err
+
+
+def test_bf16_remat_teacher_exports_in_float32_with_parity(tmp_path):
+    """A teacher trained with bf16 compute and remat is exported as its float32 network (same parameters)."""
+    from deepcrl.export.config import ExportConfig
+    from deepcrl.export.onnx import export
+    from deepcrl.policy import init_artifact
+
+    init_artifact(tmp_path / "t", "teacher", "point_maze", {"depth": 4, "width": 16, "dtype": "bfloat16",
+                                                           "remat": True})
+    report = export(ExportConfig(ckpt=tmp_path / "t", out=tmp_path / "t.onnx"))
+    assert report["max_abs_diff"] <= 1e-5
+    assert (tmp_path / "t.onnx").is_file()
