@@ -18,7 +18,6 @@ import os
 import platform
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -26,6 +25,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import numpy as np  # noqa: E402
 
 from deepcrl._logging import quiet  # noqa: E402
+from deepcrl.artifacts import library_versions  # noqa: E402
 
 quiet()
 
@@ -56,12 +56,7 @@ def cpu_us(fn, seconds: float, min_iters: int = 5) -> float:
 
 
 def machine() -> dict:
-    versions = {}
-    for name in ("deepcrl", "jax", "jaxlib", "flax", "onnx", "onnxruntime", "jax2onnx", "numpy"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = library_versions(extra=("onnx", "onnxruntime", "jax2onnx"))
     import onnxruntime as ort
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),

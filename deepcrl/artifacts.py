@@ -68,12 +68,12 @@ class Manifest(pydantic.BaseModel):
     """UTC time the artifact was written (ISO 8601)."""
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of deepcrl and the libraries whose numerics matter."""
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of deepcrl and the libraries whose numerics matter (plus `extra` distributions)."""
     from importlib import metadata
 
     out = {}
-    for name in ("deepcrl", "jax", "jaxlib", "flax", "optax", "brax", "orbax-checkpoint", "numpy"):
+    for name in ("deepcrl", "jax", "jaxlib", "flax", "optax", "brax", "orbax-checkpoint", "numpy", *extra):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
