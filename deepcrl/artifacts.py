@@ -102,8 +102,6 @@ def save(run_dir: str | Path, manifest: Manifest, params: Any) -> Manifest:
     Returns:
         The manifest as written, with `checkpoint_hash`, `versions` and `created` filled in.
     """
-    import orbax.checkpoint as ocp
-
     from deepcrl._logging import quiet
 
     quiet()
@@ -112,30 +110,48 @@ def save(run_dir: str | Path, manifest: Manifest, params: Any) -> Manifest:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ArtifactError(f"cannot create the run directory {run_dir}: {exc.strerror}.") from None
-    tmp = run_dir / (CHECKPOINT + ".tmp")
+    written: list[Manifest] = []
+
+    def write_manifest() -> None:  # the new checkpoint is in place; the old one still exists until this is done
+        written.append(manifest.model_copy(update={
+            "checkpoint_hash": hash_directory(run_dir / CHECKPOINT),
+            "versions": {**library_versions(), **manifest.versions},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }))
+        _write_text_atomic(run_dir / MANIFEST, written[0].model_dump_json(indent=2))
+
+    write_checkpoint_swapped(run_dir / CHECKPOINT, params, after_swap=write_manifest)
+    return written[0]
+
+
+def write_checkpoint_swapped(path: Path, tree: Any, after_swap=None) -> None:
+    """Save an Orbax checkpoint at `path`: written beside it, swapped in only once complete.
+
+    The previous checkpoint is removed last, so an interrupted save never destroys it.
+
+    Args:
+        path: the checkpoint directory (absolute or relative).
+        tree: a pytree of arrays.
+        after_swap: called once the new checkpoint is in place, before the old one is removed.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     if tmp.exists():
         shutil.rmtree(tmp)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(tmp, params)
+        ckptr.save(tmp, tree)
         ckptr.wait_until_finished()
-    manifest = manifest.model_copy(
-        update={
-            "checkpoint_hash": hash_directory(tmp),
-            "versions": {**library_versions(), **manifest.versions},
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-    )
-    final = run_dir / CHECKPOINT
-    old = run_dir / (CHECKPOINT + ".old")
-    if final.exists():
+    if path.exists():
         if old.exists():
             shutil.rmtree(old)
-        final.rename(old)
-    tmp.rename(final)
-    _write_text_atomic(run_dir / MANIFEST, manifest.model_dump_json(indent=2))
+        path.rename(old)
+    tmp.rename(path)
+    if after_swap is not None:
+        after_swap()
     if old.exists():
         shutil.rmtree(old)
-    return manifest
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

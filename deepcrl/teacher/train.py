@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -282,25 +281,9 @@ def make_iteration(setup: Setup) -> Callable[[TrainState, jax.Array], tuple[Trai
 
 def save_train_state(run_dir: Path, state: TrainState) -> None:
     """Write the whole train state as an Orbax checkpoint; the previous one is replaced only once complete."""
-    import orbax.checkpoint as ocp
-
     leaves = jax.device_get(jax.tree.leaves(state))
     tree = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
-    final = run_dir / TRAIN_STATE_DIR
-    tmp = run_dir / (TRAIN_STATE_DIR + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(tmp.absolute(), tree)
-        ckptr.wait_until_finished()
-    old = run_dir / (TRAIN_STATE_DIR + ".old")
-    if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    artifacts.write_checkpoint_swapped(run_dir / TRAIN_STATE_DIR, tree)
 
 
 def load_train_state(run_dir: Path, like: TrainState, shardings) -> TrainState:
