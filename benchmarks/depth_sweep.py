@@ -76,7 +76,7 @@ def main() -> None:
     from deepcrl._logging import quiet
     from deepcrl.teacher.bench import machine_facts
 
-    quiet()
+    quiet().__enter__()  # quiet for the whole run (the process exits after it)
     machine = machine_facts()
     rows = sweep(args.env, args.depths, args.steps, args.width, args.eval_every, args.seed)
     machine["loadavg_end"] = list(os.getloadavg())

@@ -137,7 +137,7 @@ def main() -> int:
     from deepcrl._logging import quiet
     from deepcrl.artifacts import read_manifest
 
-    quiet()
+    quiet().__enter__()  # quiet for the whole run (the process exits after it)
     manifest = read_manifest(args.teacher, kind="teacher")
     t0 = time.perf_counter()
     result = run(args.teacher, args.hidden, args.variants, args.steps, args.rounds, args.num_envs,

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from deepcrl._logging import quiet  # noqa: E402
 from deepcrl.artifacts import library_versions  # noqa: E402
 
-quiet()
+quiet().__enter__()  # quiet for the whole run (the process exits after it)
 
 STUDENTS = {"student_64x2": [64, 64], "student_256x2": [256, 256], "student_256x3": [256, 256, 256]}
 TEACHERS = {"teacher_d4_w256": 4, "teacher_d64_w256": 64, "teacher_d256_w256": 256}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from deepcrl.artifacts import library_versions
 from deepcrl.pipeline import run_pipeline
-from deepcrl.pipeline_config import PipelineConfig
+from deepcrl.config import PipelineConfig
 
 OUT = Path(__file__).parent / "results" / "pipeline.json"
 

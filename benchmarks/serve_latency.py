@@ -17,7 +17,8 @@ from pathlib import Path
 import tyro
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve.config import BenchServeConfig
+from deepcrl.bench.config import BenchServeConfig
+from deepcrl.cli.bench import run_serve
 
 
 def _student_onnx(folder: Path) -> Path:
@@ -35,7 +36,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if cfg.model is None and cfg.url is None:
             cfg = dataclasses.replace(cfg, model=_student_onnx(Path(tmp)))
-        return cfg.run()
+        return run_serve(cfg)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import sys
 import tyro
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.teacher.bench_config import BenchTeacherConfig
+from deepcrl.bench.config import BenchTeacherConfig
+from deepcrl.cli.bench import run_teacher
 
 if __name__ == "__main__":
     try:
-        sys.exit(tyro.cli(BenchTeacherConfig).run())
+        sys.exit(run_teacher(tyro.cli(BenchTeacherConfig)))
     except DeepcrlError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

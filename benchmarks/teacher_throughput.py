@@ -85,7 +85,7 @@ def main() -> None:
     from deepcrl._logging import quiet
     from deepcrl.teacher.bench import machine_facts
 
-    quiet()
+    quiet().__enter__()  # quiet for the whole run (the process exits after it)
     results = {"machine": machine_facts(), "reference": REFERENCE, "rows": []}
     for depth in args.depths:
         row = measure(args.env, depth, args.iterations)

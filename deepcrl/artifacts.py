@@ -102,9 +102,6 @@ def save(run_dir: str | Path, manifest: Manifest, params: Any) -> Manifest:
     Returns:
         The manifest as written, with `checkpoint_hash`, `versions` and `created` filled in.
     """
-    from deepcrl._logging import quiet
-
-    quiet()
     run_dir = Path(run_dir).absolute()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,9 +206,6 @@ def load(run_dir: str | Path, kind: Kind | None = None, verify: bool = True) -> 
     """
     import orbax.checkpoint as ocp
 
-    from deepcrl._logging import quiet
-
-    quiet()
     manifest = read_manifest(run_dir, kind)
     ckpt = Path(run_dir).absolute() / CHECKPOINT
     if not ckpt.is_dir():

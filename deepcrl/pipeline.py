@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from deepcrl.pipeline_config import PipelineConfig
+from deepcrl.config import PipelineConfig
 
 STAGES = ("train the teacher", "distil the student", "export to ONNX", "benchmark the server")
 
@@ -71,7 +71,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
 
     if cfg.bench_seconds > 0:
         from deepcrl.serve.bench import run as bench_serve
-        from deepcrl.serve.config import BenchServeConfig
+        from deepcrl.bench.config import BenchServeConfig
 
         t0 = stage(3)
         bench = bench_serve(BenchServeConfig(model=onnx_path, out=out / "serve_latency",

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 from deepcrl._logging import quiet  # noqa: E402
 
-quiet()
+quiet().__enter__()  # quiet for the whole run (the process exits after it)
 
 # ---- foundation ------------------------------------------------------------------------------------------
 

@@ -12,8 +12,3 @@ class EnvsConfig:
     json: bool = False
     """Print JSON (one object per env) instead of a table."""
 
-    def run(self) -> int:
-        from deepcrl.envs.table import print_table
-
-        print_table(as_json=self.json)
-        return 0

@@ -43,16 +43,3 @@ class ExportConfig:
     json: bool = False
     """Print the export report as JSON."""
 
-    def run(self) -> int:
-        import json
-
-        from deepcrl.export.onnx import export
-
-        report = export(self)
-        if self.json:
-            print(json.dumps(report, indent=2))
-        else:
-            from deepcrl.export.onnx import print_report
-
-            print_report(report)
-        return 0

@@ -370,9 +370,6 @@ def build(cfg) -> tuple[bytes, dict[str, Any]]:
     """
     import onnx
 
-    from deepcrl._logging import quiet
-
-    quiet()
     if cfg.quantize == "int8" and cfg.fp16:
         raise DeepcrlError("--quantize int8 and --fp16 exclude each other; choose one.")
     policy = load_source(cfg.ckpt)

@@ -37,7 +37,7 @@ import msgpack
 import numpy as np
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve.config import BenchServeConfig
+from deepcrl.bench.config import BenchServeConfig
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TARGETS = {"http_json_c1_p50_us": 500.0, "http_json_c1_p99_us": 2000.0, "ws_c1_p99_us": 1000.0,

@@ -1,4 +1,4 @@
-"""Configs of `deepcrl serve` and `deepcrl bench serve` (light: the server is imported only in `run()`)."""
+"""Config of `deepcrl serve` (plain data: the server is imported only when the verb runs)."""
 
 from __future__ import annotations
 
@@ -35,52 +35,3 @@ class ServeConfig:
     """Inference calls made at start-up, before the server reports ready."""
     log_level: str = "warning"
     """uvicorn log level (debug, info, warning, error)."""
-
-    def run(self) -> int:
-        from deepcrl.serve.app import serve
-
-        serve(self)
-        return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchServeConfig:
-    """Measure the policy server's latency and throughput on loopback against floors and a hand-written
-    baseline; writes JSON + PNG."""
-
-    model: Path | None = None
-    """Exported .onnx to serve (the benchmark starts its own servers). One of --model or --url is needed."""
-    url: str | None = None
-    """Measure an already running deepcrl server instead (loopback only; floors that need the model and the
-    hand-written baseline are skipped)."""
-    out: Path = Path("benchmarks/results/serve_latency")
-    """Output path without extension: writes OUT.json and OUT.png."""
-    duration_s: float = 1.5
-    """Seconds measured per cell (one protocol x one concurrency or rate)."""
-    concurrency: tuple[int, ...] = (1, 8, 16, 64)
-    """Closed-loop concurrencies (connections each sending its next request when the last one returns)."""
-    rounds: int = 3
-    """Each load level is measured in this many slices alternating between the servers (fairer on a shared
-    machine); a cell's figures pool its slices."""
-    rates: tuple[int, ...] = (500, 2000)
-    """Open-loop request rates per second (latency counted from each request's scheduled send time)."""
-    protocols: tuple[str, ...] = ("json", "msgpack", "ws")
-    """Transports to measure: json, msgpack (both HTTP POST /v1/act) and ws (WS /v1/stream)."""
-    baseline: bool = True
-    """Also measure the hand-written baseline (a minimal FastAPI + pydantic endpoint, one ORT call per request)."""
-    max_batch: int = 64
-    """Server --max-batch."""
-    max_delay_us: int = 0
-    """Server --max-delay-us."""
-    time_limit_s: float = 240.0
-    """Hard bound on the whole run; cells not started by then are skipped (and listed as skipped)."""
-    token_env: str | None = None
-    """With --url: environment variable holding the server's bearer token."""
-    seed: int = 0
-    """Seed of the random observations sent."""
-
-    def run(self) -> int:
-        from deepcrl.serve.bench import print_summary, run
-
-        print_summary(run(self))
-        return 0

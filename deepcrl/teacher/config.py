@@ -143,34 +143,8 @@ class TrainConfig:
             raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
         return self
 
-    # -- the verb ---------------------------------------------------------------------------------------------
-    def run(self) -> int:
-        from rich.console import Console
-
-        from deepcrl.teacher.train import train
-
-        summary = train(self, progress=True)
-        ev = summary.get("eval", {})
-        console = Console()
-        console.print(
-            f"[bold green]trained[/] {summary['env_steps']:,} env steps in {summary['wall_s']:.0f} s -> "
-            f"{summary['run_dir']}\n"
-            f"success {ev.get('success', float('nan')):.3f}, detour success "
-            f"{_fmt(ev.get('detour_success'))} ({ev.get('detour_episodes', 0)} detour episodes), "
-            f"time at goal {ev.get('time_at_goal', float('nan')):.1f}/{ev.get('episode_length', 0)}",
-            highlight=False,
-        )
-        return 0
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
 
 def _has_gpu() -> bool:
     import jax
 
     return any(d.platform == "gpu" for d in jax.local_devices())
-
-# `deepcrl bench teacher` looks its config up here; it lives in bench_config.py (owned by the depth benchmark).
-from deepcrl.teacher.bench_config import BenchTeacherConfig  # noqa: E402,F401

@@ -371,10 +371,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         DeepcrlError: bad config (before anything is compiled), a non-finite loss (the last good checkpoint is
             kept), or a checkpoint that cannot be resumed.
     """
-    from deepcrl._logging import quiet
     from deepcrl.teacher.plots import plot_curves
 
-    quiet()
     setup = make_setup(cfg)
     cfg = setup.cfg
     run_dir = Path(cfg.out).absolute()

@@ -14,7 +14,7 @@ import pytest
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.serve.bench import run
-from deepcrl.serve.config import BenchServeConfig
+from deepcrl.bench.config import BenchServeConfig
 
 
 def test_bench_against_a_running_server_writes_json_and_png(server, tmp_path):

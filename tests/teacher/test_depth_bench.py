@@ -9,10 +9,11 @@ import pytest
 
 @pytest.mark.slow
 def test_depth_bench_writes_json_and_png(tmp_path):
-    from deepcrl.teacher.bench_config import BenchTeacherConfig
+    from deepcrl.bench.config import BenchTeacherConfig
+    from deepcrl.cli.bench import run_teacher
 
     out = tmp_path / "teacher_depth.json"
-    assert BenchTeacherConfig(depths=(4, 8), width=16, batch_size=8, max_reps=2, out=out).run() == 0
+    assert run_teacher(BenchTeacherConfig(depths=(4, 8), width=16, batch_size=8, max_reps=2, out=out)) == 0
     results = json.loads(out.read_text())
     modes = {(r["depth"], r["scan"], r["remat"]) for r in results["rows"]}
     assert modes == {(d, s, r) for d in (4, 8) for s, r in ((True, False), (True, True), (False, False))}

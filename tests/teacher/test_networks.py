@@ -200,10 +200,11 @@ def test_networks_run_under_vmap_and_bench_rejects_bad_depth_before_compiling():
     obs, goal, _ = _batch(n=3)
     np.testing.assert_allclose(jax.vmap(actor.act)(obs, goal), actor.act(obs, goal), atol=1e-6)
 
-    from deepcrl.teacher.bench_config import BenchTeacherConfig
+    from deepcrl.bench.config import BenchTeacherConfig
+    from deepcrl.cli.bench import run_teacher
 
     with pytest.raises(DeepcrlError, match="multiple of 4 from 4 to 1024, got 6"):
-        BenchTeacherConfig(depths=(4, 6)).run()
+        run_teacher(BenchTeacherConfig(depths=(4, 6)))
 
 
 def test_actor_exports_to_onnx_with_parity():

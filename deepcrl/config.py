@@ -1,10 +1,41 @@
-"""`deepcrl pipeline`: train -> distill -> export -> serve benchmark, sized for a CPU, in one command."""
+"""Configs of the verbs that span stages: `deepcrl eval` and `deepcrl pipeline` (plain data, no JAX import)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Roll a deterministic policy for K episodes and report success, time at goal and final distance.
+
+    Give exactly one of --ckpt (a teacher or student run directory), --model (an exported .onnx) or --url (a
+    running `deepcrl serve`). The same seed gives the same starts and goals for every kind of policy, so their
+    numbers compare directly.
+    """
+
+    ckpt: str | None = None
+    """Teacher or student run directory."""
+    model: str | None = None
+    """Exported .onnx file (run through ONNX Runtime)."""
+    url: str | None = None
+    """Base URL of a running `deepcrl serve` (the simulator is driven through the server)."""
+    env: str | None = None
+    """Environment id; defaults to the one the policy was trained on."""
+    episodes: int = 64
+    """Number of evaluation episodes (run in parallel)."""
+    seed: int = 0
+    """Seed of the episodes' starts and goals."""
+    episode_length: int | None = None
+    """Steps per episode; the env's default if unset."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+    render: str | None = None
+    """Also write a replay of the first episode: .html for Brax envs, .png for point mazes."""
+    token_env: str | None = None
+    """With --url: name of the environment variable holding the server's bearer token."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +71,3 @@ class PipelineConfig:
     """Seconds per serve-benchmark cell (0 skips the serve benchmark)."""
     eval_episodes: int = 256
     """Episodes of the final evaluations."""
-
-    def run(self) -> int:
-        from deepcrl.pipeline import run_pipeline
-
-        run_pipeline(self)
-        return 0

@@ -1,0 +1,93 @@
+"""Configs of `deepcrl bench teacher|serve`: the benchmarks that prove the README's numbers (plain data)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Union
+
+import tyro
+
+from deepcrl.errors import DeepcrlError
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchTeacherConfig:
+    """Compile time, step time and memory of one critic + actor gradient step from depth 4 to 1024,
+    scanned vs unrolled blocks, remat on/off; writes JSON + PNG."""
+
+    depths: tuple[int, ...] = (4, 16, 64, 256, 1024)
+    """Depths to measure (multiples of 4, 4..1024), for actor and critic alike."""
+    width: int = 256
+    """Hidden width of every layer."""
+    batch_size: int = 256
+    """Batch of the gradient step (also the number of contrastive negatives)."""
+    remat: tuple[bool, ...] = (False, True)
+    """Remat settings measured for the scanned networks."""
+    unrolled: bool = True
+    """Also measure the unrolled networks (the reference's form; remat off)."""
+    unrolled_budget_s: float = 180.0
+    """Skip an unrolled depth whose compile time, extrapolated from the previous depth, exceeds this."""
+    bf16: bool = False
+    """Compute in bfloat16 (parameters stay float32); for GPUs."""
+    max_reps: int = 10
+    """Most timed steps per configuration (fewer when a step is slow; at least 2)."""
+    out: Path = Path("benchmarks/results/teacher_depth.json")
+    """JSON output; the plot is written beside it with the suffix .png."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise DeepcrlError(f"--batch-size must be at least 2 (contrastive negatives), got {self.batch_size}.")
+        if self.max_reps < 2:
+            raise DeepcrlError(f"--max-reps must be at least 2, got {self.max_reps}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchServeConfig:
+    """Measure the policy server's latency and throughput on loopback against floors and a hand-written
+    baseline; writes JSON + PNG."""
+
+    model: Path | None = None
+    """Exported .onnx to serve (the benchmark starts its own servers). One of --model or --url is needed."""
+    url: str | None = None
+    """Measure an already running deepcrl server instead (loopback only; floors that need the model and the
+    hand-written baseline are skipped)."""
+    out: Path = Path("benchmarks/results/serve_latency")
+    """Output path without extension: writes OUT.json and OUT.png."""
+    duration_s: float = 1.5
+    """Seconds measured per cell (one protocol x one concurrency or rate)."""
+    concurrency: tuple[int, ...] = (1, 8, 16, 64)
+    """Closed-loop concurrencies (connections each sending its next request when the last one returns)."""
+    rounds: int = 3
+    """Each load level is measured in this many slices alternating between the servers (fairer on a shared
+    machine); a cell's figures pool its slices."""
+    rates: tuple[int, ...] = (500, 2000)
+    """Open-loop request rates per second (latency counted from each request's scheduled send time)."""
+    protocols: tuple[str, ...] = ("json", "msgpack", "ws")
+    """Transports to measure: json, msgpack (both HTTP POST /v1/act) and ws (WS /v1/stream)."""
+    baseline: bool = True
+    """Also measure the hand-written baseline (a minimal FastAPI + pydantic endpoint, one ORT call per request)."""
+    max_batch: int = 64
+    """Server --max-batch."""
+    max_delay_us: int = 0
+    """Server --max-delay-us."""
+    time_limit_s: float = 240.0
+    """Hard bound on the whole run; cells not started by then are skipped (and listed as skipped)."""
+    token_env: str | None = None
+    """With --url: environment variable holding the server's bearer token."""
+    seed: int = 0
+    """Seed of the random observations sent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Run a benchmark: `teacher` (compile time, step time and memory vs depth) or `serve` (latency).
+
+    Results are written as JSON (+ PNG) with the machine's facts; compare ratios measured in one run.
+    """
+
+    what: tyro.conf.OmitSubcommandPrefixes[Union[  # type: ignore[valid-type]
+        Annotated[BenchTeacherConfig, tyro.conf.subcommand("teacher")],
+        Annotated[BenchServeConfig, tyro.conf.subcommand("serve")],
+    ]]
+    """Which benchmark."""

@@ -1,0 +1,7 @@
+"""`python -m deepcrl.cli VERB ...` is the `deepcrl` console script."""
+
+import sys
+
+from deepcrl.cli import main
+
+sys.exit(main())

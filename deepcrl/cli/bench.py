@@ -1,0 +1,34 @@
+"""`deepcrl bench teacher|serve`: run a benchmark, write its JSON + PNG, print the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepcrl.bench.config import BenchConfig, BenchServeConfig, BenchTeacherConfig
+
+
+def run(cfg: BenchConfig) -> int:
+    what = cfg.what
+    if isinstance(what, BenchServeConfig):
+        return run_serve(what)
+    return run_teacher(what)
+
+
+def run_teacher(cfg: BenchTeacherConfig) -> int:
+    from deepcrl.teacher import bench
+
+    results = bench.run(depths=tuple(cfg.depths), width=cfg.width, batch_size=cfg.batch_size,
+                        remat=tuple(cfg.remat), unrolled=cfg.unrolled,
+                        unrolled_budget_s=cfg.unrolled_budget_s, dtype="bfloat16" if cfg.bf16 else "float32",
+                        max_reps=cfg.max_reps, out=cfg.out)
+    for key, value in results["summary"].items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    print(f"wrote {cfg.out} and {Path(cfg.out).with_suffix('.png')}")
+    return 0
+
+
+def run_serve(cfg: BenchServeConfig) -> int:
+    from deepcrl.serve.bench import print_summary, run as bench_run
+
+    print_summary(bench_run(cfg))
+    return 0

@@ -1,0 +1,88 @@
+"""`deepcrl eval`: score any policy (teacher, student, .onnx, or a running server) in the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from deepcrl.config import EvalConfig
+
+
+def run(cfg: EvalConfig) -> int:
+    from deepcrl.errors import DeepcrlError
+
+    given = [name for name in ("ckpt", "model", "url") if getattr(cfg, name)]
+    if len(given) != 1:
+        raise DeepcrlError("give exactly one of --ckpt DIR, --model FILE.onnx or --url URL.")
+    if cfg.episodes < 1:
+        raise DeepcrlError(f"--episodes must be at least 1, got {cfg.episodes}.")
+    policy, env_id, source = _policy(cfg)
+    from deepcrl import envs
+    from deepcrl.evaluate import evaluate
+
+    env = envs.make(env_id)
+    result = evaluate(env, policy, episodes=cfg.episodes, seed=cfg.seed, episode_length=cfg.episode_length)
+    out = {"source": source, "env": env_id, "seed": cfg.seed, **result.as_dict()}
+    if cfg.render:
+        from deepcrl.evaluate import render_episode
+
+        out["render"] = str(render_episode(env, policy, cfg.render, seed=cfg.seed,
+                                           episode_length=cfg.episode_length))
+    if cfg.json:
+        print(json.dumps(out))
+    else:
+        _print_table(out)
+    return 0
+
+
+def _policy(cfg: EvalConfig):
+    from deepcrl.errors import DeepcrlError
+
+    if cfg.ckpt:
+        from deepcrl.policy import load_policy
+
+        policy = load_policy(cfg.ckpt)
+        env_id = cfg.env or policy.manifest.env_id
+        return policy, env_id, f"{policy.manifest.kind} {cfg.ckpt}"
+    if cfg.model:
+        from deepcrl.export.runtime import OnnxPolicy
+
+        policy = OnnxPolicy(cfg.model)
+        env_id = cfg.env or policy.metadata.get("env_id")
+        if not env_id:
+            raise DeepcrlError(f"{cfg.model} names no env; pass --env ID.")
+        return policy, env_id, f"onnx {cfg.model}"
+    from deepcrl.serve.client import PolicyClient
+
+    token = os.environ.get(cfg.token_env) if cfg.token_env else None
+    if cfg.token_env and token is None:
+        raise DeepcrlError(f"the environment variable {cfg.token_env} is not set.")
+    policy = PolicyClient(cfg.url, token=token)
+    served = policy.metadata()  # the server's facts; the model's own metadata_props under "metadata"
+    env_id = cfg.env or served.get("metadata", {}).get("env_id")
+    if not env_id:
+        raise DeepcrlError(f"the server at {cfg.url} names no env; pass --env ID.")
+    return policy, env_id, f"server {cfg.url}"
+
+
+def _print_table(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{out['source']} on {out['env']} ({out['episodes']} episodes, seed {out['seed']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    table.add_row("success (reached the goal)", pct(out["success"]))
+    table.add_row("success at the last step", pct(out["final_success"]))
+    table.add_row("time at goal", f"{out['time_at_goal']:.1f} / {out['episode_length']} steps")
+    table.add_row("final distance", f"{out['final_distance']:.3f}")
+    if out["detour_episodes"]:
+        table.add_row(f"detour pairs ({out['detour_episodes']})", pct(out["detour_success"]))
+        table.add_row(f"direct pairs ({out['episodes'] - out['detour_episodes']})", pct(out["direct_success"]))
+    if out.get("render"):
+        table.add_row("replay", out["render"])
+    Console().print(table)
