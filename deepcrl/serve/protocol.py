@@ -12,41 +12,26 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import orjson  # parses and writes JSON several times faster than the standard library
 
 from deepcrl.errors import DeepcrlError
 
-try:  # orjson parses and writes JSON several times faster than the standard library
-    import orjson
 
-    def _json_loads(body: bytes) -> Any:
-        return orjson.loads(body)
+def _json_loads(body: bytes) -> Any:
+    return orjson.loads(body)
 
-    def _json_dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    _JSON_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError,)
-except ImportError:  # pragma: no cover - orjson is a dependency, but the protocol still works without it
-    import json
+def _json_dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def _json_loads(body: bytes) -> Any:
-        return json.loads(body, parse_constant=_reject_constant)
-
-    def _json_dumps(obj: Any) -> bytes:
-        return json.dumps(obj, default=_numpy_default, allow_nan=False).encode()
-
-    _JSON_ERRORS = (ValueError,)
-
-    def _reject_constant(name: str):
-        raise ValueError(f"{name} is not valid JSON")
-
-    def _numpy_default(obj):
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-        raise TypeError(type(obj).__name__)
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+# What `msgpack.unpackb` raises on bad bytes: its own UnpackException family (ExtraData, FormatError,
+# StackError, OutOfData), ValueError (e.g. a non-string map key under strict_map_key, invalid UTF-8),
+# TypeError (an unhashable map key) and OverflowError.
+_MSGPACK_ERRORS = (msgpack.UnpackException, ValueError, TypeError, OverflowError)
 
 
 class RequestError(DeepcrlError):
@@ -88,23 +73,24 @@ def decode(body: bytes, fmt: str) -> Any:
     if fmt == "json":
         try:
             return _json_loads(body)
-        except _JSON_ERRORS as exc:
-            raise RequestError(400, f"the body is not valid JSON ({exc}).") from None
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(400, f"the body is not valid JSON ({exc}).") from exc
     try:
         # No ext hooks and no object hooks: msgpack here yields plain data only (never code, never pickle).
         return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises several unrelated types (ExtraData, FormatError, ValueError, ...)
-        raise RequestError(400, f"the body is not valid msgpack ({type(exc).__name__}: {exc}).") from None
+    except _MSGPACK_ERRORS as exc:
+        raise RequestError(400, f"the body is not valid msgpack ({type(exc).__name__}: {exc}).") from exc
 
 
 def encode(obj: Any, fmt: str) -> bytes:
     """Serialise a reply (numpy arrays become lists)."""
     if fmt == "json":
         return _json_dumps(obj)
-    return msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
+    return msgpack.packb(obj, default=msgpack_default, use_bin_type=True)
 
 
-def _msgpack_default(obj):
+def msgpack_default(obj):
+    """msgpack's `default` hook: numpy arrays and scalars become lists and Python numbers."""
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
@@ -129,8 +115,8 @@ def _vector_field(value: Any, name: str, size: int, batched: bool) -> np.ndarray
             raise RequestError(422, f"'{name}' must be {what}, not {_kind(value)}.")
         try:
             arr = np.asarray(value)
-        except (ValueError, TypeError, OverflowError):
-            raise RequestError(422, f"'{name}' is nested wrongly or ragged; it must be {what}.") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise RequestError(422, f"'{name}' is nested wrongly or ragged; it must be {what}.") from exc
         if arr.dtype.kind not in "fiu":
             if arr.dtype.kind == "O" and arr.ndim != (2 if batched else 1):
                 raise RequestError(422, f"'{name}' is nested wrongly or ragged; it must be {what}.")

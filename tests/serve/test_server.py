@@ -255,8 +255,8 @@ def test_graceful_shutdown_drains_in_flight_requests(policy_onnx, reference):
 
 def test_directory_of_models_is_addressed_by_name(tmp_path, reference):
     from deepcrl.serve.app import RunningServer, create_app
-    from deepcrl.serve.synthetic import reference as numpy_policy
-    from deepcrl.serve.synthetic import write_policy
+    from deepcrl.bench.synthetic import reference as numpy_policy
+    from deepcrl.bench.synthetic import write_policy
 
     write_policy(tmp_path / "alpha.onnx", hidden=(8,), seed=1)
     write_policy(tmp_path / "beta.onnx", hidden=(8,), seed=2)
