@@ -39,7 +39,7 @@ from deepcrl.bench.config import BenchServeConfig
 from deepcrl.bench.load import Run, closed_loop, http_connect, http_requests, open_loop, stats, ws_connect
 from deepcrl.bench.serve_report import summary, write
 from deepcrl.errors import DeepcrlError
-from deepcrl.export.contract import GOAL, OBSERVATION
+from deepcrl.export import contract
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SHARED_MACHINE = ("2 cores shared with other jobs while measuring: absolute latencies are noisy upper bounds; "
@@ -78,8 +78,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _payloads(obs_size: int, goal_size: int, seed: int, count: int = 64) -> tuple[list[bytes], list[bytes]]:
     rng = np.random.default_rng(seed)
-    pairs = [{OBSERVATION: rng.uniform(-1, 1, obs_size).astype(np.float32).tolist(),
-              GOAL: rng.uniform(-1, 1, goal_size).astype(np.float32).tolist()} for _ in range(count)]
+    pairs = [{contract.OBSERVATION: rng.uniform(-1, 1, obs_size).astype(np.float32).tolist(),
+              contract.GOAL: rng.uniform(-1, 1, goal_size).astype(np.float32).tolist()} for _ in range(count)]
     return ([json.dumps(p).encode() for p in pairs], [msgpack.packb(p) for p in pairs])
 
 
@@ -177,7 +177,7 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(headers=headers) as http:
         info = (await http.get(url + "/v1/metadata")).json()
-    obs_size, goal_size = info["obs_size"], info["goal_size"]
+    obs_size, goal_size = info[contract.OBS_SIZE], info[contract.GOAL_SIZE]
     json_bodies, msgpack_bodies = _payloads(obs_size, goal_size, cfg.seed)
     cells: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -254,8 +254,8 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
         "machine": {**machine, "versions": {**machine["versions"], **versions(("starlette",))},
                     "shared_machine": SHARED_MACHINE},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
-        "model": {k: info.get(k) for k in ("name", "obs_size", "goal_size", "action_size", "max_batch",
-                                            "max_delay_us", "metadata")},
+        "model": {k: info.get(k) for k in ("name", contract.OBS_SIZE, contract.GOAL_SIZE, contract.ACTION_SIZE,
+                                            "max_batch", "max_delay_us", "metadata")},
         "load_generator": "raw keep-alive HTTP/1.1 asyncio protocol (uvloop) with pre-encoded bodies; websockets "
                           "asyncio client for WS; servers in their own processes",
         "floors": floors,

@@ -15,6 +15,7 @@ import numpy as np
 import orjson  # parses and writes JSON several times faster than the standard library
 
 from deepcrl.errors import DeepcrlError
+from deepcrl.export.contract import ACTION, GOAL, OBSERVATION
 
 
 def _json_loads(body: bytes) -> Any:
@@ -24,6 +25,9 @@ def _json_loads(body: bytes) -> Any:
 def _json_dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
+
+# The request's and the answer's fields are the policy's tensor names; batches use the plural.
+OBSERVATIONS, GOALS, ACTIONS = OBSERVATION + "s", GOAL + "s", ACTION + "s"
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -159,13 +163,13 @@ def parse_act(payload: Any, obs_size: int, goal_size: int, max_batch: int) -> tu
     if not isinstance(payload, dict):
         raise RequestError(422, f"the body must be a map with 'observation' and 'goal' (or 'observations' and "
                                 f"'goals'), not {_kind(payload)}.")
-    single = "observation" in payload or "goal" in payload
-    batch = "observations" in payload or "goals" in payload
+    single = OBSERVATION in payload or GOAL in payload
+    batch = OBSERVATIONS in payload or GOALS in payload
     if single and batch:
         raise RequestError(422, "send either 'observation' and 'goal' or 'observations' and 'goals', not both.")
     if not single and not batch:
         raise RequestError(422, "the body has neither 'observation'/'goal' nor 'observations'/'goals'.")
-    names = ("observations", "goals") if batch else ("observation", "goal")
+    names = (OBSERVATIONS, GOALS) if batch else (OBSERVATION, GOAL)
     for name in names:
         if name not in payload:
             raise RequestError(422, f"the body has no '{name}'.")
@@ -188,3 +192,8 @@ def parse_act(payload: Any, obs_size: int, goal_size: int, max_batch: int) -> tu
         raise RequestError(422, f"the batch has {obs.shape[0]} rows but the server takes at most {max_batch} "
                                 "per request.")
     return obs, goal, batch
+
+
+def act_reply(actions, batched: bool) -> dict[str, Any]:
+    """The answer's action field: ``{"actions": rows}`` for a batched request, else ``{"action": row}``."""
+    return {ACTIONS: actions} if batched else {ACTION: actions[0]}

@@ -30,11 +30,11 @@ class Timing:
 
 
 class _Item:
-    __slots__ = ("observation", "goal", "rows", "future", "enqueued")
+    __slots__ = ("obs", "goals", "rows", "future", "enqueued")
 
-    def __init__(self, observation, goal, future):
-        self.observation, self.goal, self.future = observation, goal, future
-        self.rows = observation.shape[0]
+    def __init__(self, obs, goals, future):
+        self.obs, self.goals, self.future = obs, goals, future
+        self.rows = obs.shape[0]
         self.enqueued = time.perf_counter()
 
 
@@ -161,10 +161,10 @@ class MicroBatcher:
             start = time.perf_counter()
             try:
                 if len(batch) == 1:
-                    obs, goal = batch[0].observation, batch[0].goal
+                    obs, goal = batch[0].obs, batch[0].goals
                 else:
-                    obs = np.concatenate([i.observation for i in batch])
-                    goal = np.concatenate([i.goal for i in batch])
+                    obs = np.concatenate([i.obs for i in batch])
+                    goal = np.concatenate([i.goals for i in batch])
                 actions = self.model(obs, goal)
                 error = None
             except Exception as exc:  # noqa: BLE001 - an ORT failure fails these requests, not the worker

@@ -18,6 +18,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from deepcrl.errors import ArtifactError
+from deepcrl.export import contract
 from deepcrl.export.runtime import OnnxPolicy
 from deepcrl.serve import protocol
 from deepcrl.serve.metrics import ServeMetrics
@@ -36,9 +37,9 @@ class Served:
         self.model, self.batcher = model, batcher
         self.info = {
             "name": model.name,
-            "obs_size": model.obs_size,
-            "goal_size": model.goal_size,
-            "action_size": model.action_size,
+            contract.OBS_SIZE: model.obs_size,
+            contract.GOAL_SIZE: model.goal_size,
+            contract.ACTION_SIZE: model.action_size,
             "max_batch": max_batch,
             "max_delay_us": max_delay_us,
             "metadata": model.metadata,

@@ -44,7 +44,7 @@ async def answer_frame(server: PolicyServer, s: Served, payload: Any, frame_id: 
         _log.error("%s", exc, exc_info=exc.__cause__)
         return {"type": "error", "id": frame_id, "status": 500, "error": str(exc)}, 500, False
     actions = actions.tolist()
-    reply = {"type": "action", "id": frame_id, "actions" if batched else "action": actions if batched else actions[0],
+    reply = {"type": "action", "id": frame_id, **protocol.act_reply(actions, batched),
              "timing": timing_fields((time.perf_counter() - start) * 1e6, timing)}
     return reply, 200, True
 

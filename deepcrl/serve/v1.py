@@ -61,8 +61,7 @@ def add_routes(app: FastAPI, server: PolicyServer):
                 total_us = (time.perf_counter() - start) * 1e6
                 if fmt == "msgpack":
                     actions = actions.tolist()
-                reply = {"actions" if batched else "action": actions if batched else actions[0],
-                         "timing": timing_fields(total_us, timing)}
+                reply = {**protocol.act_reply(actions, batched), "timing": timing_fields(total_us, timing)}
                 extra.append((b"server-timing", (f"total;dur={total_us / 1e3:.3f}, queue;dur="
                                                  f"{timing.queue_us / 1e3:.3f}, infer;dur="
                                                  f"{timing.infer_us / 1e3:.3f}").encode()))
