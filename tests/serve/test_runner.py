@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from deepcrl.serve.runner import MicroBatcher, Overloaded
+from deepcrl.serve.runner import InferenceError, MicroBatcher, Overloaded
 
 
 class _Recorder:
@@ -134,3 +134,23 @@ def test_full_queue_is_refused_and_cancelled_requests_are_skipped():
     model, results = asyncio.run(main())
     assert model.batches == [1, 2]  # the cancelled row was never computed
     assert [float(a[0, 0]) for a, _ in results] == [6.0, 9.0]
+
+
+def test_a_failing_model_fails_its_requests_with_the_cause_and_the_worker_lives_on():
+    class _Flaky(_Recorder):
+        def __call__(self, observation, goal):
+            if observation[0, 0] < 0:
+                raise RuntimeError("ORT kernel failed")
+            return super().__call__(observation, goal)
+
+    async def main():
+        batcher = MicroBatcher(_Flaky(), max_batch=4, max_delay_us=0)
+        batcher.start(asyncio.get_running_loop())
+        with pytest.raises(InferenceError, match=r"inference failed \(RuntimeError: ORT kernel failed\)") as info:
+            await asyncio.wait_for(batcher.submit(*_rows(-1)), 30)
+        actions, _ = await asyncio.wait_for(batcher.submit(*_rows(2)), 30)
+        batcher.stop()
+        return info.value, actions
+
+    error, actions = asyncio.run(main())
+    assert isinstance(error.__cause__, RuntimeError) and float(actions[0, 0]) == 6.0
