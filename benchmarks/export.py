@@ -4,7 +4,7 @@ fp32 vs int8 on CPU (batch 1 and 256), plus the ORT session settings (threads, g
     python benchmarks/export.py                    # students 64x2 / 256x2 / 256x3, teachers depth 4/64/256
     python benchmarks/export.py --quick            # smaller set, for a smoke run
 
-Writes benchmarks/results/export.json. Models are freshly initialised (latency does not depend on the weights;
+Writes benchmarks/results/export.json (with the machine's facts, via deepcrl.bench.common.write_result). Models are freshly initialised (latency does not depend on the weights;
 the int8 error of a trained policy is reported by `deepcrl export --quantize int8` itself). Every number is per
 numpy-in / numpy-out call, i.e. what a server or robot loop pays: `latency_us` is the median wall time,
 `cpu_us` the process CPU time (all threads) per call, which other jobs on shared cores disturb much less.
@@ -12,10 +12,9 @@ numpy-in / numpy-out call, i.e. what a server or robot loop pays: `latency_us` i
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +22,11 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
+import tyro  # noqa: E402
 
 from deepcrl._logging import quiet  # noqa: E402
-from deepcrl.artifacts import library_versions  # noqa: E402
+from deepcrl.bench.common import machine_facts, write_result  # noqa: E402
+from deepcrl.export.contract import GOAL, OBSERVATION  # noqa: E402
 
 quiet().__enter__()  # quiet for the whole run (the process exits after it)
 
@@ -55,13 +56,22 @@ def cpu_us(fn, seconds: float, min_iters: int = 5) -> float:
     return float((time.process_time() - start) / n * 1e6)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportBenchConfig:
+    """Size, export time, parity and latency of exported policies (JAX jit vs ONNX Runtime fp32 vs int8)."""
+
+    quick: bool = False
+    """Two small models only (a smoke run)."""
+    seconds: float = 0.4
+    """Time budget per latency measurement."""
+    out: Path = Path(__file__).parent / "results" / "export.json"
+    """JSON output."""
+
+
 def machine() -> dict:
-    versions = library_versions(extra=("onnx", "onnxruntime", "jax2onnx"))
     import onnxruntime as ort
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": versions,
-            "ort_providers": ort.get_available_providers(),
+    return {**machine_facts(jax_devices=True), "ort_providers": ort.get_available_providers(),
             "note": "2-core machine shared with other jobs while this ran: absolute times are noisy, compare "
                     "ratios measured side by side"}
 
@@ -71,7 +81,7 @@ def bench_model(name: str, kind: str, actor_cfg: dict, tmp: Path, seconds: float
 
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.onnx import export, rollout_states, to_onnx_model
-    from deepcrl.export.runtime import OnnxPolicy, session_options
+    from deepcrl.export.runtime import OnnxPolicy, session, session_options
     from deepcrl.policy import init_artifact, load_policy
 
     ckpt = tmp / name
@@ -101,12 +111,11 @@ def bench_model(name: str, kind: str, actor_cfg: dict, tmp: Path, seconds: float
     if kind == "teacher":  # the same graph with the stacked weights still carried through the Loop
         carried = tmp / f"{name}.carried.onnx"
         carried.write_bytes(to_onnx_model(policy, hoist_loops=False).SerializeToString())
-        runners["ort_fp32_loop_carried_weights"] = ort.InferenceSession(
-            str(carried), session_options(1), providers=["CPUExecutionProvider"])
+        runners["ort_fp32_loop_carried_weights"] = session(carried, 1, providers=["CPUExecutionProvider"])
     row["cpu_us"] = {}
     for batch in (1, 256):
         o, g = obs[:batch], goal[:batch]
-        calls = {k: (lambda r=r: r.run(None, {"observation": o, "goal": g})) if isinstance(r, ort.InferenceSession)
+        calls = {k: (lambda r=r: r.run(None, {OBSERVATION: o, GOAL: g})) if isinstance(r, ort.InferenceSession)
                  else (lambda r=r: r(o, g)) for k, r in runners.items()}
         for key, measure in (("latency_us", median_us), ("cpu_us", cpu_us)):
             lat = {k: round(measure(call, seconds), 2) for k, call in calls.items()}
@@ -123,7 +132,7 @@ def bench_model(name: str, kind: str, actor_cfg: dict, tmp: Path, seconds: float
             so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
             sess = ort.InferenceSession(str(tmp / f"{name}.onnx"), so, providers=["CPUExecutionProvider"])
             for batch in (1, 256):
-                feed = {"observation": obs[:batch], "goal": goal[:batch]}
+                feed = {OBSERVATION: obs[:batch], GOAL: goal[:batch]}
                 settings[f"threads{threads}_{level}_b{batch}"] = {
                     "wall_us": round(median_us(lambda s=sess, f=feed: s.run(None, f), seconds / 2), 2),
                     "cpu_us": round(cpu_us(lambda s=sess, f=feed: s.run(None, f), seconds / 2), 2)}
@@ -134,27 +143,21 @@ def bench_model(name: str, kind: str, actor_cfg: dict, tmp: Path, seconds: float
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two small models only")
-    parser.add_argument("--seconds", type=float, default=0.4, help="time budget per latency measurement")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export.json")
-    args = parser.parse_args()
+def main(cfg: ExportBenchConfig) -> None:
     models = [(n, "student", {"hidden": h}) for n, h in STUDENTS.items()]
     models += [(n, "teacher", {"depth": d, "width": 256}) for n, d in TEACHERS.items()]
-    if args.quick:
+    if cfg.quick:
         models = [models[0], models[3]]
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "seconds_per_measurement": args.seconds, "models": {}}
+               "seconds_per_measurement": cfg.seconds, "models": {}}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, kind, cfg in models:
-            results["models"][name] = bench_model(name, kind, cfg, Path(tmp), args.seconds)
+        for name, kind, model_cfg in models:
+            results["models"][name] = bench_model(name, kind, model_cfg, Path(tmp), cfg.seconds)
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out} ({results['total_seconds']} s)")
+    write_result(cfg.out, results)
+    print(f"wrote {cfg.out} ({results['total_seconds']} s)")
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(ExportBenchConfig))

@@ -28,7 +28,8 @@ def run_teacher(cfg: BenchTeacherConfig) -> int:
 
 
 def run_serve(cfg: BenchServeConfig) -> int:
-    from deepcrl.serve.bench import print_summary, run as bench_run
+    from deepcrl.bench.serve import run
+    from deepcrl.bench.serve_report import print_summary
 
-    print_summary(bench_run(cfg))
+    print_summary(run(cfg))
     return 0

@@ -47,7 +47,7 @@ def _policy(cfg: EvalConfig):
     if cfg.model:
         from deepcrl.export.runtime import OnnxPolicy
 
-        policy = OnnxPolicy(cfg.model)
+        policy = OnnxPolicy(cfg.model)  # the one ONNX Runtime policy (export's parity check, the server)
         env_id = cfg.env or policy.metadata.get("env_id")
         if not env_id:
             raise DeepcrlError(f"{cfg.model} names no env; pass --env ID.")

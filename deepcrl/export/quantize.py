@@ -8,11 +8,27 @@ ONNX `Loop` each step, so they stay float32 (its input and head layers are quant
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from deepcrl.export import contract
+
+
+@contextlib.contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    """The quantiser logs its "run pre-processing" advice on the root logger: quiet it for this call only."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 def quantize_int8(model, mode: str = "dynamic", calibration: tuple[np.ndarray, np.ndarray] | None = None):
@@ -27,8 +43,7 @@ def quantize_int8(model, mode: str = "dynamic", calibration: tuple[np.ndarray, n
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantiser's "run pre-processing" advice is noise here
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _root_log_level(logging.ERROR):
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
         if mode == "dynamic":
@@ -44,7 +59,8 @@ def quantize_int8(model, mode: str = "dynamic", calibration: tuple[np.ndarray, n
 
                 def get_next(self):
                     i = next(self._rows, None)
-                    return None if i is None else {"observation": obs[i:i + 32], "goal": goal[i:i + 32]}
+                    return None if i is None else {contract.OBSERVATION: obs[i:i + 32],
+                                                     contract.GOAL: goal[i:i + 32]}
 
             quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)

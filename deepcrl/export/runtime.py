@@ -1,11 +1,14 @@
 """`OnnxPolicy`: an exported policy file run by ONNX Runtime, behind the one policy signature.
 
-Session settings, chosen for a policy that is small and latency-bound (a few dense layers, batch 1 to a few
-hundred rows):
+The one ONNX Runtime policy of deepcrl: export's parity check, `deepcrl eval --model`, the server's
+micro-batcher and the benchmarks all run a file through it. Session settings, chosen for a policy that is
+small and latency-bound (a few dense layers, batch 1 to a few hundred rows):
 
 - one intra-op thread by default: at these sizes a matmul is microseconds, and handing rows to a thread
   pool costs more than it saves (benchmarks/export.py measures it); a server scales with processes or
   sessions instead, and a robot's control loop keeps its other cores.
+- no spinning intra-op threads (with more than one): they would burn the cores the HTTP server and the
+  robot's loop need between calls.
 - one inter-op thread and sequential execution: the graph is a chain, there is nothing to run in parallel.
 - `ORT_ENABLE_ALL` graph optimisation: folds LayerNorm / Gemm+activation patterns once, at load.
 """
@@ -17,9 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepcrl.errors import ArtifactError, DeepcrlError
-
-READ_FORMAT_VERSION = 1
-REQUIRED_METADATA = ("deepcrl_version", "format_version", "kind", "env_id", "obs_size", "goal_size", "action_size")
+from deepcrl.export import contract
 
 
 def session_options(intra_op_threads: int = 1):
@@ -31,6 +32,7 @@ def session_options(intra_op_threads: int = 1):
     so.intra_op_num_threads = int(intra_op_threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     return so
 
@@ -44,8 +46,17 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
 
 
+def session(model: str | Path | bytes, intra_op_threads: int = 1, providers: list[str] | None = None):
+    """An ONNX Runtime session on a file or serialised model, with deepcrl's options; ORT's own errors
+    propagate (callers that load a user's file go through `OnnxPolicy`, which turns them into a sentence)."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, session_options(intra_op_threads), providers=providers or default_providers())
+
+
 class OnnxPolicy:
-    """An exported deepcrl `.onnx` policy.
+    """An exported deepcrl `.onnx` policy, its contract checked on load.
 
     Args:
         path: the `.onnx` file written by `deepcrl export`.
@@ -57,39 +68,24 @@ class OnnxPolicy:
     """
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 1):
-        import onnxruntime as ort
-
         self.path = Path(path)
+        self.name = self.path.stem
         if not self.path.is_file():
             raise ArtifactError(f"no ONNX model at {self.path}: the file does not exist.")
         try:
-            self.session = ort.InferenceSession(str(self.path), session_options(intra_op_threads),
-                                                providers=providers or default_providers())
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            self.session = session(self.path, intra_op_threads, providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own, unexported exception types; cause kept
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise ArtifactError(f"{self.path} is not a loadable ONNX model ({first}).") from None
+            raise ArtifactError(f"{self.path} is not a loadable ONNX model ({first}).") from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        missing = [k for k in REQUIRED_METADATA if k not in meta]
-        if missing:
-            raise ArtifactError(f"{self.path} is an ONNX model but not a deepcrl policy (its metadata lacks "
-                                f"{', '.join(missing)}); export it with `deepcrl export`.")
-        try:
-            version = int(meta["format_version"])
-            self.obs_size, self.goal_size = int(meta["obs_size"]), int(meta["goal_size"])
-            self.action_size = int(meta["action_size"])
-        except ValueError:
-            raise ArtifactError(f"{self.path} is corrupt: its deepcrl metadata holds non-integer sizes.") from None
-        if version > READ_FORMAT_VERSION:
-            raise ArtifactError(f"{self.path} was exported in format {version}, newer than this deepcrl reads "
-                                f"({READ_FORMAT_VERSION}); upgrade deepcrl.")
-        names = [i.name for i in self.session.get_inputs()]
-        if names != ["observation", "goal"] or [o.name for o in self.session.get_outputs()] != ["action"]:
-            raise ArtifactError(f"{self.path} does not have the deepcrl policy signature (inputs observation, goal; "
-                                f"output action); it has inputs {names}.")
+        sig = contract.check(self.path, meta, [i.name for i in self.session.get_inputs()],
+                             [o.name for o in self.session.get_outputs()])
         self.metadata: dict[str, str] = meta
-        self.kind, self.env_id = meta["kind"], meta["env_id"]
-        self.action_low = float(meta.get("action_low", -1.0))
-        self.action_high = float(meta.get("action_high", 1.0))
+        self.signature = sig
+        self.kind, self.env_id = sig.kind, sig.env_id
+        self.obs_size, self.goal_size, self.action_size = sig.obs_size, sig.goal_size, sig.action_size
+        self.action_low, self.action_high = sig.action_low, sig.action_high
+        self._outputs = [contract.OUTPUT_NAME]
 
     def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """Actions [B, act] for observations [B, obs] and goals [B, goal] (float32)."""
@@ -101,8 +97,14 @@ class OnnxPolicy:
             raise DeepcrlError(f"goal has shape {goal.shape}; this policy needs [batch, {self.goal_size}].")
         if observation.shape[0] != goal.shape[0]:
             raise DeepcrlError(f"observation and goal batch sizes differ ({observation.shape[0]} vs {goal.shape[0]}).")
-        return self.session.run(["action"], {"observation": observation, "goal": goal})[0]
+        return self.session.run(self._outputs, {contract.OBSERVATION: observation, contract.GOAL: goal})[0]
+
+    def warmup(self, calls: int = 32, batch_sizes: tuple[int, ...] = (1, 8, 64)) -> None:
+        """Run a few calls so the first real request does not pay for allocations and graph setup."""
+        for i in range(calls):
+            b = batch_sizes[i % len(batch_sizes)]
+            self(np.zeros((b, self.obs_size), np.float32), np.zeros((b, self.goal_size), np.float32))
 
     def __repr__(self) -> str:
         return (f"OnnxPolicy({str(self.path)!r}, kind={self.kind}, env={self.env_id}, "
-                f"precision={self.metadata.get('precision', 'fp32')})")
+                f"precision={self.metadata.get(contract.PRECISION, 'fp32')})")

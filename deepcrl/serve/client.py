@@ -129,18 +129,18 @@ class PolicyClient(_PolicyBase):
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
                 self.close()  # a keep-alive connection the server closed while idle: reopen it once
                 if attempt:
-                    raise ServerError(0, f"cannot reach {self.url} ({exc}).") from None
+                    raise ServerError(0, f"cannot reach {self.url} ({exc}).") from exc
                 continue
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise ServerError(0, f"cannot reach {self.url} ({type(exc).__name__}: {exc}).") from None
+                raise ServerError(0, f"cannot reach {self.url} ({type(exc).__name__}: {exc}).") from exc
             return self._check(response.status, response.getheader("content-type", ""), content)
 
     @staticmethod
     def _check(status: int, content_type: str, content: bytes) -> Any:
         try:
             body = msgpack.unpackb(content) if "msgpack" in content_type else json.loads(content)
-        except Exception:
+        except (ValueError, TypeError, msgpack.UnpackException):  # not JSON / msgpack: judged by status below
             body = None
         if status >= 400:
             message = body.get("error") if isinstance(body, dict) else None
@@ -186,6 +186,7 @@ class StreamClient(_PolicyBase):
     """
 
     def __init__(self, url: str, token: str | None = None, model: str | None = None, timeout: float = 10.0):
+        from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 
         base = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
@@ -194,9 +195,9 @@ class StreamClient(_PolicyBase):
         self._timeout = timeout
         try:
             self._ws = connect(base + path, additional_headers=headers, compression=None, open_timeout=timeout)
-        except Exception as exc:  # refused handshake (401/403), unreachable host, ...
+        except (WebSocketException, OSError, TimeoutError) as exc:  # refused handshake (401/403), unreachable
             raise ServerError(getattr(getattr(exc, "response", None), "status_code", 0),
-                              f"cannot open {base + path} ({exc}).") from None
+                              f"cannot open {base + path} ({exc}).") from exc
         first = msgpack.unpackb(self._ws.recv(timeout))
         if not isinstance(first, dict) or first.get("type") != "metadata":
             raise ServerError(0, "the server did not send a metadata frame first.")

@@ -12,41 +12,30 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import orjson  # parses and writes JSON several times faster than the standard library
 
 from deepcrl.errors import DeepcrlError
+from deepcrl.export.contract import ACTION, GOAL, OBSERVATION
 
-try:  # orjson parses and writes JSON several times faster than the standard library
-    import orjson
 
-    def _json_loads(body: bytes) -> Any:
-        return orjson.loads(body)
+def _json_loads(body: bytes) -> Any:
+    return orjson.loads(body)
 
-    def _json_dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    _JSON_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError,)
-except ImportError:  # pragma: no cover - orjson is a dependency, but the protocol still works without it
-    import json
+def _json_dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def _json_loads(body: bytes) -> Any:
-        return json.loads(body, parse_constant=_reject_constant)
 
-    def _json_dumps(obj: Any) -> bytes:
-        return json.dumps(obj, default=_numpy_default, allow_nan=False).encode()
-
-    _JSON_ERRORS = (ValueError,)
-
-    def _reject_constant(name: str):
-        raise ValueError(f"{name} is not valid JSON")
-
-    def _numpy_default(obj):
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-        raise TypeError(type(obj).__name__)
+# The request's and the answer's fields are the policy's tensor names; batches use the plural.
+OBSERVATIONS, GOALS, ACTIONS = OBSERVATION + "s", GOAL + "s", ACTION + "s"
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+# What `msgpack.unpackb` raises on bad bytes: its own UnpackException family (ExtraData, FormatError,
+# StackError, OutOfData), ValueError (e.g. a non-string map key under strict_map_key, invalid UTF-8),
+# TypeError (an unhashable map key) and OverflowError.
+_MSGPACK_ERRORS = (msgpack.UnpackException, ValueError, TypeError, OverflowError)
 
 
 class RequestError(DeepcrlError):
@@ -88,23 +77,24 @@ def decode(body: bytes, fmt: str) -> Any:
     if fmt == "json":
         try:
             return _json_loads(body)
-        except _JSON_ERRORS as exc:
-            raise RequestError(400, f"the body is not valid JSON ({exc}).") from None
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(400, f"the body is not valid JSON ({exc}).") from exc
     try:
         # No ext hooks and no object hooks: msgpack here yields plain data only (never code, never pickle).
         return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises several unrelated types (ExtraData, FormatError, ValueError, ...)
-        raise RequestError(400, f"the body is not valid msgpack ({type(exc).__name__}: {exc}).") from None
+    except _MSGPACK_ERRORS as exc:
+        raise RequestError(400, f"the body is not valid msgpack ({type(exc).__name__}: {exc}).") from exc
 
 
 def encode(obj: Any, fmt: str) -> bytes:
     """Serialise a reply (numpy arrays become lists)."""
     if fmt == "json":
         return _json_dumps(obj)
-    return msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
+    return msgpack.packb(obj, default=msgpack_default, use_bin_type=True)
 
 
-def _msgpack_default(obj):
+def msgpack_default(obj):
+    """msgpack's `default` hook: numpy arrays and scalars become lists and Python numbers."""
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
@@ -129,8 +119,8 @@ def _vector_field(value: Any, name: str, size: int, batched: bool) -> np.ndarray
             raise RequestError(422, f"'{name}' must be {what}, not {_kind(value)}.")
         try:
             arr = np.asarray(value)
-        except (ValueError, TypeError, OverflowError):
-            raise RequestError(422, f"'{name}' is nested wrongly or ragged; it must be {what}.") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise RequestError(422, f"'{name}' is nested wrongly or ragged; it must be {what}.") from exc
         if arr.dtype.kind not in "fiu":
             if arr.dtype.kind == "O" and arr.ndim != (2 if batched else 1):
                 raise RequestError(422, f"'{name}' is nested wrongly or ragged; it must be {what}.")
@@ -173,13 +163,13 @@ def parse_act(payload: Any, obs_size: int, goal_size: int, max_batch: int) -> tu
     if not isinstance(payload, dict):
         raise RequestError(422, f"the body must be a map with 'observation' and 'goal' (or 'observations' and "
                                 f"'goals'), not {_kind(payload)}.")
-    single = "observation" in payload or "goal" in payload
-    batch = "observations" in payload or "goals" in payload
+    single = OBSERVATION in payload or GOAL in payload
+    batch = OBSERVATIONS in payload or GOALS in payload
     if single and batch:
         raise RequestError(422, "send either 'observation' and 'goal' or 'observations' and 'goals', not both.")
     if not single and not batch:
         raise RequestError(422, "the body has neither 'observation'/'goal' nor 'observations'/'goals'.")
-    names = ("observations", "goals") if batch else ("observation", "goal")
+    names = (OBSERVATIONS, GOALS) if batch else (OBSERVATION, GOAL)
     for name in names:
         if name not in payload:
             raise RequestError(422, f"the body has no '{name}'.")
@@ -202,3 +192,8 @@ def parse_act(payload: Any, obs_size: int, goal_size: int, max_batch: int) -> tu
         raise RequestError(422, f"the batch has {obs.shape[0]} rows but the server takes at most {max_batch} "
                                 "per request.")
     return obs, goal, batch
+
+
+def act_reply(actions, batched: bool) -> dict[str, Any]:
+    """The answer's action field: ``{"actions": rows}`` for a batched request, else ``{"action": row}``."""
+    return {ACTIONS: actions} if batched else {ACTION: actions[0]}

@@ -1,4 +1,4 @@
-"""ONNX Runtime behind a micro-batcher: concurrent requests share one inference call.
+"""A micro-batcher in front of a model (an `OnnxPolicy`): concurrent requests share one inference call.
 
 One worker thread per model owns the session. Requests queue (observation, goal) rows with an asyncio future;
 the worker takes every queued row up to `max_batch`, waiting at most `max_delay_us` for more, makes one call,
@@ -14,73 +14,10 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from deepcrl.errors import ArtifactError
-
-# The export contract's metadata_props that the server relies on (sizes last, in this order).
-REQUIRED_METADATA = ("deepcrl_version", "format_version", "kind", "env_id", "obs_size", "goal_size", "action_size")
-READ_FORMAT_VERSION = 1
-
-
-class OnnxModel:
-    """An exported deepcrl policy in an ONNX Runtime session, with its metadata checked.
-
-    Args:
-        path: .onnx file written by `deepcrl export`.
-        intra_op_threads: ORT threads per call.
-        providers: ORT execution providers (default: CPU).
-    """
-
-    def __init__(self, path: str | Path, intra_op_threads: int = 1, providers: list[str] | None = None):
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"{path} does not exist or is not a file; pass an .onnx file from `deepcrl export`.")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning threads would burn the cores the HTTP server needs between calls.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types for every kind of corrupt file
-            raise ArtifactError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0][:200]}).") from exc
-        meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        missing = [k for k in REQUIRED_METADATA if k not in meta]
-        if missing:
-            raise ArtifactError(f"{path} was not written by `deepcrl export`: its metadata lacks {', '.join(missing)}.")
-        inputs = {i.name for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != {"observation", "goal"} or "action" not in outputs:
-            raise ArtifactError(f"{path} has inputs {sorted(inputs)} and outputs {outputs}; a deepcrl policy has "
-                                "inputs observation and goal and output action.")
-        try:
-            self.obs_size, self.goal_size, self.action_size = (int(meta[k]) for k in REQUIRED_METADATA[-3:])
-            version = int(meta["format_version"])
-        except ValueError:
-            raise ArtifactError(f"{path} has non-integer sizes or format version in its metadata.") from None
-        if version > READ_FORMAT_VERSION:
-            raise ArtifactError(f"{path} has format version {version}, newer than this deepcrl reads "
-                                f"({READ_FORMAT_VERSION}); upgrade deepcrl.")
-        self.path, self.name, self.metadata = path, path.stem, meta
-        self._outputs = ["action"]
-
-    def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """One ORT call: float32 [B, obs], [B, goal] -> [B, act]."""
-        return self.session.run(self._outputs, {"observation": observation, "goal": goal})[0]
-
-    def warmup(self, calls: int = 32, batch_sizes: tuple[int, ...] = (1, 8, 64)) -> None:
-        """Run a few calls so the first real request does not pay for allocations and graph setup."""
-        for i in range(calls):
-            b = batch_sizes[i % len(batch_sizes)]
-            self(np.zeros((b, self.obs_size), np.float32), np.zeros((b, self.goal_size), np.float32))
+from deepcrl.errors import DeepcrlError
 
 
 @dataclass
@@ -93,11 +30,11 @@ class Timing:
 
 
 class _Item:
-    __slots__ = ("observation", "goal", "rows", "future", "enqueued")
+    __slots__ = ("obs", "goals", "rows", "future", "enqueued")
 
-    def __init__(self, observation, goal, future):
-        self.observation, self.goal, self.future = observation, goal, future
-        self.rows = observation.shape[0]
+    def __init__(self, obs, goals, future):
+        self.obs, self.goals, self.future = obs, goals, future
+        self.rows = obs.shape[0]
         self.enqueued = time.perf_counter()
 
 
@@ -105,18 +42,23 @@ class Overloaded(Exception):
     """The queue is full: the server answers 503 instead of letting latency grow without bound."""
 
 
+class InferenceError(DeepcrlError):
+    """The model failed on a batch (not the client's fault: the server answers 500); the cause is kept."""
+
+
 class MicroBatcher:
     """Gathers concurrent requests for one model into single ORT calls, on a worker thread.
 
     Args:
-        model: the model (any callable ``(obs[B, o], goal[B, g]) -> action[B, a]`` with `name`).
+        model: the model: an `OnnxPolicy`, or any callable ``(obs[B, o], goal[B, g]) -> action[B, a]`` with
+            a `name`.
         max_batch: most rows per call.
         max_delay_us: longest the first queued request waits for company (0: never).
         max_queue_rows: rows allowed to wait before new requests are refused (`Overloaded`).
         metrics: a `ServeMetrics` to record batch sizes, inference time and queue depth (optional).
     """
 
-    def __init__(self, model: OnnxModel, max_batch: int = 64, max_delay_us: int = 0,
+    def __init__(self, model, max_batch: int = 64, max_delay_us: int = 0,
                  max_queue_rows: int | None = None, metrics=None):
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay_us * 1e-6
         self.max_queue_rows = max_queue_rows or 64 * max_batch
@@ -219,14 +161,16 @@ class MicroBatcher:
             start = time.perf_counter()
             try:
                 if len(batch) == 1:
-                    obs, goal = batch[0].observation, batch[0].goal
+                    obs, goal = batch[0].obs, batch[0].goals
                 else:
-                    obs = np.concatenate([i.observation for i in batch])
-                    goal = np.concatenate([i.goal for i in batch])
+                    obs = np.concatenate([i.obs for i in batch])
+                    goal = np.concatenate([i.goals for i in batch])
                 actions = self.model(obs, goal)
                 error = None
-            except Exception as exc:  # an ORT failure must fail these requests, not the worker
-                actions, error = None, exc
+            except Exception as exc:  # noqa: BLE001 - an ORT failure fails these requests, not the worker
+                actions = None
+                error = InferenceError(f"inference failed ({type(exc).__name__}: {exc}).")
+                error.__cause__ = exc
             end = time.perf_counter()
             self.calls += 1
             if self._m_batch is not None:

@@ -118,3 +118,31 @@ def test_bf16_remat_teacher_exports_in_float32_with_parity(tmp_path):
     report = export(ExportConfig(ckpt=tmp_path / "t", out=tmp_path / "t.onnx"))
     assert report["max_abs_diff"] <= 1e-5
     assert (tmp_path / "t.onnx").is_file()
+
+
+def test_contract_checks_are_one_sentence_each():
+    from deepcrl.export import contract
+
+    meta = contract.metadata(kind="student", env_id="point_maze", obs_size=4, goal_size=2, action_size=2)
+    names = (list(contract.INPUT_NAMES), [contract.OUTPUT_NAME])
+    sig = contract.check("p.onnx", meta, *names)
+    assert (sig.obs_size, sig.goal_size, sig.action_size, sig.action_low, sig.format_version) == (4, 2, 2, -1.0, 1)
+    with pytest.raises(ArtifactError, match="lacks kind, env_id"):
+        contract.check("p.onnx", {k: v for k, v in meta.items() if k not in ("kind", "env_id")}, *names)
+    with pytest.raises(ArtifactError, match=r"signature .* it has inputs \['obs', 'goal'\]"):
+        contract.check("p.onnx", meta, ["obs", "goal"], [contract.OUTPUT_NAME])
+    with pytest.raises(ArtifactError, match="non-numeric size") as info:
+        contract.check("p.onnx", {**meta, "obs_size": "four"}, *names)
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(ArtifactError, match=r"format 2, newer than this deepcrl reads \(1\)"):
+        contract.check("p.onnx", {**meta, "format_version": "2"}, *names)
+
+
+def test_the_contract_imports_without_jax_or_onnxruntime():
+    import subprocess
+    import sys
+
+    code = ("import sys, deepcrl.export.contract; "
+            "print([m for m in ('jax', 'onnxruntime', 'onnx', 'numpy') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -14,18 +14,16 @@ def policy_onnx(request, tmp_path_factory):
     try:
         return request.getfixturevalue("tiny_onnx")
     except pytest.FixtureLookupError:
-        from deepcrl.serve.synthetic import write_policy
+        from deepcrl.bench.synthetic import write_policy
 
         return write_policy(tmp_path_factory.mktemp("serve") / "policy.onnx", hidden=(32, 32))
 
 
 @pytest.fixture(scope="session")
 def reference(policy_onnx):
-    """The same file run in-process (the export contract's `OnnxPolicy` when available)."""
-    try:
-        from deepcrl.export.runtime import OnnxPolicy
-    except ImportError:
-        from deepcrl.serve.runner import OnnxModel as OnnxPolicy
+    """The same file run in-process by `OnnxPolicy` (what the server's batcher calls)."""
+    from deepcrl.export.runtime import OnnxPolicy
+
     return OnnxPolicy(policy_onnx)
 
 

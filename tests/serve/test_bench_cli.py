@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve.bench import run
+from deepcrl.bench.serve import run
 from deepcrl.bench.config import BenchServeConfig
 
 

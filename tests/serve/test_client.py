@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from deepcrl.errors import DeepcrlError
 from deepcrl.serve.client import PolicyClient, ServerError, StreamClient
 
 
@@ -59,8 +60,9 @@ def test_client_errors_are_sentences(server, auth_server, reference):
     with StreamClient(auth_server.url, token=auth_server.token) as client:
         assert client.act(np.zeros(reference.obs_size), np.zeros(reference.goal_size)).shape == (reference.action_size,)
     with PolicyClient(server.url) as client:
-        with pytest.raises(Exception, match="expects rows of"):
+        with pytest.raises(DeepcrlError, match="expects rows of") as bad_shape:
             client.act(np.zeros(reference.obs_size + 1), np.zeros(reference.goal_size))
+        assert not isinstance(bad_shape.value, ServerError)  # refused by the client, before any request
     with pytest.raises(ServerError, match="cannot reach"):
         PolicyClient("http://127.0.0.1:9", timeout=2)
 

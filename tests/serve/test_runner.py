@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from deepcrl.serve.runner import MicroBatcher, Overloaded
+from deepcrl.serve.runner import InferenceError, MicroBatcher, Overloaded
 
 
 class _Recorder:
@@ -61,37 +62,57 @@ def test_a_request_that_does_not_fit_waits_for_the_next_call():
     assert [actions.shape for actions, _ in results] == [(3, 1)] * 3
 
 
-def test_without_delay_a_lone_request_does_not_wait():
-    async def main():
-        batcher = MicroBatcher(_Recorder(), max_batch=64, max_delay_us=0)
-        batcher.start(asyncio.get_running_loop())
-        start = time.perf_counter()
-        await batcher.submit(*_rows(1))
-        elapsed = time.perf_counter() - start
-        batcher.stop()
-        return elapsed
+class _SpyQueue(queue.SimpleQueue):
+    """The batcher's queue, recording every timed wait for more requests (the only way the worker waits)."""
 
-    assert asyncio.run(main()) < 0.5  # generous for a loaded CI machine; a 64-row wait would never end
+    def __init__(self):
+        self.waits: list[float] = []
+
+    def get(self, block=True, timeout=None):
+        if timeout is not None:
+            self.waits.append(timeout)
+        return super().get(block, timeout)
+
+
+def _lone_request(max_delay_us: int):
+    async def main():
+        model = _Recorder()
+        batcher = MicroBatcher(model, max_batch=64, max_delay_us=max_delay_us)
+        batcher._queue = spy = _SpyQueue()
+        batcher.start(asyncio.get_running_loop())
+        actions, timing = await asyncio.wait_for(batcher.submit(*_rows(1)), 30)
+        batcher.stop()
+        return model, spy, actions, timing
+
+    return asyncio.run(main())
+
+
+def test_without_delay_a_lone_request_does_not_wait():
+    model, spy, actions, timing = _lone_request(max_delay_us=0)
+    assert spy.waits == [] and model.batches == [1] and timing.batch_rows == 1
+    assert float(actions[0, 0]) == 3.0
+    # The spy sees waiting when there is some: with a delay, the lone request waits for company once.
+    model, spy, _, _ = _lone_request(max_delay_us=20_000)
+    assert len(spy.waits) == 1 and 0 < spy.waits[0] <= 0.02 and model.batches == [1]
 
 
 def test_stop_answers_everything_queued_then_refuses():
     async def main():
-        batcher = MicroBatcher(_Recorder(), max_batch=64, max_delay_us=2_000_000)  # would wait 2 s for company
+        # It would wait 10 minutes for company: the 5 s bound below passes only because stop() cuts that short.
+        batcher = MicroBatcher(_Recorder(), max_batch=64, max_delay_us=600_000_000)
         batcher.start(asyncio.get_running_loop())
         futures = [batcher.submit(*_rows(i)) for i in range(3)]
         await asyncio.sleep(0.05)
         stopper = threading.Thread(target=batcher.stop)
-        started = time.perf_counter()
         stopper.start()
         results = await asyncio.wait_for(asyncio.gather(*futures), 5)
         stopper.join()
         with pytest.raises(Overloaded):
             batcher.submit(*_rows(9))
-        return results, time.perf_counter() - started
+        return results
 
-    results, elapsed = asyncio.run(main())
+    results = asyncio.run(main())
     assert [float(a[0, 0]) for a, _ in results] == [0.0, 3.0, 6.0]
-    assert elapsed < 1.5  # stopping cuts the 2 s wait short
 
 
 def test_full_queue_is_refused_and_cancelled_requests_are_skipped():
@@ -113,3 +134,23 @@ def test_full_queue_is_refused_and_cancelled_requests_are_skipped():
     model, results = asyncio.run(main())
     assert model.batches == [1, 2]  # the cancelled row was never computed
     assert [float(a[0, 0]) for a, _ in results] == [6.0, 9.0]
+
+
+def test_a_failing_model_fails_its_requests_with_the_cause_and_the_worker_lives_on():
+    class _Flaky(_Recorder):
+        def __call__(self, observation, goal):
+            if observation[0, 0] < 0:
+                raise RuntimeError("ORT kernel failed")
+            return super().__call__(observation, goal)
+
+    async def main():
+        batcher = MicroBatcher(_Flaky(), max_batch=4, max_delay_us=0)
+        batcher.start(asyncio.get_running_loop())
+        with pytest.raises(InferenceError, match=r"inference failed \(RuntimeError: ORT kernel failed\)") as info:
+            await asyncio.wait_for(batcher.submit(*_rows(-1)), 30)
+        actions, _ = await asyncio.wait_for(batcher.submit(*_rows(2)), 30)
+        batcher.stop()
+        return info.value, actions
+
+    error, actions = asyncio.run(main())
+    assert isinstance(error.__cause__, RuntimeError) and float(actions[0, 0]) == 6.0

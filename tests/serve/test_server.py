@@ -255,8 +255,8 @@ def test_graceful_shutdown_drains_in_flight_requests(policy_onnx, reference):
 
 def test_directory_of_models_is_addressed_by_name(tmp_path, reference):
     from deepcrl.serve.app import RunningServer, create_app
-    from deepcrl.serve.synthetic import reference as numpy_policy
-    from deepcrl.serve.synthetic import write_policy
+    from deepcrl.bench.synthetic import reference as numpy_policy
+    from deepcrl.bench.synthetic import write_policy
 
     write_policy(tmp_path / "alpha.onnx", hidden=(8,), seed=1)
     write_policy(tmp_path / "beta.onnx", hidden=(8,), seed=2)
@@ -285,3 +285,35 @@ def test_bad_model_files_raise_one_sentence(tmp_path):
     empty.mkdir()
     with pytest.raises(ArtifactError, match="holds no .onnx files"):
         create_app(empty)
+
+
+def test_a_model_failure_is_a_500_sentence_and_the_server_keeps_answering(policy_onnx, reference):
+    from websockets.sync.client import connect as ws_connect
+
+    from deepcrl.serve.app import RunningServer, create_app
+
+    app = create_app(policy_onnx, warmup=1)
+    batcher = next(iter(app.state.server.served.values())).batcher
+    real = batcher.model
+
+    class _Broken:
+        name = real.name
+
+        def __call__(self, observation, goal):
+            raise RuntimeError("ORT kernel failed")
+
+    body = json.dumps({"observation": [0.0] * reference.obs_size, "goal": [0.0] * reference.goal_size})
+    with RunningServer(app) as running:
+        batcher.model = _Broken()
+        r = _post(running.url, body, JSON)
+        assert r.status_code == 500 and r.json()["error"] == "inference failed (RuntimeError: ORT kernel failed)."
+        with ws_connect(running.url.replace("http://", "ws://") + "/v1/stream") as ws:
+            msgpack.unpackb(ws.recv(10))  # metadata
+            ws.send(msgpack.packb({"observation": [0.0] * reference.obs_size, "goal": [0.0] * reference.goal_size,
+                                   "id": 7}))
+            reply = msgpack.unpackb(ws.recv(10))
+            assert (reply["type"], reply["status"], reply["id"]) == ("error", 500, 7)
+            batcher.model = real
+            ws.send(msgpack.packb({"observation": [0.0] * reference.obs_size, "goal": [0.0] * reference.goal_size}))
+            assert msgpack.unpackb(ws.recv(10))["type"] == "action"
+        assert _post(running.url, body, JSON).status_code == 200

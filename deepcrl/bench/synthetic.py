@@ -6,10 +6,11 @@ exercised without training anything; `reference()` computes the same function in
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
+
+from deepcrl.export import contract
 
 
 def _weights(obs_size: int, goal_size: int, action_size: int, hidden: tuple[int, ...], seed: int):
@@ -37,7 +38,7 @@ def write_policy(path: str | Path, *, obs_size: int = 2, goal_size: int = 2, act
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("Concat", ["observation", "goal"], ["x0"], axis=-1)]
+    nodes = [helper.make_node("Concat", list(contract.INPUT_NAMES), ["x0"], axis=-1)]
     inits = []
     layers = _weights(obs_size, goal_size, action_size, hidden, seed)
     for i, (w, b) in enumerate(layers):
@@ -49,20 +50,19 @@ def write_policy(path: str | Path, *, obs_size: int = 2, goal_size: int = 2, act
     inits += [numpy_helper.from_array(np.float32(scale).reshape(()), "scale"),
               numpy_helper.from_array(np.float32(offset).reshape(()), "offset")]
     nodes += [helper.make_node("Mul", [f"x{n}", "scale"], ["scaled"]),
-              helper.make_node("Add", ["scaled", "offset"], ["action"])]
+              helper.make_node("Add", ["scaled", "offset"], [contract.ACTION])]
     graph = helper.make_graph(
         nodes, "deepcrl_synthetic_policy",
-        [helper.make_tensor_value_info("observation", TensorProto.FLOAT, ["batch", obs_size]),
-         helper.make_tensor_value_info("goal", TensorProto.FLOAT, ["batch", goal_size])],
-        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", action_size])],
+        [helper.make_tensor_value_info(contract.OBSERVATION, TensorProto.FLOAT, [contract.BATCH_DIM, obs_size]),
+         helper.make_tensor_value_info(contract.GOAL, TensorProto.FLOAT, [contract.BATCH_DIM, goal_size])],
+        [helper.make_tensor_value_info(contract.ACTION, TensorProto.FLOAT, [contract.BATCH_DIM, action_size])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    props = {"deepcrl_version": "0.1.0", "format_version": "1", "kind": "synthetic", "env_id": env_id,
-             "obs_size": str(obs_size), "goal_size": str(goal_size), "action_size": str(action_size),
-             "action_low": str(low), "action_high": str(high), "source_hash": f"synthetic-seed{seed}",
-             "export_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "parity_max_abs_diff": "0",
-             "hidden": ",".join(map(str, hidden))}
+    props = contract.metadata(kind="synthetic", env_id=env_id, obs_size=obs_size, goal_size=goal_size,
+                              action_size=action_size, action_low=low, action_high=high,
+                              source={contract.SOURCE_HASH: f"synthetic-seed{seed}"},
+                              extra={contract.PARITY_MAX_ABS_DIFF: "0", "hidden": ",".join(map(str, hidden))})
     onnx.helper.set_model_props(model, props)
     onnx.checker.check_model(model)
     path = Path(path)

@@ -2,14 +2,15 @@
 
 A minimal FastAPI app with a pydantic request/response model and one ONNX Runtime call per request in a plain
 ``def`` endpoint (FastAPI runs it on its thread pool, as its docs advise for blocking calls). It runs under the
-same uvicorn settings and the same ORT session options as deepcrl's server, so the benchmark's ratios measure
-the serving design rather than ORT or event-loop tuning. Run: ``python -m deepcrl.serve.baseline --model F``.
+same uvicorn settings and the same ORT session (`OnnxPolicy`) as deepcrl's server, so the benchmark's ratios
+measure the serving design rather than ORT or event-loop tuning.
+Run: ``python -m deepcrl.bench.baseline --model F``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI
@@ -25,11 +26,23 @@ class ActResponse(BaseModel):
     action: list[float]
 
 
-def create_baseline_app(model_path: str) -> FastAPI:
-    """The baseline app: ``POST /v1/act`` with ``{"observation", "goal"}`` -> ``{"action"}`` (JSON only)."""
-    from deepcrl.serve.runner import OnnxModel
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """Serve an exported policy with the hand-written baseline (loopback only)."""
 
-    model = OnnxModel(model_path)
+    model: Path
+    """An .onnx file written by `deepcrl export`."""
+    host: str = "127.0.0.1"
+    """Address to bind."""
+    port: int = 0
+    """TCP port (0 picks a free one; the ready line prints it)."""
+
+
+def create_baseline_app(model_path: str | Path) -> FastAPI:
+    """The baseline app: ``POST /v1/act`` with an observation and a goal -> an action (JSON only)."""
+    from deepcrl.export.runtime import OnnxPolicy
+
+    model = OnnxPolicy(model_path, providers=["CPUExecutionProvider"])
     model.warmup()
     app = FastAPI()
 
@@ -41,18 +54,13 @@ def create_baseline_app(model_path: str) -> FastAPI:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(cfg: BaselineConfig) -> None:
     import uvicorn
 
     from deepcrl.serve.app import bind, url_of, uvicorn_config
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    app = create_baseline_app(args.model)
-    sock = bind(args.host, args.port)
+    app = create_baseline_app(cfg.model)
+    sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
 
     class _Server(uvicorn.Server):
@@ -64,4 +72,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    import tyro
+
+    main(tyro.cli(BaselineConfig))

@@ -1,0 +1,269 @@
+"""`deepcrl bench serve`: latency and throughput of the policy server on loopback, honestly measured.
+
+The servers run in their own processes (their own GIL and event loop), as in production; this process is the
+load generator. Its HTTP client is a minimal keep-alive HTTP/1.1 client on an asyncio protocol with pre-encoded
+requests, so the generator costs little next to what it measures (the numbers still include its cost). In the
+same run it measures:
+
+- floors: one in-process ONNX Runtime call, and the server's ``/v1/noop`` (and WebSocket ping), which parses
+  and validates like ``/v1/act`` but skips the model: the transport's own cost;
+- deepcrl's server over HTTP+JSON, HTTP+msgpack and WebSocket, closed loop (C connections, each sending its next
+  request when its last answer arrives) and open loop (requests scheduled at a fixed rate by a timer thread;
+  latency runs from the *scheduled* time, so a stall delays every request due during it: no coordinated
+  omission);
+- the hand-written baseline (`deepcrl.bench.baseline`) under the same load, so figures are ratios to it;
+- the shipped clients (`PolicyClient`, `StreamClient`) at concurrency 1.
+
+Every cell runs for a fixed time and the whole run has a hard time limit. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgpack
+import numpy as np
+
+from deepcrl.bench.common import machine_facts, versions
+from deepcrl.bench.config import BenchServeConfig
+from deepcrl.bench.load import Run, closed_loop, http_connect, http_requests, open_loop, stats, ws_connect
+from deepcrl.bench.serve_report import summary, write
+from deepcrl.errors import DeepcrlError
+from deepcrl.export import contract
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+SHARED_MACHINE = ("2 cores shared with other jobs while measuring: absolute latencies are noisy upper bounds; "
+                  "compare the ratios measured side by side in this run.")
+_READY = re.compile(r"ready at (http://\S+)")
+
+
+# ---- processes ------------------------------------------------------------------------------------------------
+
+
+def _start(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := _READY.search(line):
+            # Keep draining its output so a chatty server never blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc, m.group(1)
+    proc.kill()
+    raise DeepcrlError(f"the server did not start ({' '.join(cmd[:4])} ...): {''.join(lines)[-500:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _payloads(obs_size: int, goal_size: int, seed: int, count: int = 64) -> tuple[list[bytes], list[bytes]]:
+    rng = np.random.default_rng(seed)
+    pairs = [{contract.OBSERVATION: rng.uniform(-1, 1, obs_size).astype(np.float32).tolist(),
+              contract.GOAL: rng.uniform(-1, 1, goal_size).astype(np.float32).tolist()} for _ in range(count)]
+    return ([json.dumps(p).encode() for p in pairs], [msgpack.packb(p) for p in pairs])
+
+
+def _ort_floor(model_path: Path, obs_size: int, goal_size: int, duration: float) -> dict[str, Any]:
+    from deepcrl.export.runtime import OnnxPolicy
+
+    model = OnnxPolicy(model_path, providers=["CPUExecutionProvider"])
+    model.warmup()
+    obs, goal = np.zeros((1, obs_size), np.float32), np.zeros((1, goal_size), np.float32)
+    lat = []
+    start = time.perf_counter_ns()
+    stop = start + int(duration * 1e9)
+    while (t := time.perf_counter_ns()) < stop:
+        model(obs, goal)
+        lat.append(time.perf_counter_ns() - t)
+    return stats(lat, (time.perf_counter_ns() - start) / 1e9, 0)
+
+
+def _client_floor(make, obs_size: int, goal_size: int, duration: float) -> dict[str, Any]:
+    """The shipped sync clients at concurrency 1 (what a robot's loop sees)."""
+    client = make()
+    obs, goal = np.zeros(obs_size, np.float32), np.zeros(goal_size, np.float32)
+    lat, errors = [], 0
+    try:
+        for _ in range(20):
+            client.act(obs, goal)
+        start = time.perf_counter_ns()
+        stop = start + int(duration * 1e9)
+        while (t := time.perf_counter_ns()) < stop:
+            try:
+                client.act(obs, goal)
+            except DeepcrlError:
+                errors += 1
+            lat.append(time.perf_counter_ns() - t)
+    finally:
+        client.close()
+    return stats(lat, (time.perf_counter_ns() - start) / 1e9, errors)
+
+
+def run(cfg: BenchServeConfig) -> dict[str, Any]:
+    """Run the benchmark; writes ``cfg.out`` + .json and .png and returns the results dict."""
+    if (cfg.model is None) == (cfg.url is None):
+        raise DeepcrlError("give exactly one of --model (the benchmark starts its servers) or --url.")
+    unknown = set(cfg.protocols) - {"json", "msgpack", "ws"}
+    if unknown:
+        raise DeepcrlError(f"unknown protocol(s) {sorted(unknown)}; choose from json, msgpack, ws.")
+    token = None
+    if cfg.url is not None:
+        if urlsplit(cfg.url).hostname not in LOOPBACK:
+            raise DeepcrlError(f"{cfg.url} is not a loopback address; the benchmark only measures 127.0.0.1/::1.")
+        if cfg.token_env:
+            token = os.environ.get(cfg.token_env) or None
+    else:
+        from deepcrl.export.runtime import OnnxPolicy
+
+        OnnxPolicy(cfg.model, providers=["CPUExecutionProvider"])  # fail early, with ArtifactError's sentence
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    procs: list[subprocess.Popen] = []
+    pids: dict[str, int] = {}
+    try:
+        if cfg.url is None:
+            proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(cfg.model), "--port",
+                                "0", "--max-batch", str(cfg.max_batch), "--max-delay-us", str(cfg.max_delay_us)])
+            procs.append(proc)
+            pids["deepcrl"] = proc.pid
+            base_url = None
+            if cfg.baseline:
+                proc, base_url = _start([sys.executable, "-m", "deepcrl.bench.baseline", "--model", str(cfg.model)])
+                procs.append(proc)
+                pids["baseline"] = proc.pid
+        else:
+            url, base_url = cfg.url.rstrip("/"), None
+        results = runner(_measure(cfg, url, base_url, token, pids))
+    finally:
+        for proc in procs:
+            _stop(proc)
+    write(cfg, results)
+    return results
+
+
+async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token: str | None,
+                   pids: dict[str, int]) -> dict[str, Any]:
+    import httpx
+
+    from deepcrl.serve.client import PolicyClient, StreamClient
+
+    started = time.monotonic()
+    machine = machine_facts(jax_devices=False)  # at the start: its load average is the one before measuring
+    deadline = started + cfg.time_limit_s
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(headers=headers) as http:
+        info = (await http.get(url + "/v1/metadata")).json()
+    obs_size, goal_size = info[contract.OBS_SIZE], info[contract.GOAL_SIZE]
+    json_bodies, msgpack_bodies = _payloads(obs_size, goal_size, cfg.seed)
+    cells: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    samples: dict[str, np.ndarray] = {}
+
+    def budget_left(name: str, cells_: int = 1) -> bool:
+        if time.monotonic() + cells_ * (cfg.duration_s + 0.5) + 1.0 > deadline:
+            skipped.append(name)
+            return False
+        return True
+
+    def http_target(server_url: str, path: str, fmt: str):
+        bodies = json_bodies if fmt == "json" else msgpack_bodies
+        media = "application/json" if fmt == "json" else "application/msgpack"
+        return (lambda: http_connect(server_url)), http_requests(server_url, path, bodies, media, token)
+
+    def ws_target(frames: list[bytes]):
+        return (lambda: ws_connect(url, token)), frames
+
+    targets: list[tuple[str, str, str, Any]] = []  # (server, protocol, label, (connect, payloads))
+    for proto in cfg.protocols:
+        if proto == "ws":
+            targets.append(("deepcrl", "ws", "deepcrl ws", ws_target(msgpack_bodies)))
+        else:
+            targets.append(("deepcrl", proto, f"deepcrl http+{proto}", http_target(url, "/v1/act", proto)))
+    if base_url:
+        targets.append(("baseline", "json", "baseline http+json", http_target(base_url, "/v1/act", "json")))
+
+    floors: dict[str, Any] = {}
+    if cfg.model is not None:
+        floors["ort_in_process"] = _ort_floor(cfg.model, obs_size, goal_size, min(cfg.duration_s, 1.0))
+    for name, label, (connect, payloads) in (
+            ("noop_http_json", "noop http+json c=1", http_target(url, "/v1/noop", "json")),
+            ("noop_ws", "noop ws c=1", ws_target([msgpack.packb({"type": "ping"})]))):
+        if (name == "noop_ws" and "ws" not in cfg.protocols) or not budget_left(label):
+            continue
+        run = Run()
+        await closed_loop(connect, payloads, 1, cfg.duration_s, run, pids.get("deepcrl"))
+        floors[name], samples[label] = run.stats(), np.asarray(run.latencies)
+
+    # Every load level is measured in `rounds` slices that alternate between the targets, so the cells that
+    # are compared share the background load of the shared machine instead of each catching its own gusts.
+    rounds = max(1, cfg.rounds)
+    slice_s = cfg.duration_s / rounds
+    levels = [("closed", c) for c in cfg.concurrency] + [("open", r) for r in cfg.rates]
+    for mode, level in levels:
+        tag = f"c={level}" if mode == "closed" else f"{level}/s"
+        if not budget_left(f"{mode} {tag}", len(targets)):
+            continue
+        runs = [Run() for _ in targets]
+        for _ in range(rounds):
+            for (server, proto, label, (connect, payloads)), run in zip(targets, runs):
+                if mode == "closed":
+                    await closed_loop(connect, payloads, level, slice_s, run, pids.get(server))
+                else:
+                    await open_loop(connect, payloads, level, slice_s, run, pids.get(server))
+        for (server, proto, label, _), run in zip(targets, runs):
+            key = {"concurrency": level} if mode == "closed" else {"rate": level, "offered_rps": level}
+            cells.append({"server": server, "protocol": proto, "mode": mode, **key, **run.stats()})
+            if mode == "closed" and level == 1:
+                samples[f"{label} c=1"] = np.asarray(run.latencies)
+
+    clients: dict[str, Any] = {}
+    if budget_left("PolicyClient"):
+        clients["PolicyClient_msgpack_c1"] = await asyncio.to_thread(
+            _client_floor, lambda: PolicyClient(url, token=token), obs_size, goal_size, min(cfg.duration_s, 1.0))
+    if "ws" in cfg.protocols and budget_left("StreamClient"):
+        clients["StreamClient_c1"] = await asyncio.to_thread(
+            _client_floor, lambda: StreamClient(url, token=token), obs_size, goal_size, min(cfg.duration_s, 1.0))
+
+    results = {
+        "benchmark": "serve_latency",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {**machine, "versions": {**machine["versions"], **versions(("starlette",))},
+                    "shared_machine": SHARED_MACHINE},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
+        "model": {k: info.get(k) for k in ("name", contract.OBS_SIZE, contract.GOAL_SIZE, contract.ACTION_SIZE,
+                                            "max_batch", "max_delay_us", "metadata")},
+        "load_generator": "raw keep-alive HTTP/1.1 asyncio protocol (uvloop) with pre-encoded bodies; websockets "
+                          "asyncio client for WS; servers in their own processes",
+        "floors": floors,
+        "cells": cells,
+        "clients": clients,
+        "skipped": skipped,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    results["summary"] = summary(results)
+    results["_samples"] = samples
+    return results

@@ -1,0 +1,172 @@
+"""What every router of the policy server shares: the served models, auth, limits, body reading, inference
+with its time limit, and error answers.
+
+A router (the /v1 HTTP routes in `v1.py`, the WebSocket stream in `stream.py`, or a new one) gets the one
+`PolicyServer` of its app and builds its routes from these pieces, so every protocol refuses the same
+requests with the same status and sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from deepcrl.errors import ArtifactError
+from deepcrl.export import contract
+from deepcrl.export.runtime import OnnxPolicy
+from deepcrl.serve import protocol
+from deepcrl.serve.metrics import ServeMetrics
+from deepcrl.serve.protocol import RequestError
+from deepcrl.serve.runner import MicroBatcher, Overloaded, Timing
+
+MEDIA = {"json": protocol.JSON, "msgpack": protocol.MSGPACK}
+MEDIA_BYTES = {k: v.encode() for k, v in MEDIA.items()}
+NEEDS_TOKEN = "a valid bearer token is required (Authorization: Bearer <token>)."
+
+
+class Served:
+    """One model, its batcher, and the facts /v1/metadata reports about it."""
+
+    def __init__(self, model: OnnxPolicy, batcher: MicroBatcher, max_batch: int, max_delay_us: int):
+        self.model, self.batcher = model, batcher
+        self.info = {
+            "name": model.name,
+            contract.OBS_SIZE: model.obs_size,
+            contract.GOAL_SIZE: model.goal_size,
+            contract.ACTION_SIZE: model.action_size,
+            "max_batch": max_batch,
+            "max_delay_us": max_delay_us,
+            "metadata": model.metadata,
+        }
+
+
+def model_paths(model_path: Path) -> list[Path]:
+    """The .onnx files to serve: `model_path` itself, or every .onnx file in it when it is a directory."""
+    if model_path.is_dir():
+        paths = sorted(model_path.glob("*.onnx"))
+        if not paths:
+            raise ArtifactError(f"{model_path} holds no .onnx files; export one with `deepcrl export`.")
+        return paths
+    if not model_path.exists():
+        raise ArtifactError(f"{model_path} does not exist; pass an .onnx file from `deepcrl export` or a "
+                            "directory of them.")
+    return [model_path]
+
+
+def load_models(model_path: str | Path, metrics: ServeMetrics, *, max_batch: int, max_delay_us: int,
+                intra_op_threads: int, warmup: int) -> dict[str, Served]:
+    """Load and warm up every model once (CPU sessions), each with its batcher (not started yet)."""
+    served: dict[str, Served] = {}
+    for path in model_paths(Path(model_path)):
+        model = OnnxPolicy(path, providers=["CPUExecutionProvider"], intra_op_threads=intra_op_threads)
+        model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch), max_batch})))
+        batcher = MicroBatcher(model, max_batch=max_batch, max_delay_us=max_delay_us, metrics=metrics)
+        served[model.name] = Served(model, batcher, max_batch, max_delay_us)
+    return served
+
+
+def timing_fields(total_us: float, timing: Timing) -> dict[str, Any]:
+    """The ``timing`` map of an answer, in microseconds."""
+    return {"server_us": round(total_us, 1), "queue_us": round(timing.queue_us, 1),
+            "infer_us": round(timing.infer_us, 1), "batch_rows": timing.batch_rows}
+
+
+class PolicyServer:
+    """The state of one server app and the pieces its routes are made of.
+
+    Args:
+        served: the models by name.
+        default: the name the short routes (no model name) serve.
+        metrics: the app's Prometheus metrics.
+        token: bearer token required on /v1/* and /metrics (None: no auth).
+        max_body_bytes: largest accepted body or frame (413 above).
+        timeout_s: per-request limit on waiting for inference (504 past it).
+    """
+
+    def __init__(self, served: dict[str, Served], default: str, metrics: ServeMetrics, *, token: str | None,
+                 max_body_bytes: int, timeout_s: float):
+        self.served, self.default, self.metrics = served, default, metrics
+        self.max_body_bytes, self.timeout_s = max_body_bytes, timeout_s
+        self.ready = False
+        self._expected = f"Bearer {token}".encode() if token else None
+
+    # ---- auth -----------------------------------------------------------------------------------------------
+
+    def token_ok(self, authorization: bytes | None) -> bool:
+        """Whether a raw Authorization header carries the token (constant-time; always true without auth)."""
+        if self._expected is None:
+            return True
+        return authorization is not None and hmac.compare_digest(authorization, self._expected)
+
+    def authorized(self, headers) -> bool:
+        """`token_ok` for Starlette headers (HTTP requests and WebSocket handshakes)."""
+        given = headers.get("authorization")
+        return self.token_ok(given.encode("latin-1") if given is not None else None)
+
+    # ---- models and bodies ------------------------------------------------------------------------------------
+
+    def lookup(self, name: str | None) -> Served:
+        """The model called `name` (the default one for None); 404 for an unknown name."""
+        found = self.served.get(self.default if name is None else name)
+        if found is None:
+            raise RequestError(404, f"no model named {name!r}; served models: {', '.join(sorted(self.served))}.")
+        return found
+
+    async def read_body(self, receive, length: str | None) -> bytes:
+        """The body from ASGI messages, refusing more than `max_body_bytes` (announced or actually sent)."""
+        limit = self.max_body_bytes
+        if length is not None:
+            if not length.isdigit():
+                raise RequestError(400, "the Content-Length header is not a number.")
+            if int(length) > limit:
+                raise RequestError(413, f"the body is {length} bytes; the limit is {limit}.")
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError(400, "the client disconnected before sending the whole body.")
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise RequestError(413, f"the body exceeds the limit of {limit} bytes.")
+            if not message.get("more_body", False):
+                return body
+
+    async def infer(self, s: Served, obs, goal):
+        """Actions and `Timing` for validated rows: 503 when the queue is full, 504 past the time limit;
+        a model failure raises `InferenceError` (a 500)."""
+        try:
+            future = s.batcher.submit(obs, goal)
+        except Overloaded as exc:
+            raise RequestError(503, f"the server is overloaded ({exc}); retry later.") from exc
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await future
+        except TimeoutError as exc:
+            raise RequestError(504, f"inference did not finish within {self.timeout_s} s.") from exc
+
+    # ---- answers ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def error_body(exc: RequestError, fmt: str) -> bytes:
+        return protocol.encode({"error": str(exc), "status": exc.status}, fmt)
+
+    def error_response(self, exc: RequestError, fmt: str) -> Response:
+        """A Starlette response for a refused request (with the Bearer challenge on 401)."""
+        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        return Response(self.error_body(exc, fmt), exc.status, headers=headers, media_type=MEDIA[fmt])
+
+    def answer(self, request: Request, build: Callable[[], Any]) -> Response:
+        """An authorised, read-only answer (JSON or msgpack as the client accepts) of `build()`."""
+        fmt = protocol.reply_format(request.headers.get("accept"), "json")
+        try:
+            if not self.authorized(request.headers):
+                raise RequestError(401, NEEDS_TOKEN)
+            return Response(protocol.encode(build(), fmt), media_type=MEDIA[fmt])
+        except RequestError as exc:
+            return self.error_response(exc, fmt)

@@ -1,0 +1,99 @@
+"""The WebSocket stream of the policy server: ``WS /v1/stream`` (``/v1/models/{name}/stream``).
+
+For control loops: a metadata frame first, then one answer per request frame (an ``id`` in a frame is echoed
+back; ``{"type": "ping"}`` gets a pong). Frames are msgpack (binary). A bad frame gets an error frame with the
+HTTP status and sentence a POST would get, and the connection stays open. A frame over the size limit closes
+it (code 1009, enforced by uvicorn). The bearer token, when set, goes in the handshake's Authorization header
+(refused handshake: HTTP 403).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgpack
+from fastapi import FastAPI, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from deepcrl.serve import protocol
+from deepcrl.serve.protocol import RequestError
+from deepcrl.serve.runner import InferenceError
+from deepcrl.serve.shared import PolicyServer, Served, timing_fields
+
+_log = logging.getLogger("deepcrl.serve")
+
+
+def frame_payload(message: dict[str, Any]) -> Any:
+    """The decoded request of one received WebSocket message (400 for a text frame or bad msgpack)."""
+    data = message.get("bytes")
+    if data is None:
+        raise RequestError(400, "send binary msgpack frames; text frames are not accepted.")
+    return protocol.decode(data, "msgpack")
+
+
+async def answer_frame(server: PolicyServer, s: Served, payload: Any, frame_id: Any, start: float):
+    """The reply to one request frame and whether it reached the model: ``(reply, status, timed)``."""
+    try:
+        obs, goal, batched = protocol.parse_act(payload, s.model.obs_size, s.model.goal_size, s.batcher.max_batch)
+        actions, timing = await server.infer(s, obs, goal)
+    except RequestError as exc:
+        return {"type": "error", "id": frame_id, "status": exc.status, "error": str(exc)}, exc.status, False
+    except InferenceError as exc:  # not the client's fault: an error frame, the connection stays open
+        _log.error("%s", exc, exc_info=exc.__cause__)
+        return {"type": "error", "id": frame_id, "status": 500, "error": str(exc)}, 500, False
+    actions = actions.tolist()
+    reply = {"type": "action", "id": frame_id, **protocol.act_reply(actions, batched),
+             "timing": timing_fields((time.perf_counter() - start) * 1e6, timing)}
+    return reply, 200, True
+
+
+def add_routes(app: FastAPI, server: PolicyServer) -> None:
+    """Add the WebSocket stream routes to `app`."""
+    metrics = server.metrics
+
+    async def stream(ws: WebSocket, name: str | None) -> None:
+        if not server.authorized(ws.headers):
+            await ws.close(code=1008, reason="a valid bearer token is required")  # before accept: HTTP 403
+            return
+        try:
+            s = server.lookup(name)
+        except RequestError as exc:
+            await ws.close(code=1008, reason=str(exc)[:120])
+            return
+        await ws.accept()
+        pack = msgpack.Packer(default=protocol.msgpack_default, use_bin_type=True).pack
+        try:
+            await ws.send_bytes(pack({"type": "metadata", **s.info}))
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                start = time.perf_counter()
+                frame_id = None
+                try:
+                    payload = frame_payload(message)
+                except RequestError as exc:
+                    reply, status, timed = {"type": "error", "id": None, "status": exc.status,
+                                            "error": str(exc)}, exc.status, False
+                else:
+                    if isinstance(payload, dict):
+                        frame_id = payload.pop("id", None)
+                        if payload.get("type") == "ping":
+                            await ws.send_bytes(pack({"type": "pong", "id": frame_id}))
+                            metrics.observe("noop", "ws", 200, None)
+                            continue
+                    reply, status, timed = await answer_frame(server, s, payload, frame_id, start)
+                await ws.send_bytes(pack(reply))
+                metrics.observe("stream", "ws", status, (time.perf_counter() - start) if timed else None)
+        except WebSocketDisconnect:
+            return
+
+    @app.websocket("/v1/stream")
+    async def stream_default(ws: WebSocket) -> None:
+        await stream(ws, None)
+
+    @app.websocket("/v1/models/{name}/stream")
+    async def stream_named(ws: WebSocket, name: str) -> None:
+        await stream(ws, name)
