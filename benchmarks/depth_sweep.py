@@ -27,7 +27,7 @@ def sweep(env: str, depths: list[int], steps: int, width: int | None, eval_every
         for depth in depths:
             out = Path(tmp) / f"depth{depth}"
             summary = train(TrainConfig(env=env, depth=depth, width=width, steps=steps, eval_every=eval_every,
-                                        seed=seed, out=out), progress=False)
+                                        seed=seed, out=out))
             records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             curve = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], "success": r["eval"]["success"],
                       "detour_success": r["eval"]["detour_success"], "direct_success": r["eval"]["direct_success"],

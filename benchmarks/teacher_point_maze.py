@@ -34,7 +34,7 @@ def main() -> None:
     load_start = os.getloadavg()
     for seed in args.seeds:
         run_dir = args.out / f"seed{seed}"
-        summary = train(TrainConfig(env="point_maze", out=run_dir, seed=seed), progress=False)
+        summary = train(TrainConfig(env="point_maze", out=run_dir, seed=seed))
         teacher = evaluate("point_maze", load_policy(run_dir), episodes=args.episodes, seed=1000 + seed)
         random = evaluate("point_maze", RandomPolicy(2, 2, 2, seed=seed), episodes=args.episodes, seed=1000 + seed)
         rows.append({"seed": seed, "env_steps": summary["env_steps"], "train_wall_s": summary["wall_s"],
