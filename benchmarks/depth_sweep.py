@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from deepcrl._logging import quiet
-    from deepcrl.teacher.bench import machine_facts
+    from deepcrl.bench.common import machine_facts
 
     quiet().__enter__()  # quiet for the whole run (the process exits after it)
     machine = machine_facts()

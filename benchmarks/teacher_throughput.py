@@ -1,7 +1,7 @@
 """Teacher training throughput on `ant` in the reference's shape, at depth 4, 16 and 64 (width 256).
 
 One iteration = 32 envs x unroll 62 (1,984 env steps) + 124 SGD steps (critic + actor + alpha), batch 256,
-replay 10k steps per env, 1000-step episodes: the exact `deepcrl.teacher.train` iteration. Compile time
+replay 10k steps per env, 1000-step episodes: the exact `deepcrl.teacher.iteration` of training. Compile time
 (AOT lower + compile) and steady time per iteration are measured apart, then env steps/s (SGD included).
 Reference figures (jaxgcrl on this machine kind, one core): compile ~1 min / ~2 min / ~1 hour, then
 ~180 / 87 / 40 env steps/s at depth 4 / 16 / 64.
@@ -27,7 +27,7 @@ def measure(env: str, depth: int, iterations: int, width: int = 256) -> dict:
     import jax.numpy as jnp
 
     from deepcrl.teacher.config import TrainConfig
-    from deepcrl.teacher.train import init_state, make_iteration, make_setup
+    from deepcrl.teacher.iteration import init_state, iteration, make_setup
 
     cfg = TrainConfig(env=env, depth=depth, width=width, num_envs=32, unroll_length=62, replay_capacity=10_000,
                       batch_size=256, sgd_steps=124, steps=10**9)
@@ -35,7 +35,7 @@ def measure(env: str, depth: int, iterations: int, width: int = 256) -> dict:
     state = init_state(setup)
     lr = jnp.asarray(3e-4, jnp.float32)
     t0 = time.perf_counter()
-    compiled = make_iteration(setup).lower(state, lr).compile()
+    compiled = iteration.lower(setup, state, lr).compile()
     compile_s = time.perf_counter() - t0
     times = []
     for _ in range(iterations + 1):  # the first call also pays the first-touch of the replay buffer
@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from deepcrl._logging import quiet
-    from deepcrl.teacher.bench import machine_facts
+    from deepcrl.bench.common import machine_facts
 
     quiet().__enter__()  # quiet for the whole run (the process exits after it)
     results = {"machine": machine_facts(), "reference": REFERENCE, "rows": []}
