@@ -124,6 +124,22 @@ def test_bad_config_fails_before_compiling(args, words, tmp_path, capsys, monkey
     assert words in err and "Traceback" not in err and err.count("\n") <= 3
 
 
+def test_corrupt_checkpoint_is_one_sentence_and_keeps_its_cause(half_run, tmp_path, capsys):
+    from deepcrl.errors import DeepcrlError
+
+    run = tmp_path / "corrupt"
+    shutil.copytree(half_run, run)
+    for f in (run / "train_state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"not a checkpoint")
+    assert _train(run, 4 * ITER_STEPS, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "training checkpoint in" in err and "is corrupt or unreadable" in err and "Traceback" not in err
+    with pytest.raises(DeepcrlError, match="is corrupt or unreadable") as info:  # --debug re-raises
+        main(["--debug", "train", *MICRO, "--out", str(run), "--steps", str(4 * ITER_STEPS), "--resume"])
+    assert info.value.__cause__ is not None  # Orbax's own error, for whoever debugs it
+
+
 def test_resume_without_a_checkpoint_is_one_sentence(tmp_path, capsys):
     assert _train(tmp_path / "empty", ITER_STEPS, "--resume") == 2
     assert "holds no training checkpoint" in capsys.readouterr().err
