@@ -11,14 +11,16 @@ Writes benchmarks/results/depth_sweep.json and .png.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import os
 import tempfile
 from pathlib import Path
 
+import tyro
+
 
 def sweep(env: str, depths: list[int], steps: int, width: int | None, eval_every: int, seed: int) -> list[dict]:
+    from deepcrl._io import read_jsonl
     from deepcrl.teacher.config import TrainConfig
     from deepcrl.teacher.train import train
 
@@ -27,8 +29,8 @@ def sweep(env: str, depths: list[int], steps: int, width: int | None, eval_every
         for depth in depths:
             out = Path(tmp) / f"depth{depth}"
             summary = train(TrainConfig(env=env, depth=depth, width=width, steps=steps, eval_every=eval_every,
-                                        seed=seed, out=out), progress=False)
-            records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+                                        seed=seed, out=out))
+            records = read_jsonl(out / "metrics.jsonl")
             curve = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], "success": r["eval"]["success"],
                       "detour_success": r["eval"]["detour_success"], "direct_success": r["eval"]["direct_success"],
                       "time_at_goal": r["eval"]["time_at_goal"], "critic_loss": r["critic_loss"],
@@ -62,29 +64,37 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="point_maze")
-    parser.add_argument("--depths", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--steps", type=int, default=128_000)
-    parser.add_argument("--width", type=int, default=None, help="default: the env's default width")
-    parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/depth_sweep.json"))
-    args = parser.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Train the teacher at several depths on the same env-step budget and seed."""
 
+    env: str = "point_maze"
+    """Registered env id."""
+    depths: tuple[int, ...] = (4, 16)
+    """Depths to train (multiples of 4)."""
+    steps: int = 128_000
+    """Env steps per depth."""
+    width: int | None = None
+    """Hidden width (default: the env's default width)."""
+    eval_every: int = 10
+    """Evaluate every this many iterations."""
+    seed: int = 0
+    """Seed shared by every depth."""
+    out: Path = Path("benchmarks/results/depth_sweep.json")
+    """JSON output; the plot is written beside it with the suffix .png."""
+
+
+def main(cfg: Config) -> None:
     from deepcrl._logging import quiet
-    from deepcrl.teacher.bench import machine_facts
+    from deepcrl.bench.common import machine_facts, write_result
 
-    quiet().__enter__()  # quiet for the whole run (the process exits after it)
-    machine = machine_facts()
-    rows = sweep(args.env, args.depths, args.steps, args.width, args.eval_every, args.seed)
-    machine["loadavg_end"] = list(os.getloadavg())
-    results = {"env": args.env, "seed": args.seed, "steps": args.steps, "machine": machine, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    plot(results, args.out.with_suffix(".png"))
+    with quiet():
+        machine = machine_facts()
+        rows = sweep(cfg.env, list(cfg.depths), cfg.steps, cfg.width, cfg.eval_every, cfg.seed)
+        results = {"env": cfg.env, "seed": cfg.seed, "steps": cfg.steps, "machine": machine, "rows": rows}
+        write_result(cfg.out, results)
+        plot(results, cfg.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Config))

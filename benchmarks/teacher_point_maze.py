@@ -4,18 +4,18 @@ For each seed: train with the env's defaults (wall time recorded), evaluate the 
 episodes (all pairs, detour pairs, direct pairs) beside the random policy on the same episodes. Writes
 benchmarks/results/teacher_point_maze.json.
 
-    python benchmarks/teacher_point_maze.py [--seeds 0 1] [--out runs/teacher-bench]
+    python benchmarks/teacher_point_maze.py [--seeds 0 1] [--episodes 1000] [--out runs/teacher-bench]
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import os
-import platform
 from pathlib import Path
 
-from deepcrl.artifacts import library_versions
+import tyro
+
+from deepcrl.bench.common import machine_facts, write_result
 from deepcrl.evaluate import evaluate
 from deepcrl.policy import RandomPolicy, load_policy
 from deepcrl.teacher.config import TrainConfig
@@ -24,32 +24,34 @@ from deepcrl.teacher.train import train
 OUT = Path(__file__).parent / "results" / "teacher_point_maze.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=Path("runs/teacher-bench"))
-    args = parser.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Train point_maze teachers with the defaults and evaluate each on many episodes."""
+
+    seeds: tuple[int, ...] = (0, 1)
+    """Training seeds (evaluation uses 1000 + seed)."""
+    episodes: int = 1000
+    """Evaluation episodes per seed."""
+    out: Path = Path("runs/teacher-bench")
+    """Directory for the run directories (seed0/, seed1/, ...)."""
+
+
+def main(cfg: Config) -> None:
+    machine = machine_facts()
     rows = []
-    load_start = os.getloadavg()
-    for seed in args.seeds:
-        run_dir = args.out / f"seed{seed}"
-        summary = train(TrainConfig(env="point_maze", out=run_dir, seed=seed), progress=False)
-        teacher = evaluate("point_maze", load_policy(run_dir), episodes=args.episodes, seed=1000 + seed)
-        random = evaluate("point_maze", RandomPolicy(2, 2, 2, seed=seed), episodes=args.episodes, seed=1000 + seed)
+    for seed in cfg.seeds:
+        run_dir = cfg.out / f"seed{seed}"
+        summary = train(TrainConfig(env="point_maze", out=run_dir, seed=seed))
+        teacher = evaluate("point_maze", load_policy(run_dir), episodes=cfg.episodes, seed=1000 + seed)
+        random = evaluate("point_maze", RandomPolicy(2, 2, 2, seed=seed), episodes=cfg.episodes, seed=1000 + seed)
         rows.append({"seed": seed, "env_steps": summary["env_steps"], "train_wall_s": summary["wall_s"],
                      "teacher": teacher.as_dict(), "random": random.as_dict()})
         print(json.dumps({"seed": seed, "wall_s": round(summary["wall_s"], 1), "success": teacher.success,
                           "detour": teacher.detour_success, "random": random.success}))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "versions": library_versions(),
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "target": "success >= 0.9 within 10 minutes of training on 2 CPU cores",
-        "rows": rows,
-    }, indent=2))
+    write_result(OUT, {"machine": machine, "target": "success >= 0.9 within 10 minutes of training on 2 CPU cores",
+                       "rows": rows})
     print(f"wrote {OUT}")
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Config))

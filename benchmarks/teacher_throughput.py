@@ -1,7 +1,7 @@
 """Teacher training throughput on `ant` in the reference's shape, at depth 4, 16 and 64 (width 256).
 
 One iteration = 32 envs x unroll 62 (1,984 env steps) + 124 SGD steps (critic + actor + alpha), batch 256,
-replay 10k steps per env, 1000-step episodes: the exact `deepcrl.teacher.train` iteration. Compile time
+replay 10k steps per env, 1000-step episodes: the exact `deepcrl.teacher.iteration` of training. Compile time
 (AOT lower + compile) and steady time per iteration are measured apart, then env steps/s (SGD included).
 Reference figures (jaxgcrl on this machine kind, one core): compile ~1 min / ~2 min / ~1 hour, then
 ~180 / 87 / 40 env steps/s at depth 4 / 16 / 64.
@@ -12,11 +12,12 @@ Writes benchmarks/results/teacher_throughput.json and .png.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import os
 import time
 from pathlib import Path
+
+import tyro
 
 REFERENCE = {4: {"compile_s": 60.0, "env_steps_per_s": 180.0}, 16: {"compile_s": 120.0, "env_steps_per_s": 87.0},
              64: {"compile_s": 3600.0, "env_steps_per_s": 40.0}}
@@ -27,7 +28,7 @@ def measure(env: str, depth: int, iterations: int, width: int = 256) -> dict:
     import jax.numpy as jnp
 
     from deepcrl.teacher.config import TrainConfig
-    from deepcrl.teacher.train import init_state, make_iteration, make_setup
+    from deepcrl.teacher.iteration import init_state, iteration, make_setup
 
     cfg = TrainConfig(env=env, depth=depth, width=width, num_envs=32, unroll_length=62, replay_capacity=10_000,
                       batch_size=256, sgd_steps=124, steps=10**9)
@@ -35,7 +36,7 @@ def measure(env: str, depth: int, iterations: int, width: int = 256) -> dict:
     state = init_state(setup)
     lr = jnp.asarray(3e-4, jnp.float32)
     t0 = time.perf_counter()
-    compiled = make_iteration(setup).lower(state, lr).compile()
+    compiled = iteration.lower(setup, state, lr).compile()
     compile_s = time.perf_counter() - t0
     times = []
     for _ in range(iterations + 1):  # the first call also pays the first-touch of the replay buffer
@@ -74,32 +75,37 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="ant")
-    parser.add_argument("--depths", type=int, nargs="+", default=[4, 16, 64])
-    parser.add_argument("--iterations", type=int, default=2, help="timed iterations after the first")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/teacher_throughput.json"))
-    args = parser.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Teacher training throughput in the reference's shape."""
 
+    env: str = "ant"
+    """Registered env id."""
+    depths: tuple[int, ...] = (4, 16, 64)
+    """Depths to measure (actor and critic)."""
+    iterations: int = 2
+    """Timed iterations after the first."""
+    out: Path = Path("benchmarks/results/teacher_throughput.json")
+    """JSON output; the plot is written beside it with the suffix .png."""
+
+
+def main(cfg: Config) -> None:
     from deepcrl._logging import quiet
-    from deepcrl.teacher.bench import machine_facts
+    from deepcrl.bench.common import machine_facts, write_result
 
-    quiet().__enter__()  # quiet for the whole run (the process exits after it)
-    results = {"machine": machine_facts(), "reference": REFERENCE, "rows": []}
-    for depth in args.depths:
-        row = measure(args.env, depth, args.iterations)
-        ref = REFERENCE.get(depth)
-        if ref:
-            row["speedup_vs_reference"] = row["env_steps_per_s"] / ref["env_steps_per_s"]
-            row["compile_ratio_vs_reference"] = row["compile_s"] / ref["compile_s"]
-        results["rows"].append(row)
-        print(json.dumps(row))
-        results["machine"]["loadavg_end"] = list(os.getloadavg())
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))  # after every depth: a partial result survives
-        plot(results, args.out.with_suffix(".png"))
+    with quiet():
+        results = {"machine": machine_facts(), "reference": REFERENCE, "rows": []}
+        for depth in cfg.depths:
+            row = measure(cfg.env, depth, cfg.iterations)
+            ref = REFERENCE.get(depth)
+            if ref:
+                row["speedup_vs_reference"] = row["env_steps_per_s"] / ref["env_steps_per_s"]
+                row["compile_ratio_vs_reference"] = row["compile_s"] / ref["compile_s"]
+            results["rows"].append(row)
+            print(json.dumps(row))
+            write_result(cfg.out, results)  # after every depth: a partial result survives
+            plot(results, cfg.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Config))

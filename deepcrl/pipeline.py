@@ -30,7 +30,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
     from deepcrl.student.config import DistillConfig, parse_hidden
     from deepcrl.student.distill import distill
     from deepcrl.teacher.config import TrainConfig
-    from deepcrl.teacher.train import train
+    from deepcrl.cli.train import train_with_progress
 
     console = console or Console()
     envs.check_env_id(cfg.env)  # fail before any work
@@ -45,8 +45,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
         return time.perf_counter()
 
     t0 = stage(0)
-    teacher = train(TrainConfig(env=cfg.env, out=teacher_dir, steps=cfg.steps, depth=cfg.depth, seed=cfg.seed,
-                                resume=cfg.resume, max_minutes=cfg.teacher_minutes), progress=True)
+    teacher = train_with_progress(TrainConfig(env=cfg.env, out=teacher_dir, steps=cfg.steps, depth=cfg.depth,
+                                              seed=cfg.seed, resume=cfg.resume, max_minutes=cfg.teacher_minutes))
     summary["stages"]["train"] = {"seconds": time.perf_counter() - t0, "run_dir": str(teacher_dir),
                                   "env_steps": teacher.get("env_steps"), "eval": teacher.get("eval")}
 

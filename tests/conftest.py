@@ -41,7 +41,7 @@ def tiny_teacher_run(tmp_path_factory):
     from deepcrl.teacher.train import train
 
     out = tmp_path_factory.mktemp("teacher") / "tiny_teacher"
-    summary = train(TrainConfig(out=out, **TINY_TEACHER), progress=False)
+    summary = train(TrainConfig(out=out, **TINY_TEACHER))
     return summary, out
 
 

@@ -32,6 +32,9 @@ class BenchTeacherConfig:
     """Compute in bfloat16 (parameters stay float32); for GPUs."""
     max_reps: int = 10
     """Most timed steps per configuration (fewer when a step is slow; at least 2)."""
+    actor_random_goal_frac: float = 0.0
+    """Fraction of the actor's batch trained on another row's goal, as in `deepcrl train` (0 = the reference;
+    the point maze defaults use 0.75). The timed step is the training update itself."""
     out: Path = Path("benchmarks/results/teacher_depth.json")
     """JSON output; the plot is written beside it with the suffix .png."""
 
@@ -40,6 +43,8 @@ class BenchTeacherConfig:
             raise DeepcrlError(f"--batch-size must be at least 2 (contrastive negatives), got {self.batch_size}.")
         if self.max_reps < 2:
             raise DeepcrlError(f"--max-reps must be at least 2, got {self.max_reps}.")
+        if not 0.0 <= self.actor_random_goal_frac <= 1.0:
+            raise DeepcrlError(f"--actor-random-goal-frac must lie in [0, 1], got {self.actor_random_goal_frac}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,12 +15,12 @@ def run(cfg: BenchConfig) -> int:
 
 
 def run_teacher(cfg: BenchTeacherConfig) -> int:
-    from deepcrl.teacher import bench
+    from deepcrl.bench import teacher
 
-    results = bench.run(depths=tuple(cfg.depths), width=cfg.width, batch_size=cfg.batch_size,
-                        remat=tuple(cfg.remat), unrolled=cfg.unrolled,
-                        unrolled_budget_s=cfg.unrolled_budget_s, dtype="bfloat16" if cfg.bf16 else "float32",
-                        max_reps=cfg.max_reps, out=cfg.out)
+    results = teacher.run(depths=tuple(cfg.depths), width=cfg.width, batch_size=cfg.batch_size,
+                          remat=tuple(cfg.remat), unrolled=cfg.unrolled,
+                          unrolled_budget_s=cfg.unrolled_budget_s, dtype="bfloat16" if cfg.bf16 else "float32",
+                          max_reps=cfg.max_reps, actor_random_goal_frac=cfg.actor_random_goal_frac, out=cfg.out)
     for key, value in results["summary"].items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     print(f"wrote {cfg.out} and {Path(cfg.out).with_suffix('.png')}")

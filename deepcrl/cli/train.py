@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import math
+
 from deepcrl.teacher.config import TrainConfig
+
+
+def planned_env_steps(cfg: TrainConfig) -> int:
+    """Env steps the run ends at: --steps rounded up to whole iterations (num envs x unroll length)."""
+    c = cfg.resolved().validate()  # one-sentence errors before any arithmetic on bad values
+    per_iteration = c.num_envs * c.unroll_length
+    return max(1, math.ceil(c.steps / per_iteration)) * per_iteration
+
+
+def train_with_progress(cfg: TrainConfig) -> dict:
+    """`deepcrl.teacher.train.train` with the CLI's progress display; returns its summary."""
+    from deepcrl.cli.progress import Display
+    from deepcrl.teacher.train import train
+
+    last_eval: dict = {}
+
+    with Display("train", total=planned_env_steps(cfg), unit="env steps") as display:
+        def show(record: dict) -> None:
+            last_eval.update(record.get("eval", {}))
+            display.update(record["env_steps"], critic_loss=record["critic_loss"],
+                           actor_loss=record["actor_loss"], alpha=record["alpha"],
+                           success=last_eval.get("success"), detour=last_eval.get("detour_success"))
+
+        return train(cfg, progress_fn=show)
 
 
 def run(cfg: TrainConfig) -> int:
     from rich.console import Console
 
-    from deepcrl.teacher.train import train
-
-    summary = train(cfg, progress=True)
+    summary = train_with_progress(cfg)
     ev = summary.get("eval", {})
     Console().print(
         f"[bold green]trained[/] {summary['env_steps']:,} env steps in {summary['wall_s']:.0f} s -> "
@@ -18,7 +42,7 @@ def run(cfg: TrainConfig) -> int:
         f"success {ev.get('success', float('nan')):.3f}, detour success "
         f"{_fmt(ev.get('detour_success'))} ({ev.get('detour_episodes', 0)} detour episodes), "
         f"time at goal {ev.get('time_at_goal', float('nan')):.1f}/{ev.get('episode_length', 0)}",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
     return 0
 

@@ -45,7 +45,8 @@ class TrainConfig:
     env: str = "point_maze"
     """Registered env id (`deepcrl envs` lists them)."""
     out: Path = Path("runs/teacher")
-    """Run directory: artifact (manifest + checkpoint), metrics.jsonl, curves.png, train_state/ for --resume."""
+    """Run directory: artifact (manifest + checkpoint), metrics.jsonl, curves.png, train_state/ for --resume
+    (and TensorBoard event files with --tensorboard)."""
     steps: int | None = None
     """Environment steps to train for (summed over the parallel envs). Default: per env."""
     depth: int | None = None
@@ -94,6 +95,8 @@ class TrainConfig:
     """Compute in bfloat16 (parameters stay float32); for GPUs."""
     max_minutes: float | None = None
     """Stop after this much wall time (checkpoint, artifact and plots are written as at the end)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (losses every iteration, evaluations) into --out."""
 
     # -- defaults and checks ----------------------------------------------------------------------------------
     def resolved(self, on_gpu: bool | None = None) -> "TrainConfig":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deepcrl._io import atomic_path
+
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Write a PNG of success and losses over env steps.
@@ -48,8 +50,9 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:  # a reader never sees half a PNG
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
     return path

@@ -65,11 +65,15 @@ def half_run(tiny_teacher_dir, tmp_path_factory):  # after the fixture: its comp
 
 
 def test_resume_equals_an_uninterrupted_run(half_run, tmp_path):
+    from deepcrl.teacher.iteration import iteration
+
+    compiled = iteration._cache_size()
     resumed = tmp_path / "resumed"
     shutil.copytree(half_run, resumed)
     assert _train(resumed, 4 * ITER_STEPS, "--resume") == 0
     straight = tmp_path / "straight"
     assert _train(straight, 4 * ITER_STEPS) == 0
+    assert iteration._cache_size() == compiled  # same shapes: JAX's cache serves both runs, nothing compiles
     (ma, pa), (mb, pb) = artifacts.load(resumed), artifacts.load(straight)
     assert ma.step == mb.step == 4 * ITER_STEPS
     flat_a, flat_b = (np.concatenate([np.ravel(x) for x in _leaves(p)]) for p in (pa, pb))
@@ -87,8 +91,12 @@ def test_non_finite_loss_stops_with_one_sentence_and_keeps_the_last_good_checkpo
     run = tmp_path / "nan"
     shutil.copytree(half_run, run)
     before = artifacts.hash_directory(run / "train_state"), (run / "manifest.json").read_text()
+    from deepcrl.teacher.iteration import iteration
+
+    compiled = iteration._cache_size()
     # an absurd learning rate blows the weights up within the first SGD steps after resuming
     assert _train(run, 4 * ITER_STEPS, "--resume", "--learning-rate", "1e38") == 2
+    assert iteration._cache_size() == compiled  # the learning rate is traced: changing it compiles nothing
     err = capsys.readouterr().err
     assert "non-finite" in err and "last good checkpoint (env step 1,280)" in err and "Traceback" not in err
     assert (artifacts.hash_directory(run / "train_state"), (run / "manifest.json").read_text()) == before
@@ -109,11 +117,27 @@ def test_bad_config_fails_before_compiling(args, words, tmp_path, capsys, monkey
     def boom(*_, **__):
         raise AssertionError("compiled or initialised despite a bad config")
 
-    monkeypatch.setattr(train_mod, "make_iteration", boom)
+    monkeypatch.setattr(train_mod, "iteration", boom)
     monkeypatch.setattr(train_mod, "init_state", boom)
     assert main(["train", "--out", str(tmp_path / "x"), "--steps", "100", *args]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err and err.count("\n") <= 3
+
+
+def test_corrupt_checkpoint_is_one_sentence_and_keeps_its_cause(half_run, tmp_path, capsys):
+    from deepcrl.errors import DeepcrlError
+
+    run = tmp_path / "corrupt"
+    shutil.copytree(half_run, run)
+    for f in (run / "train_state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"not a checkpoint")
+    assert _train(run, 4 * ITER_STEPS, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "training checkpoint in" in err and "is corrupt or unreadable" in err and "Traceback" not in err
+    with pytest.raises(DeepcrlError, match="is corrupt or unreadable") as info:  # --debug re-raises
+        main(["--debug", "train", *MICRO, "--out", str(run), "--steps", str(4 * ITER_STEPS), "--resume"])
+    assert info.value.__cause__ is not None  # Orbax's own error, for whoever debugs it
 
 
 def test_resume_without_a_checkpoint_is_one_sentence(tmp_path, capsys):
@@ -124,7 +148,7 @@ def test_resume_without_a_checkpoint_is_one_sentence(tmp_path, capsys):
 DATA_PARALLEL = textwrap.dedent("""
     import json, jax, numpy as np
     from deepcrl.teacher.config import TrainConfig
-    from deepcrl.teacher import train as t
+    from deepcrl.teacher import iteration as t
     assert jax.local_device_count() == 2
     cfg = TrainConfig(env="point_maze", depth=4, width=16, num_envs=8, batch_size=32, unroll_length=10,
                       sgd_steps=4, replay_capacity=40, steps=160, eval_every=2)
@@ -132,10 +156,9 @@ DATA_PARALLEL = textwrap.dedent("""
     for name, devices in (("one", jax.local_devices()[:1]), ("two", jax.local_devices())):
         setup = t.make_setup(cfg, devices)
         state = t.init_state(setup)
-        it = t.compiled_iteration(setup)
         for _ in range(2):
-            state, metrics = it(state, 3e-4)
-        out[name] = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.critic))])
+            state, metrics = t.iteration(setup, state, 3e-4)
+        out[name] = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.learner.critic))])
         out[name + "_devices"] = len(state.replay.obs.sharding.device_set)
         out[name + "_loss"] = float(metrics["critic_loss"])
         shard_shapes = {s.data.shape for s in state.replay.obs.addressable_shards}

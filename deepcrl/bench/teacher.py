@@ -1,8 +1,9 @@
 """Depth benchmark of the teacher networks: compile time, step time and memory from depth 4 to 1024.
 
-One "step" is what training runs ``sgd_steps`` times per iteration: a critic InfoNCE gradient step, an actor
-gradient step through the critic, an alpha step, and three Adam updates, on a synthetic batch (the env does
-not matter for this benchmark, only the network shapes do). Each configuration (depth x scanned/unrolled x
+One "step" is the very function training runs ``sgd_steps`` times per iteration
+(`deepcrl.teacher.update.update`): a critic InfoNCE gradient step, an actor gradient step through the critic
+(with ``actor_random_goal_frac`` of its goals drawn from other rows), an alpha step, and three Adam updates,
+on a synthetic batch (the env does not matter for this benchmark, only the network shapes do). Each configuration (depth x scanned/unrolled x
 remat) is jitted ahead of time, so compile time, the first call and the steady step time are measured apart.
 
 Memory is XLA's own account of the compiled step (`compiled.memory_analysis()`): the bytes of arguments,
@@ -17,11 +18,7 @@ as such, so the run stays within minutes.
 from __future__ import annotations
 
 import gc
-import json
-import os
-import platform
 import resource
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -29,49 +26,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 
+from deepcrl.bench.common import machine_facts, median_time, write_result
 from deepcrl.teacher import losses, networks
+from deepcrl.teacher.update import Hyper, Nets, init_learner, update
 
-
-def make_step(actor_def, critic_def, optimizer: optax.GradientTransformation, target_entropy: float,
-              logsumexp_coef: float = 0.1):
-    """``step(state, batch, key) -> (state, metrics)``: one critic, actor and alpha update (as in training).
-
-    ``state = (actor_params, critic_params, log_alpha, opt_states)``, ``batch = (s, a, g)``.
-    """
-
-    def step(state, batch, key):
-        actor_p, critic_p, log_alpha, (actor_opt, critic_opt, alpha_opt) = state
-        s, a, g = batch
-
-        def critic_loss_fn(params):
-            critic = nnx.merge(critic_def, params)
-            return losses.critic_loss(critic.phi(s, a), critic.psi(g), logsumexp_coef)
-
-        (c_loss, _), c_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(critic_p)
-        alpha = jnp.exp(log_alpha)
-
-        def actor_loss_fn(params):
-            mean, log_std = nnx.merge(actor_def, params)(jnp.concatenate([s, g], axis=-1))
-            action, log_prob = losses.sample_tanh_gaussian(mean, log_std, key)
-            energy = nnx.merge(critic_def, critic_p).energy(s, action, g)
-            return losses.actor_loss(alpha, log_prob, energy), log_prob
-
-        (a_loss, log_prob), a_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(actor_p)
-        al_loss, al_grad = jax.value_and_grad(losses.alpha_loss)(log_alpha, log_prob, target_entropy)
-
-        updates, critic_opt = optimizer.update(c_grads, critic_opt, critic_p)
-        critic_p = optax.apply_updates(critic_p, updates)
-        updates, actor_opt = optimizer.update(a_grads, actor_opt, actor_p)
-        actor_p = optax.apply_updates(actor_p, updates)
-        updates, alpha_opt = optimizer.update(al_grad, alpha_opt, log_alpha)
-        log_alpha = optax.apply_updates(log_alpha, updates)
-        state = (actor_p, critic_p, log_alpha, (actor_opt, critic_opt, alpha_opt))
-        return state, {"critic_loss": c_loss, "actor_loss": a_loss, "alpha_loss": al_loss}
-
-    return step
+SHARED_MACHINE = ("2-core CPU shared with several other jobs running at the same time: absolute times are "
+                  "inflated and noisy; compare the ratios measured within this run.")
 
 
 def _num_params(params) -> int:
@@ -80,17 +41,16 @@ def _num_params(params) -> int:
 
 def measure(depth: int, width: int, batch_size: int, *, scan: bool, remat: bool, dtype: str = "float32",
             obs_size: int = 29, goal_size: int = 2, action_size: int = 8, max_reps: int = 10,
-            rep_budget_s: float = 5.0, seed: int = 0) -> dict[str, Any]:
+            rep_budget_s: float = 5.0, actor_random_goal_frac: float = 0.0, seed: int = 0) -> dict[str, Any]:
     """Build, compile and time one configuration. Returns a flat dict of numbers (seconds, bytes)."""
     cfg = dict(obs_size=obs_size, goal_size=goal_size, action_size=action_size, depth=depth, width=width,
                remat=remat, dtype=dtype, scan=scan)
     t0 = time.perf_counter()
-    actor_def, actor_p = nnx.split(networks.actor_from_config(cfg, seed=seed))
-    critic_def, critic_p = nnx.split(networks.critic_from_config({**cfg, "repr_size": 64}, seed=seed + 1))
-    optimizer = optax.adam(3e-4)
-    log_alpha = jnp.zeros((), jnp.float32)
-    state = (actor_p, critic_p, log_alpha,
-             (optimizer.init(actor_p), optimizer.init(critic_p), optimizer.init(log_alpha)))
+    nets, actor_p, critic_p = Nets.split(networks.actor_from_config(cfg, seed=seed),
+                                         networks.critic_from_config({**cfg, "repr_size": 64}, seed=seed + 1))
+    hyper = Hyper(target_entropy=losses.default_target_entropy(action_size),
+                  actor_random_goal_frac=actor_random_goal_frac)
+    state = init_learner(actor_p, critic_p, learning_rate=3e-4)
     rng = np.random.default_rng(seed)
     batch = tuple(jnp.asarray(rng.normal(size=(batch_size, n)), jnp.float32)
                   for n in (obs_size, action_size, goal_size))
@@ -98,8 +58,10 @@ def measure(depth: int, width: int, batch_size: int, *, scan: bool, remat: bool,
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
 
-    step = jax.jit(make_step(actor_def, critic_def, optimizer, losses.default_target_entropy(action_size)),
-                   donate_argnums=0)
+    def training_update(learner, batch, key):
+        return update(nets, hyper, learner, batch, key)
+
+    step = jax.jit(training_update, donate_argnums=0)
     t0 = time.perf_counter()
     lowered = step.lower(state, batch, key)
     lower_s = time.perf_counter() - t0
@@ -115,48 +77,35 @@ def measure(depth: int, width: int, batch_size: int, *, scan: bool, remat: bool,
         memory["peak_bytes"] = (memory["argument_bytes"] + memory["output_bytes"] - memory["alias_bytes"]
                                 + memory["temp_bytes"])
 
-    t0 = time.perf_counter()
-    state, metrics = compiled(state, batch, key)
-    jax.block_until_ready(metrics)
-    first_step_s = time.perf_counter() - t0
-    times: list[float] = []
+    carry = {"state": state}
+
+    def one_step():
+        carry["state"], carry["metrics"] = compiled(carry["state"], batch, key)
+        jax.block_until_ready(carry["metrics"])
+
+    first_step_s, _ = median_time(one_step, reps=1, warmup=0)
     # At least 2 timed steps; more (up to max_reps) while they fit in rep_budget_s.
-    while len(times) < 2 or (len(times) < max_reps and sum(times) < rep_budget_s):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, batch, key)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t0)
+    reps = max(2, min(max_reps, int(rep_budget_s / max(first_step_s, 1e-9))))
+    step_s, times = median_time(one_step, reps=reps, warmup=0)
+    state, metrics = carry["state"], carry["metrics"]
     finite = bool(all(np.isfinite(float(v)) for v in metrics.values()))
+    actor_p, critic_p = state.actor, state.critic
     result = {
         "depth": depth, "width": width, "batch_size": batch_size, "scan": scan, "remat": remat, "dtype": dtype,
         "actor_params": _num_params(actor_p), "critic_params": _num_params(critic_p),
         "init_s": init_s, "lower_s": lower_s, "compile_s": compile_s, "first_step_s": first_step_s,
-        "step_s": statistics.median(times), "step_reps": len(times), "finite": finite, **memory,
+        "step_s": step_s, "step_reps": len(times), "finite": finite, **memory,
         "process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
-    del state, compiled, lowered, step
+    del state, carry, compiled, lowered, step
     gc.collect()
     return result
 
 
-def machine_facts() -> dict[str, Any]:
-    import flax
-
-    return {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "cpu_count": os.cpu_count(),
-        "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "loadavg_start": list(os.getloadavg()),
-        "shared_machine": ("2-core CPU shared with several other jobs running at the same time: absolute "
-                           "times are inflated and noisy; compare the ratios measured within this run."),
-    }
-
-
 def run(depths: tuple[int, ...] = (4, 16, 64, 256, 1024), width: int = 256, batch_size: int = 256,
         remat: tuple[bool, ...] = (False, True), unrolled: bool = True, unrolled_budget_s: float = 180.0,
-        dtype: str = "float32", max_reps: int = 10, out: str | Path = "benchmarks/results/teacher_depth.json",
-        log=print) -> dict[str, Any]:
+        dtype: str = "float32", max_reps: int = 10, actor_random_goal_frac: float = 0.0,
+        out: str | Path = "benchmarks/results/teacher_depth.json", log=print) -> dict[str, Any]:
     """Run the sweep, write JSON (+ PNG beside it) and return the results.
 
     Args:
@@ -166,11 +115,12 @@ def run(depths: tuple[int, ...] = (4, 16, 64, 256, 1024), width: int = 256, batc
         unrolled: also time the unrolled networks (same weights, Python loop over the blocks; remat off).
         unrolled_budget_s: skip an unrolled depth whose compile time, extrapolated linearly in depth from
             the previous one, would exceed this.
+        actor_random_goal_frac: fraction of the actor's goals drawn from other rows (as in training).
         out: JSON path; the plot goes to the same path with ``.png``.
     """
     for d in depths:  # fail on a bad depth before anything is compiled
         networks.validate_config(dict(obs_size=1, goal_size=1, action_size=1, depth=d, width=width))
-    facts = machine_facts()
+    facts = {**machine_facts(), "shared_machine": SHARED_MACHINE}
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -188,25 +138,25 @@ def run(depths: tuple[int, ...] = (4, 16, 64, 256, 1024), width: int = 256, batc
                                     "reason": f"predicted compile {predicted:.0f} s > budget {unrolled_budget_s:.0f} s"})
                     log(f"depth {depth:5d} unrolled remat={rm}: skipped (predicted compile {predicted:.0f} s)")
                     continue
-            r = measure(depth, width, batch_size, scan=scan, remat=rm, dtype=dtype, max_reps=max_reps)
+            r = measure(depth, width, batch_size, scan=scan, remat=rm, dtype=dtype, max_reps=max_reps,
+                        actor_random_goal_frac=actor_random_goal_frac)
             rows.append(r)
             if not scan:
                 last_unrolled[rm] = r
             log(f"depth {depth:5d} {'scan    ' if scan else 'unrolled'} remat={str(rm):5s} "
                 f"compile {r['lower_s'] + r['compile_s']:7.2f} s  step {r['step_s'] * 1e3:9.1f} ms  "
                 f"peak {r.get('peak_bytes', 0) / 2**20:8.0f} MiB (temp {r.get('temp_bytes', 0) / 2**20:7.0f})")
-    facts["loadavg_end"] = list(os.getloadavg())
     results = {"benchmark": "teacher_depth", "machine": facts,
                "setup": {"width": width, "batch_size": batch_size, "dtype": dtype, "obs_size": 29, "goal_size": 2,
-                         "action_size": 8, "step": "critic + actor + alpha gradient step with 3 Adam updates",
+                         "action_size": 8, "actor_random_goal_frac": actor_random_goal_frac,
+                         "step": "deepcrl.teacher.update.update: critic + actor + alpha gradient step with "
+                                 "3 Adam updates",
                          "compile": "lower_s + compile_s of the jitted step (ahead of time)",
                          "memory": "XLA memory_analysis of the compiled step; peak = arguments + outputs - "
                                    "aliased + temporaries"},
                "rows": rows, "skipped": skipped, "summary": summarize(rows),
                "wall_s": time.perf_counter() - started}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = write_result(out, results)
     plot(results, out.with_suffix(".png"))
     return results
 
