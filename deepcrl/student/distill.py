@@ -24,7 +24,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -130,7 +129,7 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
         held-out action error before and after training.
     """
     hidden = cfg.hidden_sizes()
-    out = Path(cfg.out).absolute()
+    out = cfg.out.absolute()
     wall0 = time.perf_counter()
     teacher = Teacher(cfg.teacher, need_critic=cfg.represent)
     m = teacher.manifest
@@ -236,8 +235,8 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
                                             m.action_low, m.action_high), cfg.eval_episodes, cfg.eval_seed)
     final_error = float(heldout_mse(params["actor"]))
     t_info = describe(teacher_policy, teacher.actor, res_t,
-                       {"dir": str(Path(cfg.teacher).absolute()), "checkpoint_hash": m.checkpoint_hash,
-                        "network": m.network["actor"]})
+                      {"dir": str(cfg.teacher.absolute()), "checkpoint_hash": m.checkpoint_hash,
+                       "network": m.network["actor"]})
     s_info = describe(student, student.module, res_s, {"network": actor_cfg})
     report = {
         "out": str(out),
