@@ -119,7 +119,7 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
 
     Args:
         cfg: the run's configuration (checked when it was built).
-        progress_fn: called after every chunk of gradient steps as ``progress_fn(steps_done, round=r,
+        progress_fn: called after every chunk of gradient steps as ``progress_fn(steps_done, round="r/R",
             loss=..., heldout_mse=...)`` (out of ``cfg.steps``), e.g. a `deepcrl.cli.progress.Display`'s
             ``update``.
 
@@ -219,7 +219,8 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 if progress_fn is not None:
-                    progress_fn(step, round=r + 1, loss=record["loss"], heldout_mse=record["heldout_action_mse"])
+                    progress_fn(step, round=f"{r + 1}/{cfg.rounds}", loss=record["loss"],
+                                heldout_mse=record["heldout_action_mse"])
             summary = {"step": step, "round": r, "beta": beta, "data": int(size)}
             if cfg.round_eval_episodes:
                 res = evaluate(eval_env, student_policy(), cfg.round_eval_episodes, cfg.eval_seed)

@@ -197,7 +197,7 @@ def test_progress_reaches_the_callback_and_the_cli_display(oracle_teacher_dir, t
     distill(DistillConfig(teacher=oracle_teacher_dir, out=tmp_path / "a", **small),
             progress_fn=lambda done, **fields: calls.append((done, fields)))
     assert [done for done, _ in calls] == [75, 150]  # one update per chunk of gradient steps, out of --steps
-    assert [f["round"] for _, f in calls] == [1, 2]
+    assert [f["round"] for _, f in calls] == ["1/2", "2/2"]
     assert all(np.isfinite(f["loss"]) and np.isfinite(f["heldout_mse"]) for _, f in calls)
 
     shown = []
@@ -222,5 +222,5 @@ def test_progress_reaches_the_callback_and_the_cli_display(oracle_teacher_dir, t
     assert main(argv) == 0
     assert shown[0] == ("open", "distill", 150) and shown[-1] == ("close",)
     assert [s[1] for s in shown[1:-1]] == [75, 150]
-    assert shown[1][2] == ["heldout_mse", "loss", "round"]
+    assert shown[1][2] == ["heldout_mse", "loss", "round"]  # what the display prints beside the count
     assert "student ->" in capsys.readouterr().out
