@@ -77,8 +77,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
                   f"(student checkpoint: {report['student']['eval']['success']:.3f}, same episodes)")
 
     if cfg.bench_seconds > 0:
-        from deepcrl.serve.bench import run as bench_serve
         from deepcrl.bench.config import BenchServeConfig
+        from deepcrl.bench.serve import run as bench_serve
 
         t0 = stage(3)
         bench = bench_serve(BenchServeConfig(model=onnx_path, out=out / "serve_latency",
