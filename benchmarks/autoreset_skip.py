@@ -1,6 +1,6 @@
 """Fresh-goal auto-reset: skipping the batched reset on steps where no episode ends, vs resetting every step.
 
-Runs both variants side by side in one process (same env, same 256 envs, same random actions) and writes
+Runs both variants side by side in one process (same env, same envs, same random actions) and writes
 benchmarks/results/autoreset_skip.json. The "always" variant is the wrapper with its `lax.cond` forced to the
 reset branch, which is what the wrapper did before the skip.
 
@@ -9,23 +9,37 @@ reset branch, which is what the wrapper did before the skip.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
+import dataclasses
 import sys
 import time
 import types
 from pathlib import Path
 
 import jax
+import tyro
 
 import deepcrl.envs.wrappers as W
 from deepcrl import envs
+from deepcrl.bench.common import machine_facts, write_result
 
-OUT = Path(__file__).parent / "results" / "autoreset_skip.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def steps_per_s(env_id: str, steps: int, n: int = 256) -> float:
+@dataclasses.dataclass(frozen=True)
+class AutoresetBench:
+    """Steps/s of the auto-reset wrapper with and without skipping resets."""
+
+    envs: tuple[str, ...] = ("point_maze", "reacher")
+    """Environment ids."""
+    steps: tuple[int, ...] = (1000, 200)
+    """Steps per timed scan, one per env."""
+    num_envs: int = 256
+    """Parallel environments."""
+    out: Path = RESULTS / "autoreset_skip.json"
+    """Where the result JSON goes."""
+
+
+def steps_per_s(env_id: str, steps: int, n: int) -> float:
     w = W.wrap_for_training(envs.make(env_id))
     state = jax.jit(w.reset)(jax.random.split(jax.random.PRNGKey(0), n))
 
@@ -42,26 +56,26 @@ def steps_per_s(env_id: str, steps: int, n: int = 256) -> float:
     return n * steps / (time.perf_counter() - t)
 
 
-def main(argv: list[str]) -> None:
-    cases = {"point_maze": 1000, "reacher": 200}
+def main(cfg: AutoresetBench) -> int:
+    if len(cfg.steps) != len(cfg.envs):
+        raise SystemExit("error: give one --steps value per --envs id.")
+    machine = machine_facts()
     rows = []
-    for env_id, steps in cases.items():
-        skip = steps_per_s(env_id, steps)
+    for env_id, steps in zip(cfg.envs, cfg.steps):
+        skip = steps_per_s(env_id, steps, cfg.num_envs)
         real = W.jax
         W.jax = types.SimpleNamespace(vmap=jax.vmap, random=jax.random, eval_shape=jax.eval_shape, tree=jax.tree,
                                       lax=types.SimpleNamespace(cond=lambda pred, a, b: a()))
         try:
-            always = steps_per_s(env_id, steps)
+            always = steps_per_s(env_id, steps, cfg.num_envs)
         finally:
             W.jax = real
-        rows.append({"env": env_id, "num_envs": 256, "steps": steps, "skip_steps_per_s": round(skip),
+        rows.append({"env": env_id, "num_envs": cfg.num_envs, "steps": steps, "skip_steps_per_s": round(skip),
                      "always_steps_per_s": round(always), "speedup": round(skip / always, 2)})
         print(rows[-1])
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                           "jax": jax.__version__, "loadavg": os.getloadavg()},
-                               "rows": rows}, indent=2))
+    print(f"wrote {write_result(cfg.out, {'machine': machine, 'rows': rows})}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(tyro.cli(AutoresetBench)))

@@ -17,14 +17,15 @@ shared machine. Writes benchmarks/results/distill.json and distill.png.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
+
+import tyro
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
@@ -34,16 +35,37 @@ VARIANTS = {
 }
 
 
-def machine() -> dict:
-    from deepcrl.artifacts import library_versions
-
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-            "versions": library_versions(),
-            "note": "2-core machine shared with other jobs while this ran: absolute times are noisy; "
-                    "compare the ratios, which were measured side by side in one process."}
+NOTE = ("2-core machine shared with other jobs while this ran: absolute times are noisy; compare the ratios, "
+        "which were measured side by side in one process.")
 
 
-def run(teacher: str, hiddens: list[str], variants: list[str], steps: int, rounds: int, num_envs: int,
+@dataclasses.dataclass(frozen=True)
+class DistillBench:
+    """Student size x distillation method against one deep teacher."""
+
+    teacher: Path
+    """Teacher run directory (depth >= 16 for the table)."""
+    hidden: tuple[str, ...] = ("16,16", "64,64", "256,256")
+    """Student hidden sizes to try."""
+    variants: tuple[Literal["action", "represent", "dagger"], ...] = ("action", "represent", "dagger")
+    """Distillation variants to try."""
+    steps: int = 3000
+    """Gradient steps per student."""
+    rounds: int = 4
+    """Data-collection rounds."""
+    num_envs: int = 64
+    """Parallel environments per collection round."""
+    eval_episodes: int = 256
+    """Evaluation episodes (same seed for teacher, students and random)."""
+    seed: int = 0
+    """Seed of every student."""
+    noise: float = 0.1
+    """Std of the noise on the teacher's actions."""
+    name: str = "distill"
+    """Results file stem under benchmarks/results/."""
+
+
+def run(teacher: Path, hiddens: tuple[str, ...], variants: tuple[str, ...], steps: int, rounds: int, num_envs: int,
         eval_episodes: int, seed: int, noise: float = 0.1) -> dict:
     from deepcrl.student.config import DistillConfig
     from deepcrl.student.distill import distill
@@ -53,10 +75,10 @@ def run(teacher: str, hiddens: list[str], variants: list[str], steps: int, round
         for hidden in hiddens:
             for variant in variants:
                 t0 = time.perf_counter()
-                cfg = DistillConfig(teacher=teacher, out=str(Path(tmp) / f"{hidden}_{variant}"), hidden=hidden,
+                cfg = DistillConfig(teacher=teacher, out=Path(tmp) / f"{hidden}_{variant}", hidden=hidden,
                                     steps=steps, rounds=rounds, num_envs=num_envs, eval_episodes=eval_episodes,
                                     round_eval_episodes=0, seed=seed, noise=noise, **VARIANTS[variant])
-                rep = distill(cfg, progress=False)
+                rep = distill(cfg)
                 row = {
                     "hidden": hidden, "variant": variant,
                     "teacher_success": rep["teacher"]["eval"]["success"],
@@ -119,47 +141,35 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="teacher run directory (depth >= 16 for the table)")
-    parser.add_argument("--hidden", nargs="+", default=["16,16", "64,64", "256,256"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--eval-episodes", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise", type=float, default=0.1, help="std of the noise on the teacher's actions")
-    parser.add_argument("--name", default="distill", help="results file stem")
-    args = parser.parse_args()
-
+def main(cfg: DistillBench) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from deepcrl._logging import quiet
     from deepcrl.artifacts import read_manifest
+    from deepcrl.bench.common import machine_facts, write_result
 
-    quiet().__enter__()  # quiet for the whole run (the process exits after it)
-    manifest = read_manifest(args.teacher, kind="teacher")
+    manifest = read_manifest(cfg.teacher, kind="teacher")
+    machine = {**machine_facts(), "note": NOTE}
     t0 = time.perf_counter()
-    result = run(args.teacher, args.hidden, args.variants, args.steps, args.rounds, args.num_envs,
-                 args.eval_episodes, args.seed, args.noise)
+    with quiet():
+        result = run(cfg.teacher, cfg.hidden, cfg.variants, cfg.steps, cfg.rounds, cfg.num_envs,
+                     cfg.eval_episodes, cfg.seed, cfg.noise)
     actor = manifest.network["actor"]
     result = {
         "benchmark": "distill",
-        "teacher": {"dir": str(Path(args.teacher).absolute()), "env_id": manifest.env_id,
+        "teacher": {"dir": str(cfg.teacher.absolute()), "env_id": manifest.env_id,
                     "depth": actor.get("depth"), "width": actor.get("width"), "train_steps": manifest.step,
                     "metrics": manifest.metrics},
-        "settings": {"steps": args.steps, "rounds": args.rounds, "num_envs": args.num_envs,
-                     "eval_episodes": args.eval_episodes, "seed": args.seed, "noise": args.noise},
+        "settings": {"steps": cfg.steps, "rounds": cfg.rounds, "num_envs": cfg.num_envs,
+                     "eval_episodes": cfg.eval_episodes, "seed": cfg.seed, "noise": cfg.noise},
         **result,
         "wall_s": time.perf_counter() - t0,
-        "machine": machine(),
+        "machine": machine,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    plot(result, RESULTS / f"{args.name}.png")
-    print(f"wrote {RESULTS / (args.name + '.json')} and .png")
+    path = write_result(RESULTS / f"{cfg.name}.json", result)
+    plot(result, RESULTS / f"{cfg.name}.png")
+    print(f"wrote {path} and .png")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(tyro.cli(DistillBench)))

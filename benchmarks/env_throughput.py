@@ -6,45 +6,44 @@ Each (env, batch) compiles one jitted `lax.scan` of `steps` random-action steps 
 includes auto-resets, as training sees them. Compile time is reported apart; the timed run is the second
 call. Random-policy success uses `deepcrl.evaluate.evaluate` with `RandomPolicy` over 1000 episodes.
 
-Usage: python benchmarks/env_throughput.py [--envs point_maze reacher ...] [--sizes 256 1024]
+Usage: python benchmarks/env_throughput.py [--envs point_maze reacher ...] [--sizes 256 1024] [--merge]
 Writes benchmarks/results/env_throughput.json.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
+
+import tyro
+
+from deepcrl.bench.common import machine_facts, write_result
 
 # steps per timed scan: enough for ~1 s of work on CPU without making the slow models' runs long
 STEPS = {"point_maze": 1000, "point_maze_open": 1000, "point_maze_big": 1000, "reacher": 100, "ant": 20,
          "ant_u_maze": 20, "ant_big_maze": 20, "humanoid": 10}
 
 
-def machine_facts() -> dict[str, Any]:
-    import jax
-    from importlib import metadata
+@dataclasses.dataclass(frozen=True)
+class EnvThroughputBench:
+    """Env steps/s of every registered env through the training wrappers, and the point mazes' random success."""
 
-    from deepcrl.artifacts import library_versions
-
-    versions = library_versions()
-    for name in ("mujoco", "mujoco-mjx"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "cpu_count": os.cpu_count(), "versions": versions,
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "loadavg_start": list(os.getloadavg()),
-        "shared_machine": ("2-core CPU shared with several other jobs at the same time: absolute figures are "
-                           "inflated and noisy; compare ratios within this run."),
-    }
+    envs: tuple[str, ...] = tuple(STEPS)
+    """Environment ids to time."""
+    sizes: tuple[int, ...] = (256, 1024)
+    """Numbers of parallel envs."""
+    random_envs: tuple[str, ...] = ("point_maze", "point_maze_open", "point_maze_big")
+    """Envs whose random-policy success is measured."""
+    episodes: int = 1000
+    """Episodes of the random-policy evaluation."""
+    out: Path = Path("benchmarks/results/env_throughput.json")
+    """Where the result JSON goes."""
+    merge: bool = False
+    """Keep the rows already in --out and measure only the (env, size) pairs it lacks."""
 
 
 def throughput(env_id: str, n: int, steps: int, seed: int = 0) -> dict[str, Any]:
@@ -91,21 +90,10 @@ def random_success(env_id: str, episodes: int = 1000, seed: int = 0) -> dict[str
     return {"env": env_id, **evaluate(env, policy, episodes=episodes, seed=seed).as_dict()}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--envs", nargs="*", default=list(STEPS))
-    parser.add_argument("--sizes", nargs="*", type=int, default=[256, 1024])
-    parser.add_argument("--random-envs", nargs="*", default=["point_maze", "point_maze_open", "point_maze_big"])
-    parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--out", default="benchmarks/results/env_throughput.json")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the rows already in --out and measure only the (env, size) pairs it lacks")
-    args = parser.parse_args(argv)
-
-    out = Path(args.out)
+def main(cfg: EnvThroughputBench) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine_facts(), "throughput": [], "random_policy": []}
-    if args.merge and out.exists():
-        old = json.loads(out.read_text())
+    if cfg.merge and cfg.out.exists():
+        old = json.loads(cfg.out.read_text())
         results = {**old, "machine": {**old["machine"], "loadavg_resumed": list(os.getloadavg())}}
 
     def save(table: str, row: dict[str, Any], key: tuple[str, ...]) -> None:
@@ -118,21 +106,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "point_maze" in by_env:  # ratios are what survive the shared machine's noise
             base = by_env["point_maze"]["steps_per_s"]
             results["ratio_to_point_maze_at_1024"] = {k: v["steps_per_s"] / base for k, v in by_env.items()}
-        results["machine"]["loadavg_end"] = list(os.getloadavg())
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
+        write_result(cfg.out, results)
         print(json.dumps(row), flush=True)
 
-    for env_id in args.random_envs:
-        save("random_policy", random_success(env_id, args.episodes), ("env",))
-    for n in args.sizes:  # every env at the small size first: the slow models' big runs come last
-        for env_id in args.envs:
+    for env_id in cfg.random_envs:
+        save("random_policy", random_success(env_id, cfg.episodes), ("env",))
+    for n in cfg.sizes:  # every env at the small size first: the slow models' big runs come last
+        for env_id in cfg.envs:
             if any((r["env"], r["num_envs"]) == (env_id, n) for r in results["throughput"]):
                 continue
             save("throughput", throughput(env_id, n, STEPS.get(env_id, 100)), ("env", "num_envs"))
-    print(f"wrote {out}")
+    print(f"wrote {cfg.out}")
     return results
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(EnvThroughputBench))

@@ -1,6 +1,6 @@
 """The README's main job, timed: `deepcrl pipeline` on point_maze with its defaults.
 
-Runs train -> distill -> export -> serve benchmark into a temporary directory and writes its summary, with the
+Runs train -> distill -> export -> serve benchmark into a run directory and writes its summary, with the
 machine's facts and load, to benchmarks/results/pipeline.json (plots stay in the run directory).
 
     python benchmarks/pipeline.py [--env point_maze] [--out runs/pipeline-bench]
@@ -8,37 +8,45 @@ machine's facts and load, to benchmarks/results/pipeline.json (plots stay in the
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
-from deepcrl.artifacts import library_versions
-from deepcrl.pipeline import run_pipeline
+import tyro
+
+from deepcrl._logging import quiet
+from deepcrl.bench.common import machine_facts, write_result
 from deepcrl.config import PipelineConfig
+from deepcrl.pipeline import run_pipeline
 
-OUT = Path(__file__).parent / "results" / "pipeline.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="point_maze")
-    parser.add_argument("--out", type=Path, default=Path("runs/pipeline-bench"))
-    args = parser.parse_args()
-    load_start = os.getloadavg()
+@dataclasses.dataclass(frozen=True)
+class PipelineBench:
+    """Time `deepcrl pipeline` with its defaults."""
+
+    env: str = "point_maze"
+    """Environment id."""
+    out: Path = Path("runs/pipeline-bench")
+    """Run directory of the pipeline."""
+    result: Path = RESULTS / "pipeline.json"
+    """Where the result JSON goes."""
+
+
+def main(cfg: PipelineBench) -> int:
+    machine = machine_facts()
     started = time.perf_counter()
-    summary = run_pipeline(PipelineConfig(env=args.env, out=args.out))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "versions": library_versions(),
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "wall_s": time.perf_counter() - started,
-        "summary": summary,
-    }, indent=2, default=str))
-    print(f"wrote {OUT}")
+    with quiet():
+        summary = run_pipeline(PipelineConfig(env=cfg.env, out=cfg.out))
+    summary = json.loads(json.dumps(summary, default=str))  # paths as strings
+    path = write_result(cfg.result, {"machine": machine, "wall_s": time.perf_counter() - started,
+                                     "summary": summary})
+    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(tyro.cli(PipelineBench)))

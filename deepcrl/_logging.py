@@ -18,14 +18,15 @@ NOISY_LOGGERS = ("absl", "orbax", "jax._src.xla_bridge", "jax2onnx", "etils", "o
 @contextlib.contextmanager
 def quiet(level: int = logging.ERROR) -> Iterator[None]:
     """Within the block, the noisy libraries log at `level` and above and their warnings are hidden."""
+    tf_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read by TensorFlow at import; harmless otherwise
+    from absl import logging as absl_logging  # a dependency of optax, orbax and brax
+
     saved = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(level)
-    absl_logging = _absl_logging()
-    absl_saved = absl_logging.get_verbosity() if absl_logging else None
-    if absl_logging:
-        absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_saved = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         with warnings.catch_warnings():
             for module in ("orbax", "jax2onnx", "flax", "brax", "mujoco", "etils", "tyro"):
@@ -35,13 +36,7 @@ def quiet(level: int = logging.ERROR) -> Iterator[None]:
     finally:
         for name, lvl in saved.items():
             logging.getLogger(name).setLevel(lvl)
-        if absl_logging:
-            absl_logging.set_verbosity(absl_saved)
+        absl_logging.set_verbosity(absl_saved)
+        if tf_level is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
-
-def _absl_logging():
-    try:
-        from absl import logging as absl_logging
-    except ImportError:  # absl comes with jax; keep the import optional anyway
-        return None
-    return absl_logging

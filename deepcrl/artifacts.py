@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import pydantic
 
+from deepcrl._io import write_text_atomic
 from deepcrl.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -106,7 +107,7 @@ def save(run_dir: str | Path, manifest: Manifest, params: Any) -> Manifest:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ArtifactError(f"cannot create the run directory {run_dir}: {exc.strerror}.") from None
+        raise ArtifactError(f"cannot create the run directory {run_dir}: {exc.strerror}.") from exc
     written: list[Manifest] = []
 
     def write_manifest() -> None:  # the new checkpoint is in place; the old one still exists until this is done
@@ -115,7 +116,7 @@ def save(run_dir: str | Path, manifest: Manifest, params: Any) -> Manifest:
             "versions": {**library_versions(), **manifest.versions},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }))
-        _write_text_atomic(run_dir / MANIFEST, written[0].model_dump_json(indent=2))
+        write_text_atomic(run_dir / MANIFEST, written[0].model_dump_json(indent=2))
 
     write_checkpoint_swapped(run_dir / CHECKPOINT, params, after_swap=write_manifest)
     return written[0]
@@ -151,10 +152,10 @@ def write_checkpoint_swapped(path: Path, tree: Any, after_swap=None) -> None:
         shutil.rmtree(old)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, shortened: enough to name the problem in one sentence."""
+    text = (str(exc).strip().splitlines() or ["no message"])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_manifest(run_dir: str | Path, kind: Kind | None = None) -> Manifest:
@@ -172,8 +173,8 @@ def read_manifest(run_dir: str | Path, kind: Kind | None = None) -> Manifest:
         raise ArtifactError(f"{run_dir} is not a deepcrl artifact: it has no {MANIFEST}.")
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ArtifactError(f"{path} is corrupt: it is not valid JSON.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is corrupt: it is not valid JSON ({exc}).") from exc
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path} is corrupt: it does not hold a JSON object.")
     version = raw.get("format_version")
@@ -187,7 +188,7 @@ def read_manifest(run_dir: str | Path, kind: Kind | None = None) -> Manifest:
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "manifest"
-        raise ArtifactError(f"{path} is corrupt: field '{where}': {err['msg']}.") from None
+        raise ArtifactError(f"{path} is corrupt: field '{where}': {err['msg']}.") from exc
     if kind is not None and manifest.kind != kind:
         raise ArtifactError(f"{run_dir} holds a {manifest.kind}, but a {kind} is needed here.")
     return manifest
@@ -217,6 +218,7 @@ def load(run_dir: str | Path, kind: Kind | None = None, verify: bool = True) -> 
     try:
         with ocp.StandardCheckpointer() as ckptr:
             params = ckptr.restore(ckpt)
-    except Exception as exc:  # orbax raises many types; the user needs one sentence
-        raise ArtifactError(f"{run_dir} is corrupt: its checkpoint cannot be restored ({type(exc).__name__}).") from None
+    except Exception as exc:  # orbax raises many types; the sentence names the problem, the cause is kept
+        raise ArtifactError(f"{run_dir} is corrupt: its checkpoint cannot be restored "
+                            f"({type(exc).__name__}: {_first_line(exc)}).") from exc
     return manifest, params

@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from deepcrl.errors import DeepcrlError
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
@@ -16,9 +18,9 @@ class EvalConfig:
     numbers compare directly.
     """
 
-    ckpt: str | None = None
+    ckpt: Path | None = None
     """Teacher or student run directory."""
-    model: str | None = None
+    model: Path | None = None
     """Exported .onnx file (run through ONNX Runtime)."""
     url: str | None = None
     """Base URL of a running `deepcrl serve` (the simulator is driven through the server)."""
@@ -32,10 +34,22 @@ class EvalConfig:
     """Steps per episode; the env's default if unset."""
     json: bool = False
     """Print one JSON object instead of a table."""
-    render: str | None = None
+    render: Path | None = None
     """Also write a replay of the first episode: .html for Brax envs, .png for point mazes."""
     token_env: str | None = None
     """With --url: name of the environment variable holding the server's bearer token."""
+
+    def __post_init__(self) -> None:
+        """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
+        for name in ("ckpt", "model", "render"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if sum(source is not None for source in (self.ckpt, self.model, self.url)) != 1:
+            raise DeepcrlError("give exactly one of --ckpt DIR, --model FILE.onnx or --url URL.")
+        if self.episodes < 1:
+            raise DeepcrlError(f"--episodes must be at least 1, got {self.episodes}.")
+        if self.episode_length is not None and self.episode_length < 1:
+            raise DeepcrlError(f"--episode-length must be at least 1, got {self.episode_length}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,3 +85,22 @@ class PipelineConfig:
     """Seconds per serve-benchmark cell (0 skips the serve benchmark)."""
     eval_episodes: int = 256
     """Episodes of the final evaluations."""
+
+    def __post_init__(self) -> None:
+        """Check the fields (one `DeepcrlError` sentence for the first bad one); `out` becomes a `Path`.
+
+        The env id is checked by `run_pipeline` before any work (the registry imports Brax; a config does not).
+        """
+        from deepcrl.student.config import parse_hidden
+
+        object.__setattr__(self, "out", Path(self.out))
+        parse_hidden(self.hidden)
+        positive = {"distill_steps": self.distill_steps, "eval_episodes": self.eval_episodes,
+                    "steps": self.steps, "depth": self.depth}
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise DeepcrlError(f"--{name.replace('_', '-')} must be a positive integer; got {value}.")
+        if self.teacher_minutes is not None and not self.teacher_minutes > 0:
+            raise DeepcrlError(f"--teacher-minutes must be positive; got {self.teacher_minutes}.")
+        if self.bench_seconds < 0:
+            raise DeepcrlError(f"--bench-seconds must not be negative; got {self.bench_seconds}.")

@@ -1,7 +1,7 @@
 """Score any policy in the simulator: success, time at goal, final distance, detour pairs apart.
 
 Each of the K episodes runs in its own env copy (vmapped) from its own reset key, for a full episode.
-A `JaxPolicy` runs inside one jitted `lax.scan`; any other policy (ONNX Runtime, a remote client, random)
+A `JaxPolicy` runs inside one jitted `deepcrl.envs.rollout`; any other policy (ONNX Runtime, a remote client, random)
 is called from a host loop around a jitted env step. Both see the same starts and goals for the same seed,
 so their results compare directly.
 """
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepcrl import envs
+from deepcrl.envs.rollout import rollout
 from deepcrl.errors import DeepcrlError
 
 
@@ -94,26 +95,20 @@ def evaluate(env_or_id, policy, episodes: int = 64, seed: int = 0, episode_lengt
     state = reset(keys)
     detour = np.asarray(state.info.get("detour", jnp.zeros(episodes))) > 0
 
-    def split(obs):
-        return obs[:, : spec.obs_size], obs[:, spec.obs_size : spec.obs_size + spec.goal_size]
-
     if hasattr(policy, "apply_fn"):
         apply_fn = policy.apply_fn
 
         @jax.jit
-        def rollout(params, state):
-            def body(s, _):
-                s = step(s, apply_fn(params, *split(s.obs)))
-                return s, (s.metrics["success"], s.metrics["dist_to_goal"])
+        def run(params, state):
+            _, steps = rollout(step, lambda obs, goal, _: apply_fn(params, obs, goal), state, spec, length)
+            return steps.metrics["success"], steps.metrics["dist_to_goal"]
 
-            return jax.lax.scan(body, state, None, length)[1]
-
-        succ, dist = jax.device_get(rollout(policy.params, state))
+        succ, dist = jax.device_get(run(policy.params, state))
     else:
         step_jit = jax.jit(step)
         succ, dist = [], []
         for _ in range(length):
-            obs, goal = (np.asarray(x) for x in split(state.obs))
+            obs, goal = (np.asarray(x) for x in envs.split_obs(spec, state.obs))
             action = np.asarray(policy(obs, goal), np.float32)
             if action.shape != (episodes, env.action_size) or not np.all(np.isfinite(action)):
                 raise DeepcrlError(f"the policy returned actions of shape {action.shape} (or non-finite values); "
@@ -137,8 +132,7 @@ def render_episode(env, policy, path, seed: int = 0, episode_length: int | None 
     call = (lambda o, g: policy.apply_fn(policy.params, o, g)) if hasattr(policy, "apply_fn") else policy
     states = [jax.tree.map(lambda x: x[0], state.pipeline_state)]
     for _ in range(length):
-        obs = np.asarray(state.obs)
-        action = np.asarray(call(obs[:, : spec.obs_size], obs[:, spec.obs_size : spec.obs_size + spec.goal_size]))
+        action = np.asarray(call(*(np.asarray(x) for x in envs.split_obs(spec, state.obs))))
         state = step(state, jnp.asarray(action, jnp.float32))
         states.append(jax.tree.map(lambda x: x[0], state.pipeline_state))
     goal = np.asarray(state.info["goal"][0])

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from deepcrl._io import write_text_atomic
 from deepcrl.config import PipelineConfig
 
 STAGES = ("train the teacher", "distil the student", "export to ONNX", "benchmark the server")
@@ -19,29 +20,34 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
     """Run train -> distill -> export -> serve benchmark; returns (and writes) the summary.
 
     Args:
-        cfg: the pipeline config.
-        console: where progress goes (stdout by default).
+        cfg: the pipeline config (checked when it was built).
+        console: where progress goes (stdout by default; plain full lines when stdout is not a terminal).
     """
     from deepcrl import envs
+    from deepcrl.cli import console as make_console
+    from deepcrl.cli.progress import Display
     from deepcrl.evaluate import evaluate
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.onnx import export
     from deepcrl.export.runtime import OnnxPolicy
-    from deepcrl.student.config import DistillConfig, parse_hidden
+    from deepcrl.student.config import DistillConfig
     from deepcrl.student.distill import distill
     from deepcrl.teacher.config import TrainConfig
     from deepcrl.cli.train import train_with_progress
 
-    console = console or Console()
+    console = console or make_console()
     envs.check_env_id(cfg.env)  # fail before any work
-    parse_hidden(cfg.hidden)
-    out = Path(cfg.out)
+    out = cfg.out
     teacher_dir, student_dir, onnx_path = out / "teacher", out / "student", out / "policy.onnx"
     summary: dict[str, Any] = {"env": cfg.env, "out": str(out), "seed": cfg.seed, "stages": {}}
     started = time.perf_counter()
 
     def stage(i: int) -> float:
-        console.rule(f"[bold]stage {i + 1}/{len(STAGES)}: {STAGES[i]}")
+        title = f"stage {i + 1}/{len(STAGES)}: {STAGES[i]}"
+        if console.is_terminal:
+            console.rule(f"[bold]{title}")
+        else:
+            console.print(f"== {title}", highlight=False)
         return time.perf_counter()
 
     t0 = stage(0)
@@ -51,9 +57,10 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
                                   "env_steps": teacher.get("env_steps"), "eval": teacher.get("eval")}
 
     t0 = stage(1)
-    report = distill(DistillConfig(teacher=str(teacher_dir), out=str(student_dir), hidden=cfg.hidden,
-                                   method=cfg.method, steps=cfg.distill_steps, seed=cfg.seed,
-                                   eval_episodes=cfg.eval_episodes), progress=True)
+    with Display("distill", total=cfg.distill_steps) as display:
+        report = distill(DistillConfig(teacher=teacher_dir, out=student_dir, hidden=cfg.hidden, method=cfg.method,
+                                       steps=cfg.distill_steps, seed=cfg.seed, eval_episodes=cfg.eval_episodes),
+                         progress_fn=display.update)
     summary["stages"]["distill"] = {"seconds": time.perf_counter() - t0, "run_dir": str(student_dir),
                                     "teacher": _pick(report["teacher"]), "student": _pick(report["student"]),
                                     "ratios": report["ratios"]}
@@ -70,8 +77,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
                   f"(student checkpoint: {report['student']['eval']['success']:.3f}, same episodes)")
 
     if cfg.bench_seconds > 0:
-        from deepcrl.serve.bench import run as bench_serve
         from deepcrl.bench.config import BenchServeConfig
+        from deepcrl.bench.serve import run as bench_serve
 
         t0 = stage(3)
         bench = bench_serve(BenchServeConfig(model=onnx_path, out=out / "serve_latency",
@@ -79,7 +86,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
         summary["stages"]["bench"] = {"seconds": time.perf_counter() - t0, "json": bench.get("json"),
                                       "png": bench.get("png"), "summary": bench.get("summary")}
     summary["seconds"] = time.perf_counter() - started
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     _print_summary(console, summary)
     return summary
 

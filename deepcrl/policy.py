@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -26,16 +26,6 @@ ACTOR_BUILDERS = {
     "teacher": "deepcrl.teacher.networks:actor_from_config",
     "student": "deepcrl.student.networks:actor_from_config",
 }
-
-
-class Policy(Protocol):
-    """What `deepcrl eval` and the server's clients need of a policy."""
-
-    obs_size: int
-    goal_size: int
-    action_size: int
-
-    def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray: ...
 
 
 def build_actor(kind: str, actor_config: dict[str, Any], seed: int = 0):

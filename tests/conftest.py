@@ -14,7 +14,12 @@ import pytest  # noqa: E402
 
 from deepcrl._logging import quiet  # noqa: E402
 
-quiet().__enter__()  # quiet for the whole run (the process exits after it)
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_libraries():
+    """The chatty libraries stay quiet for the whole run, as they do under the CLI."""
+    with quiet():
+        yield
 
 # ---- foundation ------------------------------------------------------------------------------------------
 
@@ -118,25 +123,19 @@ def oracle_student_report(oracle_teacher_dir, tmp_path_factory):
     from deepcrl.student.distill import distill
 
     out = tmp_path_factory.mktemp("student") / "oracle_student"
-    report = distill(DistillConfig(teacher=str(oracle_teacher_dir), out=str(out), method="dagger", represent=True,
-                                   **TINY_DISTILL), progress=False)
+    report = distill(DistillConfig(teacher=oracle_teacher_dir, out=out, method="dagger", represent=True,
+                                   **TINY_DISTILL))
     return report, out
 
 
 @pytest.fixture(scope="session")
-def tiny_student_dir(request, tmp_path_factory):
-    """A student distilled in a few seconds from `tiny_teacher_dir` (from the oracle teacher where the
-    teacher section has no `tiny_teacher_dir`)."""
-    try:
-        teacher = request.getfixturevalue("tiny_teacher_dir")
-    except pytest.FixtureLookupError:
-        teacher = request.getfixturevalue("oracle_teacher_dir")
+def tiny_student_dir(tiny_teacher_dir, tmp_path_factory):
+    """A student distilled in a few seconds from `tiny_teacher_dir`."""
     from deepcrl.student.config import DistillConfig
     from deepcrl.student.distill import distill
 
     out = tmp_path_factory.mktemp("student") / "tiny_student"
-    distill(DistillConfig(teacher=str(teacher), out=str(out), **{**TINY_DISTILL, "eval_episodes": 32}),
-            progress=False)
+    distill(DistillConfig(teacher=tiny_teacher_dir, out=out, **{**TINY_DISTILL, "eval_episodes": 32}))
     return out
 
 
@@ -144,27 +143,17 @@ def tiny_student_dir(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx_source(request, tmp_path_factory):
-    """The artifact `tiny_onnx` is exported from: the tiny student, or a freshly initialised student where
-    the student section has no `tiny_student_dir`."""
-    try:
-        return request.getfixturevalue("tiny_student_dir")
-    except pytest.FixtureLookupError:
-        from deepcrl.policy import init_artifact
-
-        path = tmp_path_factory.mktemp("export_source") / "student"
-        init_artifact(path, "student", "point_maze", {"hidden": [64, 64]})
-        return path
+def tiny_onnx_source(tiny_student_dir):
+    """The artifact `tiny_onnx` is exported from: the tiny student."""
+    return tiny_student_dir
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_onnx_source, tmp_path_factory):
-    """A verified `.onnx` export of `tiny_onnx_source` (float32, parity-checked at batch 1, 2, 7, 256)."""
-    from pathlib import Path
-
+def tiny_onnx(tiny_student_dir, tmp_path_factory):
+    """A verified `.onnx` export of `tiny_student_dir` (float32, parity-checked at batch 1, 2, 7, 256)."""
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.onnx import export
 
     out = tmp_path_factory.mktemp("export") / "policy.onnx"
-    export(ExportConfig(ckpt=Path(tiny_onnx_source), out=out))
+    export(ExportConfig(ckpt=tiny_student_dir, out=out))
     return out

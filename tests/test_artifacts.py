@@ -111,3 +111,23 @@ def test_unwritable_run_directory(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ArtifactError, match="cannot create the run directory"):
         artifacts.save(blocker / "run", _manifest(), PARAMS)
+
+
+def test_unrestorable_checkpoint_names_the_problem_and_keeps_the_cause(saved):
+    run, _ = saved
+    for path in (run / "checkpoint").rglob("*"):  # the arrays' files are gone; the directory still exists
+        if path.is_file() and "METADATA" not in path.name.upper():
+            path.unlink()
+    with pytest.raises(ArtifactError, match="checkpoint cannot be restored") as info:
+        artifacts.load(run, verify=False)
+    cause = info.value.__cause__
+    assert cause is not None and type(cause).__name__ in str(info.value)
+    assert str(cause).strip().splitlines()[0][:60] in str(info.value)
+
+
+def test_corrupt_manifest_keeps_the_parser_error_as_cause(saved):
+    run, _ = saved
+    (run / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON") as info:
+        artifacts.read_manifest(run)
+    assert isinstance(info.value.__cause__, json.JSONDecodeError)

@@ -5,6 +5,7 @@ import pytest
 
 from deepcrl import envs
 from deepcrl.cli import main
+from deepcrl.errors import DeepcrlError
 from deepcrl.evaluate import _summarise, evaluate
 from deepcrl.policy import RandomPolicy
 
@@ -41,14 +42,28 @@ def test_greedy_beats_random_and_detours_are_hard():
     assert maze.detour_success < 0.5
 
 
-def test_same_seed_same_episodes():
-    a = evaluate("point_maze", RandomPolicy(2, 2, 2, seed=3), episodes=16, seed=5)
-    b = evaluate("point_maze", RandomPolicy(2, 2, 2, seed=3), episodes=16, seed=5)
+def test_same_seed_same_episodes_another_seed_other_episodes():
+    a = evaluate("point_maze", GreedyPolicy(), episodes=16, seed=5)
+    b = evaluate("point_maze", GreedyPolicy(), episodes=16, seed=5)
+    c = evaluate("point_maze", GreedyPolicy(), episodes=16, seed=6)
     assert a == b
+    assert c.final_distance != a.final_distance  # the seed picks the starts and goals
+
+
+def test_jax_and_numpy_policies_see_the_same_episodes(tmp_path):
+    from deepcrl.policy import init_artifact, load_policy
+
+    init_artifact(tmp_path / "s", "student", "point_maze", {"hidden": [8]}, seed=1)
+    policy = load_policy(tmp_path / "s")
+    scanned = evaluate("point_maze", policy, episodes=8, seed=2, episode_length=20)  # one jitted rollout
+    looped = evaluate("point_maze", lambda obs, goal: policy(obs, goal), episodes=8, seed=2, episode_length=20)
+    assert scanned.episode_length == looped.episode_length == 20
+    assert scanned.success == looped.success
+    assert scanned.final_distance == pytest.approx(looped.final_distance, abs=1e-5)
 
 
 def test_policy_of_wrong_size_is_refused():
-    with pytest.raises(Exception, match="observation size is 3"):
+    with pytest.raises(DeepcrlError, match="observation size is 3"):
         evaluate("point_maze", RandomPolicy(3, 2, 2), episodes=2)
 
 
@@ -75,3 +90,16 @@ def test_cli_eval_missing_artifact(tmp_path, capsys):
     assert main(["eval", "--ckpt", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, words", [(["--episodes", "0", "--ckpt", "x"], "--episodes must be at least 1"),
+                                         (["--ckpt", "x", "--model", "y.onnx"], "exactly one of")])
+def test_cli_eval_config_errors_are_one_sentence(capsys, argv, words):
+    assert main(["eval", *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and err.startswith("error:")
+
+
+def test_debug_shows_the_traceback_of_a_config_error():
+    with pytest.raises(DeepcrlError, match="exactly one of"):
+        main(["--debug", "eval"])

@@ -56,12 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if debug:
         args = args[1:]
     configs = {verb: _load(config) for verb, (config, _) in VERBS.items()}
-    config = tyro.extras.subcommand_cli_from_dict(configs, prog="deepcrl", description=DESCRIPTION, args=args)
-    verb = next(v for v, cls in configs.items() if type(config) is cls)
-    run = _load(VERBS[verb][1])
     try:
         with quiet():
-            code = run(config)
+            # a config checks itself as tyro builds it (`__post_init__`): its errors are the user's too
+            config = tyro.extras.subcommand_cli_from_dict(configs, prog="deepcrl", description=DESCRIPTION,
+                                                          args=args)
+            verb = next(v for v, cls in configs.items() if type(config) is cls)
+            code = _load(VERBS[verb][1])(config)
     except DeepcrlError as exc:
         if debug:
             raise
@@ -73,3 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         Console(stderr=True).print("[yellow]interrupted[/]")
         return 130
     return int(code or 0)
+
+
+def console(**kwargs):
+    """A rich Console for a verb's output: on a terminal as usual; elsewhere (a log file, a pipe) wide enough
+    that tables keep their rows on one line each instead of folding them at 80 columns."""
+    from rich.console import Console
+
+    out = Console(**kwargs)
+    if not out.is_terminal and "width" not in kwargs:
+        out = Console(width=_PLAIN_WIDTH, **kwargs)
+    return out
+
+
+_PLAIN_WIDTH = 400  # rich pads nothing beyond a table's natural width, so this is only an upper bound

@@ -6,13 +6,14 @@ from deepcrl.student.config import DistillConfig
 
 
 def run(cfg: DistillConfig) -> int:
-    from rich.console import Console
-
+    from deepcrl.cli import console
+    from deepcrl.cli.progress import Display
     from deepcrl.student.distill import distill
 
-    report = distill(cfg)
+    with Display("distill", total=cfg.steps) as display:
+        report = distill(cfg, progress_fn=display.update)
     t, s, r = report["teacher"], report["student"], report["ratios"]
-    Console().print(
+    console().print(
         f"student -> {report['out']}\n"
         f"  success        teacher {t['eval']['success']:.3f}  student {s['eval']['success']:.3f}  "
         f"random {report['random']['eval']['success']:.3f}  (retained {r['success_retained']:.2%})\n"

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import json
+
 from deepcrl.envs.config import EnvsConfig
+
+NUMBERS = {"obs": "obs_size", "goal": "goal_size", "action": "action_size", "episode": "episode_length"}
 
 
 def run(cfg: EnvsConfig) -> int:
-    from deepcrl.envs.table import print_table
+    from rich.table import Table
 
-    print_table(as_json=cfg.json)
+    from deepcrl.cli import console
+    from deepcrl.envs import describe
+
+    rows = describe()
+    if cfg.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="deepcrl environments (observation fed to policies = \\[state, goal])")
+    table.add_column("id", no_wrap=True)
+    for col in NUMBERS:
+        table.add_column(col, justify="right")
+    table.add_column("backend")
+    table.add_column("description")
+    for r in rows:
+        table.add_row(r["id"], *(str(r[key]) for key in NUMBERS.values()), r["backend"], r["description"])
+    console().print(table)  # off a terminal: full width, one line per env
     return 0

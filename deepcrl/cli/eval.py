@@ -9,13 +9,6 @@ from deepcrl.config import EvalConfig
 
 
 def run(cfg: EvalConfig) -> int:
-    from deepcrl.errors import DeepcrlError
-
-    given = [name for name in ("ckpt", "model", "url") if getattr(cfg, name)]
-    if len(given) != 1:
-        raise DeepcrlError("give exactly one of --ckpt DIR, --model FILE.onnx or --url URL.")
-    if cfg.episodes < 1:
-        raise DeepcrlError(f"--episodes must be at least 1, got {cfg.episodes}.")
     policy, env_id, source = _policy(cfg)
     from deepcrl import envs
     from deepcrl.evaluate import evaluate
@@ -66,8 +59,9 @@ def _policy(cfg: EvalConfig):
 
 
 def _print_table(out: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from deepcrl.cli import console
 
     table = Table(title=f"{out['source']} on {out['env']} ({out['episodes']} episodes, seed {out['seed']})")
     table.add_column("metric")
@@ -85,4 +79,4 @@ def _print_table(out: dict) -> None:
         table.add_row(f"direct pairs ({out['episodes'] - out['detour_episodes']})", pct(out["direct_success"]))
     if out.get("render"):
         table.add_row("replay", out["render"])
-    Console().print(table)
+    console().print(table)

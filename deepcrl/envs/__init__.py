@@ -44,6 +44,14 @@ REGISTRY: dict[str, EnvEntry] = {
                                 "2-D point mass, open 5x5 arena"),
     "point_maze_big": EnvEntry("deepcrl.envs.point_maze:PointMaze", {"layout": "big_maze"}, "jax",
                                "2-D point mass, 8x7 maze"),
+    "reacher": EnvEntry("deepcrl.envs.brax_envs:Reacher", {}, "mjx",
+                        "2-link arm, goal = fingertip position (Brax)"),
+    "ant": EnvEntry("deepcrl.envs.brax_envs:Ant", {}, "mjx", "Brax ant, goal = torso x,y 2-10 m away"),
+    "ant_u_maze": EnvEntry("deepcrl.envs.brax_envs:AntMaze", {"layout": "u_maze"}, "mjx",
+                           "Brax ant in a U-maze of 4 m cells"),
+    "ant_big_maze": EnvEntry("deepcrl.envs.brax_envs:AntMaze", {"layout": "big_maze"}, "mjx",
+                             "Brax ant in an 8x7 maze of 4 m cells"),
+    "humanoid": EnvEntry("deepcrl.envs.brax_envs:Humanoid", {}, "mjx", "Brax humanoid, goal = torso x,y 1-5 m away"),
 }
 
 
@@ -53,16 +61,7 @@ def register(env_id: str, entry: EnvEntry) -> None:
 
 
 def env_ids() -> list[str]:
-    _load_brax_entries()
     return list(REGISTRY)
-
-
-def _load_brax_entries() -> None:
-    try:  # the Brax-backed envs register themselves; absent until their module exists
-        importlib.import_module("deepcrl.envs.brax_envs")
-    except ModuleNotFoundError as exc:
-        if exc.name != "deepcrl.envs.brax_envs":
-            raise
 
 
 def check_env_id(env_id: str) -> EnvEntry:
@@ -84,7 +83,21 @@ def make(env_id: str, **overrides: Any):
     return env
 
 
+def describe() -> list[dict[str, Any]]:
+    """One row per registered env (what `deepcrl envs` shows): id, sizes, episode length, backend, description."""
+    rows = []
+    for env_id, entry in REGISTRY.items():
+        env = make(env_id)
+        spec = env.goal_spec
+        rows.append({
+            "id": env_id, "obs_size": spec.obs_size, "goal_size": spec.goal_size,
+            "action_size": env.action_size, "episode_length": spec.episode_length,
+            "success_radius": spec.success_radius, "backend": entry.backend, "description": entry.description,
+        })
+    return rows
+
+
 __all__ = [
-    "EnvEntry", "GoalSpec", "REGISTRY", "achieved_goal", "check_env_id", "env_ids", "goal_metrics",
+    "EnvEntry", "GoalSpec", "REGISTRY", "achieved_goal", "check_env_id", "describe", "env_ids", "goal_metrics",
     "make", "register", "split_obs",
 ]

@@ -12,15 +12,14 @@ offered; its compile is the slowest part (ant ~25 s, humanoid ~80 s on a loaded 
 the training wrappers at 1024 envs (benchmarks/env_throughput.py): reacher ~12.7k, ant ~8.5k, humanoid ~5.1k,
 ant_u_maze ~2.8k, ant_big_maze ~1.2k steps/s; the maze walls' box-vs-foot contacts are what slow the mazes.
 
-Importing this module registers the ids ``reacher``, ``ant``, ``ant_u_maze``, ``ant_big_maze`` and
-``humanoid``; the registry imports it lazily.
+The registry (`deepcrl.envs.REGISTRY`) names these classes as ``reacher``, ``ant``, ``ant_u_maze``,
+``ant_big_maze`` and ``humanoid``; it imports this module only when one of them is made.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
 from xml.etree import ElementTree
 
 import jax
@@ -32,7 +31,6 @@ from brax.envs.base import PipelineEnv, State
 from brax.io import mjcf
 from etils import epath
 
-from deepcrl import envs as _registry
 from deepcrl.envs.base import GoalSpec, goal_metrics
 from deepcrl.envs.point_maze import LAYOUTS, PointMaze
 
@@ -338,17 +336,3 @@ class Humanoid(_TorsoGoalEnv):
         q = self.sys.init_q + jax.random.uniform(k_q, (self.sys.q_size(),), minval=-0.01, maxval=0.01)
         qd = jax.random.uniform(k_qd, (self.sys.qd_size(),), minval=-0.01, maxval=0.01)
         return q, qd, self._goal_around(q, k_goal), {}
-
-
-# ---- registration --------------------------------------------------------------------------------------------
-
-_ENTRIES: dict[str, tuple[str, dict[str, Any], str]] = {
-    "reacher": ("Reacher", {}, "2-link arm, goal = fingertip position (Brax)"),
-    "ant": ("Ant", {}, "Brax ant, goal = torso x,y 2-10 m away"),
-    "ant_u_maze": ("AntMaze", {"layout": "u_maze"}, "Brax ant in a U-maze of 4 m cells"),
-    "ant_big_maze": ("AntMaze", {"layout": "big_maze"}, "Brax ant in an 8x7 maze of 4 m cells"),
-    "humanoid": ("Humanoid", {}, "Brax humanoid, goal = torso x,y 1-5 m away"),
-}
-
-for _id, (_cls, _kwargs, _desc) in _ENTRIES.items():
-    _registry.register(_id, _registry.EnvEntry(f"{__name__}:{_cls}", _kwargs, "mjx", _desc))

@@ -150,11 +150,6 @@ class PointMaze(Env):
             pos = jnp.where(self.is_wall(cand), pos.at[axis].set(face), cand)
         return pos
 
-    def crosses_wall(self, a: jax.Array, b: jax.Array, samples: int = 64) -> jax.Array:
-        """Whether the straight segment from a to b passes through a wall cell."""
-        t = jnp.linspace(0.0, 1.0, samples)[:, None]
-        return jnp.any(self.is_wall(a[None] * (1 - t) + b[None] * t))
-
     def needs_detour(self, a: jax.Array, b: jax.Array) -> jax.Array:
         """Whether the cells of points a and b are further apart by free path than by Manhattan distance."""
         free = np.asarray(self._free)

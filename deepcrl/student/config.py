@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 from deepcrl.errors import DeepcrlError
@@ -25,10 +26,10 @@ class DistillConfig:
     """Distil a deep teacher into a shallow MLP student (action matching, optional representation
     matching, offline or DAgger data); writes a student artifact and report.json."""
 
-    teacher: str
+    teacher: Path
     """Teacher run directory (written by `deepcrl train`)."""
-    out: str
-    """Student run directory to write."""
+    out: Path
+    """Student run directory to write (not the teacher's)."""
     hidden: str = "256,256"
     """Student hidden sizes, comma-separated."""
     method: Literal["action", "dagger"] = "action"
@@ -45,7 +46,7 @@ class DistillConfig:
     """Gradient steps in total (split evenly over the rounds)."""
     batch_size: int = 256
     """Minibatch size."""
-    lr: float = 1e-3
+    learning_rate: float = 1e-3
     """Adam learning rate (cosine-decayed to 5% over the run)."""
     rounds: int = 4
     """Data-collection rounds; each adds num_envs x rollout_length labelled states (DAgger iterations)."""
@@ -75,8 +76,10 @@ class DistillConfig:
     def hidden_sizes(self) -> tuple[int, ...]:
         return parse_hidden(self.hidden)
 
-    def validate(self) -> None:
-        """Raise one `DeepcrlError` sentence for the first bad field."""
+    def __post_init__(self) -> None:
+        """Check every field (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
+        for name in ("teacher", "out"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
         self.hidden_sizes()
         positive = {"steps": self.steps, "batch_size": self.batch_size, "rounds": self.rounds,
                     "num_envs": self.num_envs, "eval_episodes": self.eval_episodes}
@@ -85,10 +88,11 @@ class DistillConfig:
         for name, value in positive.items():
             if value < 1:
                 raise DeepcrlError(f"--{name.replace('_', '-')} must be a positive integer; got {value}.")
-        if not self.lr > 0:
-            raise DeepcrlError(f"--lr must be positive; got {self.lr}.")
+        if not self.learning_rate > 0:
+            raise DeepcrlError(f"--learning-rate must be positive; got {self.learning_rate}.")
         if not 0.0 <= self.beta_decay <= 1.0:
             raise DeepcrlError(f"--beta-decay must lie in [0, 1]; got {self.beta_decay}.")
         if self.noise < 0 or self.round_eval_episodes < 0:
             raise DeepcrlError("--noise and --round-eval-episodes must not be negative.")
-
+        if self.out.absolute() == self.teacher.absolute():
+            raise DeepcrlError("--out must differ from --teacher: the student would overwrite its teacher.")

@@ -12,9 +12,10 @@ The run is a few data-collection rounds, each followed by gradient steps on ever
 ``--method action`` keeps beta_r = 1 (states from teacher rollouts only, i.e. offline behaviour cloning);
 ``--method dagger`` decays it, beta_r = beta_decay**r, so later rounds visit the states the student itself
 reaches and the teacher says what to do there. Both methods see the same number of labelled states and
-gradient steps, so their results compare directly. The collection loop is one jitted `lax.scan` over a
-vmapped, auto-resetting env; training is one jitted `lax.scan` over Adam steps per logging chunk. The teacher
-runs only while labelling, never inside a gradient step.
+gradient steps, so their results compare directly. Collection (`deepcrl.student.collect`) is one jitted
+`deepcrl.envs.rollout` over a vmapped, auto-resetting env; training is one jitted `lax.scan` over Adam steps
+per logging chunk. The teacher runs only while labelling, never inside a gradient step. Progress goes to a
+`progress_fn` callback; the caller decides how to show it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,114 +33,19 @@ import optax
 from flax import nnx
 
 from deepcrl import artifacts, envs
+from deepcrl._io import write_text_atomic
 from deepcrl.envs.wrappers import wrap_for_training
-from deepcrl.errors import ArtifactError, DeepcrlError
+from deepcrl.errors import DeepcrlError
 from deepcrl.evaluate import evaluate
-from deepcrl.policy import JaxPolicy, RandomPolicy, build_actor, restore_module
+from deepcrl.policy import JaxPolicy, RandomPolicy
 from deepcrl.student import losses
+from deepcrl.student.collect import Teacher, make_collector, teacher_features
 from deepcrl.student.config import DistillConfig
-from deepcrl.student.networks import (
-    actor_from_config,
-    critic_from_config,
-    matmul_flops,
-    param_count,
-)
+from deepcrl.student.networks import actor_from_config, critic_from_config
+from deepcrl.student.report import describe, plot_curves, ratio
 
 _CHUNK = 100  # gradient steps per jitted call (one progress update and one metrics line each)
 _HELDOUT = 2048  # teacher-labelled states kept apart to measure the student's action error
-
-
-# ---- teacher ---------------------------------------------------------------------------------------------
-
-
-class Teacher:
-    """A loaded teacher artifact: manifest, env, actor and (when needed) critic modules."""
-
-    def __init__(self, run_dir: str | Path, need_critic: bool):
-        self.dir = Path(run_dir)
-        self.manifest, params = artifacts.load(run_dir, kind="teacher")
-        m = self.manifest
-        self.env = envs.make(m.env_id)
-        spec = self.env.goal_spec
-        have = (spec.obs_size, spec.goal_size, self.env.action_size)
-        if have != (m.obs_size, m.goal_size, m.action_size):
-            raise DeepcrlError(
-                f"the teacher at {run_dir} was trained on {m.env_id} with observation/goal/action sizes "
-                f"{m.obs_size}/{m.goal_size}/{m.action_size}, but {m.env_id} now has {have[0]}/{have[1]}/{have[2]}; "
-                "retrain the teacher on the current env.")
-        if "actor" not in params or "actor" not in m.network:
-            raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
-        self.actor = restore_module(build_actor("teacher", m.network["actor"]), params["actor"], run_dir)
-        self.critic = None
-        if need_critic:
-            if "critic" not in params or "critic" not in m.network:
-                raise ArtifactError(f"{run_dir} holds no critic, which --represent needs.")
-            from deepcrl.teacher.networks import critic_from_config as teacher_critic
-
-            self.critic = restore_module(teacher_critic(m.network["critic"]), params["critic"], run_dir)
-
-
-def teacher_features(actor: nnx.Module, x: jax.Array) -> jax.Array:
-    """The teacher actor's last hidden features (the input of its heads)."""
-    if hasattr(actor, "features"):
-        return actor.features(x)
-    return actor.tower(x).astype(jnp.float32)
-
-
-# ---- data collection -------------------------------------------------------------------------------------
-
-
-def make_collector(env, teacher_actor: nnx.Module, teacher_critic: nnx.Module | None, student_graphdef,
-                   length: int, noise: float, action_low: float = -1.0, action_high: float = 1.0,
-                   features: bool = False) -> Callable:
-    """A jitted rollout that mixes teacher and student actions and labels every visited state.
-
-    Args:
-        env: a batched env from `wrap_for_training`.
-        teacher_actor, teacher_critic: teacher modules (critic None unless representations are labelled).
-        student_graphdef: graphdef of the student actor.
-        length: steps per rollout.
-        noise: std of the Gaussian noise on the teacher's actions when it drives.
-        features: also record the teacher actor's hidden features.
-
-    Returns:
-        ``collect(teacher_state, student_state, env_state, key, beta) -> (env_state, data)``; ``data`` maps
-        ``obs, goal, t_mean, t_log_std`` (+ ``t_phi, t_psi``, ``t_feat``) to arrays [length * num_envs, ...],
-        ``acted`` is the action the env received (unit scale) and ``teacher_acted`` whether the teacher chose it.
-    """
-    spec = env.goal_spec
-    t_actor_gd, _ = nnx.split(teacher_actor)
-    t_critic_gd = nnx.split(teacher_critic)[0] if teacher_critic is not None else None
-    half_range = 0.5 * (action_high - action_low)
-
-    @jax.jit
-    def collect(teacher_state, student_state, env_state, key, beta):
-        t_actor = nnx.merge(t_actor_gd, teacher_state["actor"])
-        student = nnx.merge(student_graphdef, student_state)
-
-        def body(state, key):
-            obs, goal = envs.split_obs(spec, state.obs)
-            x = jnp.concatenate([obs, goal], axis=-1)
-            t_mean, t_log_std = t_actor(x)
-            t_act = jnp.tanh(t_mean)
-            k_mix, k_noise = jax.random.split(key)
-            use_teacher = jax.random.bernoulli(k_mix, beta, (obs.shape[0],))
-            noisy = jnp.clip(t_act + noise * jax.random.normal(k_noise, t_act.shape), -1.0, 1.0)
-            unit = jnp.where(use_teacher[:, None], noisy, student.act(obs, goal))
-            record = {"obs": obs, "goal": goal, "t_mean": t_mean, "t_log_std": t_log_std, "acted": unit,
-                      "teacher_acted": use_teacher}
-            if t_critic_gd is not None:
-                critic = nnx.merge(t_critic_gd, teacher_state["critic"])
-                record["t_phi"], record["t_psi"] = critic.phi(obs, t_act), critic.psi(goal)
-            if features:
-                record["t_feat"] = teacher_features(t_actor, x)
-            state = env.step(state, action_low + (unit + 1.0) * half_range)
-            return state, record
-
-        env_state, data = jax.lax.scan(body, env_state, jax.random.split(key, length))
-        return env_state, jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), data)
-
-    return collect
 
 
 # ---- training --------------------------------------------------------------------------------------------
@@ -206,91 +111,25 @@ def make_train_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation,
     return train_chunk
 
 
-# ---- measurement -----------------------------------------------------------------------------------------
-
-
-def single_action_latency_us(policy: JaxPolicy, calls: int = 200, budget_s: float = 5.0) -> float:
-    """Median wall time of one jitted single-sample action (batch 1) in microseconds."""
-    fn = jax.jit(policy.apply_fn)
-    obs = jnp.zeros((1, policy.obs_size), jnp.float32)
-    goal = jnp.zeros((1, policy.goal_size), jnp.float32)
-    fn(policy.params, obs, goal).block_until_ready()
-    times, start = [], time.perf_counter()
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn(policy.params, obs, goal).block_until_ready()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > budget_s and len(times) >= 20:
-            break
-    return float(np.median(times) * 1e6)
-
-
-def _describe(policy: JaxPolicy, module: nnx.Module, result, extra: dict | None = None) -> dict[str, Any]:
-    return {"params": param_count(module), "flops_per_action": matmul_flops(module),
-            "latency_us": single_action_latency_us(policy), "eval": result.as_dict(), **(extra or {})}
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return float(a / b) if b else None
-
-
-def plot_curves(path: Path, records: list[dict], rounds: list[dict], teacher_success: float,
-                random_success: float, initial_error: float) -> None:
-    """Loss and held-out action error per step, and student success per round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    steps = [r["step"] for r in records]
-    axes[0].plot(steps, [r["loss"] for r in records], label="total")
-    for key in ("action_mse", "repr_mse", "energy_nce", "feature_mse", "action_kl"):
-        if key in records[0]:
-            axes[0].plot(steps, [r[key] for r in records], label=key, alpha=0.8)
-    axes[0].set(yscale="log", xlabel="gradient step", title="training losses")
-    axes[0].legend(fontsize=7)
-    axes[1].plot([0] + steps, [initial_error] + [r["heldout_action_mse"] for r in records])
-    axes[1].set(yscale="log", xlabel="gradient step", title="held-out action MSE vs teacher")
-    if rounds and "student_success" in rounds[0]:
-        axes[2].plot([r["step"] for r in rounds], [r["student_success"] for r in rounds], "o-", label="student")
-    axes[2].axhline(teacher_success, color="k", ls="--", label="teacher")
-    axes[2].axhline(random_success, color="r", ls=":", label="random")
-    axes[2].set(ylim=(0, 1.02), xlabel="gradient step", title="success rate")
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 # ---- the run ---------------------------------------------------------------------------------------------
 
 
-def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
+def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) -> dict[str, Any]:
     """Distil ``cfg.teacher`` into a student at ``cfg.out``.
 
     Args:
-        cfg: the run's configuration.
-        progress: show a progress bar.
+        cfg: the run's configuration (checked when it was built).
+        progress_fn: called after every chunk of gradient steps as ``progress_fn(steps_done, round="r/R",
+            loss=..., heldout_mse=...)`` (out of ``cfg.steps``), e.g. a `deepcrl.cli.progress.Display`'s
+            ``update``.
 
     Returns:
         The report (also written to ``out/report.json``): teacher vs student vs random evaluation on the same
         episodes, parameter counts, FLOPs and single-action latency of each, their ratios, and the student's
         held-out action error before and after training.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    cfg.validate()
     hidden = cfg.hidden_sizes()
-    out = Path(cfg.out).absolute()
-    if out == Path(cfg.teacher).absolute():
-        raise DeepcrlError("--out must differ from --teacher: the student would overwrite its teacher.")
+    out = cfg.out.absolute()
     wall0 = time.perf_counter()
     teacher = Teacher(cfg.teacher, need_critic=cfg.represent)
     m = teacher.manifest
@@ -312,9 +151,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     reset = jax.jit(benv.reset)
     collect = make_collector(benv, teacher.actor, teacher.critic, actor_gd, length, cfg.noise,
                              m.action_low, m.action_high, features=cfg.represent)
-    teacher_state = {"actor": nnx.state(teacher.actor)}
-    if teacher.critic is not None:
-        teacher_state["critic"] = nnx.state(teacher.critic)
+    teacher_state = teacher.state()
 
     key = jax.random.PRNGKey(cfg.seed)
     key, k_held, k_reset = jax.random.split(key, 3)
@@ -330,7 +167,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
         return losses.action_mse(actor(jnp.concatenate([held["obs"], held["goal"]], -1))[0], held["t_mean"])
 
     steps_per_round = [cfg.steps // cfg.rounds + (r < cfg.steps % cfg.rounds) for r in range(cfg.rounds)]
-    schedule = optax.cosine_decay_schedule(cfg.lr, max(cfg.steps, 1), alpha=0.05)
+    schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.steps, 1), alpha=0.05)
     optimizer = optax.adam(schedule)
     opt_state = optimizer.init(params)
     train_chunk = {}
@@ -351,11 +188,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
                                        action_low=m.action_low, action_high=m.action_high, **sizes)
         return JaxPolicy(smanifest, nnx.merge(actor_gd, params["actor"]))
 
-    columns = (TextColumn("[bold]distill[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar, \
-            open(out / "metrics.jsonl", "w") as log:
-        task = bar.add_task("collecting", total=cfg.steps)
+    with open(out / "metrics.jsonl", "w") as log:
         for r in range(cfg.rounds):
             beta = 1.0 if cfg.method == "action" else cfg.beta_decay ** r
             key, k_col = jax.random.split(key)
@@ -381,12 +214,13 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
                           "heldout_action_mse": float(heldout_mse(params["actor"]))}
                 if not all(math.isfinite(v) for v in record.values()):
                     raise DeepcrlError(f"distillation diverged at step {step} (a loss became non-finite); "
-                                       "lower --lr.")
+                                       "lower --learning-rate.")
                 records.append(record)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                bar.update(task, advance=n, description=f"round {r + 1}/{cfg.rounds} "
-                           f"loss {record['loss']:.4f} held-out mse {record['heldout_action_mse']:.2e}")
+                if progress_fn is not None:
+                    progress_fn(step, round=f"{r + 1}/{cfg.rounds}", loss=record["loss"],
+                                heldout_mse=record["heldout_action_mse"])
             summary = {"step": step, "round": r, "beta": beta, "data": int(size)}
             if cfg.round_eval_episodes:
                 res = evaluate(eval_env, student_policy(), cfg.round_eval_episodes, cfg.eval_seed)
@@ -401,10 +235,10 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     res_r = evaluate(eval_env, RandomPolicy(m.obs_size, m.goal_size, m.action_size, cfg.eval_seed,
                                             m.action_low, m.action_high), cfg.eval_episodes, cfg.eval_seed)
     final_error = float(heldout_mse(params["actor"]))
-    t_info = _describe(teacher_policy, teacher.actor, res_t,
-                       {"dir": str(Path(cfg.teacher).absolute()), "checkpoint_hash": m.checkpoint_hash,
-                        "network": m.network["actor"]})
-    s_info = _describe(student, student.module, res_s, {"network": actor_cfg})
+    t_info = describe(teacher_policy, teacher.actor, res_t,
+                      {"dir": str(cfg.teacher.absolute()), "checkpoint_hash": m.checkpoint_hash,
+                       "network": m.network["actor"]})
+    s_info = describe(student, student.module, res_s, {"network": actor_cfg})
     report = {
         "out": str(out),
         "env_id": m.env_id,
@@ -415,14 +249,14 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
         "student": s_info,
         "random": {"eval": res_r.as_dict()},
         "ratios": {
-            "success_retained": _ratio(res_s.success, res_t.success),
-            "time_at_goal_retained": _ratio(res_s.time_at_goal, res_t.time_at_goal),
-            "params": _ratio(t_info["params"], s_info["params"]),
-            "flops": _ratio(t_info["flops_per_action"], s_info["flops_per_action"]),
-            "latency": _ratio(t_info["latency_us"], s_info["latency_us"]),
+            "success_retained": ratio(res_s.success, res_t.success),
+            "time_at_goal_retained": ratio(res_s.time_at_goal, res_t.time_at_goal),
+            "params": ratio(t_info["params"], s_info["params"]),
+            "flops": ratio(t_info["flops_per_action"], s_info["flops_per_action"]),
+            "latency": ratio(t_info["latency_us"], s_info["latency_us"]),
         },
         "action_error": {"heldout_mse_initial": initial_error, "heldout_mse_final": final_error,
-                         "reduction": _ratio(initial_error, final_error)},
+                         "reduction": ratio(initial_error, final_error)},
         "rounds": round_log,
         "eval": {"episodes": cfg.eval_episodes, "seed": cfg.eval_seed},
         "data": {"labelled_states": per_round * cfg.rounds, "gradient_steps": step},
@@ -446,5 +280,5 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict[str, Any]:
     report["student"]["checkpoint_hash"] = written.checkpoint_hash
     report["wall_s"] = time.perf_counter() - wall0
     plot_curves(out / "curves.png", records, round_log, res_t.success, res_r.success, initial_error)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
     return report

@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from deepcrl.teacher.networks import pairwise_energy
+
 
 def action_mse(student_mean: jax.Array, teacher_mean: jax.Array) -> jax.Array:
     """Mean squared error between the squashed actions tanh(mean) of student and teacher.
@@ -48,13 +50,6 @@ def gaussian_kl(student_mean: jax.Array, student_log_std: jax.Array, teacher_mea
 def repr_mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
     """Mean squared error to the teacher's representation vectors ([B, R] each)."""
     return jnp.mean(jnp.square(student - jax.lax.stop_gradient(teacher)))
-
-
-def pairwise_energy(phi: jax.Array, psi: jax.Array) -> jax.Array:
-    """Logits [B, B]: entry (i, j) = -||phi_i - psi_j||_2, the CRL energy of state-action i for goal j."""
-    sq = jnp.sum(jnp.square(phi[:, None, :] - psi[None, :, :]), axis=-1)
-    positive = sq > 0  # the sqrt's gradient is infinite at 0; a zero distance gets a zero gradient instead
-    return -jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
 def energy_ranking_nce(student_phi: jax.Array, student_psi: jax.Array, teacher_phi: jax.Array,

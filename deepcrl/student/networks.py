@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the teacher's clip range, so the KL compares like with like
+from deepcrl.teacher.networks import LOG_STD_MAX, LOG_STD_MIN, l2_energy  # the teacher's range and energy
+
 DEFAULT_HIDDEN = (256, 256)
 
 
@@ -90,8 +91,8 @@ class StudentCritic(nnx.Module):
         return self.g_head(self.g_torso(g))
 
     def energy(self, s: jax.Array, a: jax.Array, g: jax.Array) -> jax.Array:
-        """-||phi(s, a) - psi(g)||_2 per row, [B]."""
-        return -jnp.linalg.norm(self.phi(s, a) - self.psi(g), axis=-1)
+        """-||phi(s, a) - psi(g)||_2 per row, [B] (the teacher's energy: a finite gradient at distance 0)."""
+        return l2_energy(self.phi(s, a), self.psi(g))
 
 
 def _sizes(cfg: dict[str, Any]) -> tuple[int, int, int]:

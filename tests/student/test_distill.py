@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ from deepcrl import artifacts
 from deepcrl.cli import main
 from deepcrl.envs.wrappers import wrap_for_training
 from deepcrl.policy import load_policy
-from deepcrl.student.distill import Teacher, make_collector
+from deepcrl.student.collect import Teacher, make_collector
 from deepcrl.student.networks import actor_from_config
 
 POINT_MAZE_RANDOM_SUCCESS = 0.16  # measured baseline (issue 5)
@@ -28,7 +29,7 @@ def test_dagger_labels_come_from_the_teacher_on_student_visited_states(oracle_te
     length, n = 12, 8  # shorter than an episode: no auto-reset inside the rollout
     collect = make_collector(env, teacher.actor, None, graphdef, length, noise=0.0)
     start = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(3), n))
-    t_state = {"actor": nnx.state(teacher.actor)}
+    t_state = teacher.state()
 
     _, data = collect(t_state, student_state, start, jax.random.PRNGKey(4), 0.0)
     obs = np.asarray(data["obs"]).reshape(length, n, 2)
@@ -94,9 +95,10 @@ def test_student_artifact_on_disk(oracle_student_report, oracle_teacher_dir, cap
     assert printed["time_at_goal"] == pytest.approx(report["student"]["eval"]["time_at_goal"])
 
 
-def test_tiny_student_dir_links_to_its_teacher(tiny_student_dir):
+def test_tiny_student_dir_links_to_its_teacher(tiny_student_dir, tiny_teacher_dir):
     manifest = artifacts.read_manifest(tiny_student_dir, kind="student")
-    assert manifest.parent_hash and manifest.step > 0
+    assert manifest.parent_hash == artifacts.read_manifest(tiny_teacher_dir, kind="teacher").checkpoint_hash
+    assert manifest.step > 0
     assert (tiny_student_dir / "report.json").is_file()
 
 
@@ -153,7 +155,7 @@ def test_kl_objective_trains_a_gaussian_student():
     from deepcrl.student.distill import Student, make_loss, make_train_chunk
     from deepcrl.student.losses import gaussian_kl
 
-    cfg = DistillConfig(teacher="t", out="s", loss="kl")
+    cfg = DistillConfig(teacher=Path("t"), out=Path("s"), loss="kl")
     sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
     model = Student({**sizes, "hidden": [32], "gaussian": True}, None, None, seed=0)
     graphdef, params = nnx.split(model)
@@ -175,7 +177,50 @@ def test_kl_objective_trains_a_gaussian_student():
 
 @pytest.mark.parametrize("flag, value, words", [("--steps", "0", "--steps must be a positive integer"),
                                                 ("--beta-decay", "1.5", "--beta-decay must lie in [0, 1]"),
-                                                ("--lr", "-1", "--lr must be positive")])
+                                                ("--learning-rate", "-1", "--learning-rate must be positive")])
 def test_bad_numbers(capsys, tmp_path, flag, value, words):
     err = _error(capsys, "--teacher", str(tmp_path), "--out", str(tmp_path / "s"), flag, value)
     assert words in err
+
+
+def test_progress_reaches_the_callback_and_the_cli_display(oracle_teacher_dir, tmp_path, capsys, monkeypatch):
+    """distill() reports through `progress_fn`; `deepcrl distill` hands it a `Display`, which it leaves."""
+    import sys
+    import types
+
+    from deepcrl.student.config import DistillConfig
+    from deepcrl.student.distill import distill
+
+    calls = []
+    small = {"hidden": "8", "steps": 150, "rounds": 2, "num_envs": 4, "rollout_length": 10, "eval_episodes": 4,
+             "round_eval_episodes": 0}
+    distill(DistillConfig(teacher=oracle_teacher_dir, out=tmp_path / "a", **small),
+            progress_fn=lambda done, **fields: calls.append((done, fields)))
+    assert [done for done, _ in calls] == [75, 150]  # one update per chunk of gradient steps, out of --steps
+    assert [f["round"] for _, f in calls] == ["1/2", "2/2"]
+    assert all(np.isfinite(f["loss"]) and np.isfinite(f["heldout_mse"]) for _, f in calls)
+
+    shown = []
+
+    class Display:  # the interface of deepcrl.cli.progress.Display
+        def __init__(self, title, total, unit="steps", min_interval_s=10.0):
+            shown.append(("open", title, total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            shown.append(("close",))
+
+        def update(self, completed, **fields):
+            shown.append(("update", completed, sorted(fields)))
+
+    monkeypatch.setitem(sys.modules, "deepcrl.cli.progress", types.SimpleNamespace(Display=Display))
+    argv = ["distill", "--teacher", str(oracle_teacher_dir), "--out", str(tmp_path / "b")]
+    for key, value in small.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    assert main(argv) == 0
+    assert shown[0] == ("open", "distill", 150) and shown[-1] == ("close",)
+    assert [s[1] for s in shown[1:-1]] == [75, 150]
+    assert shown[1][2] == ["heldout_mse", "loss", "round"]  # what the display prints beside the count
+    assert "student ->" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -34,7 +35,9 @@ def test_default_hidden_and_options():
     assert actor.torso.out_size == 256 and actor.torso.num_layers == 2
     _, log_std = actor(jnp.full((3, 4), 1e3))
     assert log_std.shape == (3, 2)
-    assert np.all(log_std >= N.LOG_STD_MIN) and np.all(log_std <= N.LOG_STD_MAX)
+    from deepcrl.teacher.networks import LOG_STD_MAX, LOG_STD_MIN  # one definition for teacher and student
+
+    assert np.all(log_std >= LOG_STD_MIN) and np.all(log_std <= LOG_STD_MAX)
 
 
 def test_seed_changes_parameters():
@@ -51,6 +54,24 @@ def test_critic_energy_is_negative_distance():
     phi, psi = critic.phi(obs, action), critic.psi(goal)
     assert phi.shape == psi.shape == (5, 8)
     np.testing.assert_allclose(critic.energy(obs, action, goal), -np.linalg.norm(phi - psi, axis=-1), rtol=1e-5)
+
+
+def test_critic_energy_gradient_is_finite_at_distance_zero():
+    from flax import nnx
+
+    critic = N.critic_from_config({**SIZES, "hidden": [16], "repr_size": 8})
+    for layer in (critic.sa_head, critic.g_head):  # zero heads: phi = psi = 0, distance 0 for every row
+        layer.kernel.value = jnp.zeros_like(layer.kernel.value)
+    obs, goal = _inputs()
+    action = np.zeros((5, 2), np.float32)
+    graphdef, params = nnx.split(critic)
+
+    def energy(p):
+        return nnx.merge(graphdef, p).energy(obs, action, goal).sum()
+
+    assert np.all(np.asarray(critic.energy(obs, action, goal)) == 0.0)
+    grads = jax.grad(energy)(params)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
 def test_student_artifact_round_trip(tmp_path):
