@@ -4,7 +4,9 @@ Layout: ``<repository>/<name>/config.pbtxt`` and ``<repository>/<name>/1/model.o
 ``max_batch_size > 0`` Triton adds the batch dimension itself, so the tensor ``dims`` list only the feature
 size (Triton reports the full shape as ``[-1, n]``); the dynamic batcher merges concurrent requests.
 `validate_config` parses the text against a hand-declared subset of Triton's ``ModelConfig`` schema, so a
-misspelt field or a wrong type fails here instead of on the server.
+misspelt field or a wrong type fails here instead of on the server. A real Triton server (2.51, from the
+``nvidia-pytriton`` wheel) loads the repository in ``tests/export/test_triton.py`` (``-m slow``), with a
+Python-based stand-in for the ONNX Runtime backend.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def validate_config(text: str):
     try:
         return text_format.Parse(text, _schema()())
     except text_format.ParseError as exc:
-        raise DeepcrlError(f"invalid Triton config.pbtxt: {exc}.") from None
+        raise DeepcrlError(f"invalid Triton config.pbtxt: {exc}.") from exc
 
 
 def write_repository(repository: Path, name: str, model_bytes: bytes, metadata: dict[str, str],
@@ -144,5 +146,5 @@ def write_repository(repository: Path, name: str, model_bytes: bytes, metadata: 
         tmp.rename(final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DeepcrlError(f"cannot write the Triton repository {repository}: {exc.strerror or exc}.") from None
+        raise DeepcrlError(f"cannot write the Triton repository {repository}: {exc.strerror or exc}.") from exc
     return final / "1" / "model.onnx"
