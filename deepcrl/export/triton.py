@@ -17,6 +17,12 @@ import shutil
 from pathlib import Path
 
 from deepcrl.errors import DeepcrlError
+from deepcrl.export import contract
+
+
+# The metadata_props a config.pbtxt repeats as `parameters` (keys prefixed `deepcrl_`).
+_PARAMETERS = (contract.DEEPCRL_VERSION, contract.KIND, contract.ENV_ID, contract.SOURCE_HASH, contract.ACTION_LOW,
+               contract.ACTION_HIGH, contract.PRECISION, contract.PARITY_MAX_ABS_DIFF)
 
 
 def _quote(text: str) -> str:
@@ -26,24 +32,22 @@ def _quote(text: str) -> str:
 def config_text(name: str, metadata: dict[str, str], max_batch_size: int = 256, max_queue_delay_us: int = 100,
                 instance_kind: str = "KIND_AUTO") -> str:
     """The `config.pbtxt` of a policy with the deepcrl signature."""
-    obs, goal, act = metadata["obs_size"], metadata["goal_size"], metadata["action_size"]
+    obs, goal, act = (metadata[k] for k in (contract.OBS_SIZE, contract.GOAL_SIZE, contract.ACTION_SIZE))
     preferred = sorted({b for b in (1, 8, 32, max_batch_size) if b <= max_batch_size})
     params = "".join(f"parameters {{ key: {_quote('deepcrl_' + k if not k.startswith('deepcrl_') else k)} "
                      f"value {{ string_value: {_quote(v)} }} }}\n"
-                     for k, v in metadata.items() if k in ("deepcrl_version", "kind", "env_id", "source_hash",
-                                                          "action_low", "action_high", "precision",
-                                                          "parity_max_abs_diff"))
+                     for k, v in metadata.items() if k in _PARAMETERS)
     return (
         f"name: {_quote(name)}\n"
         'platform: "onnxruntime_onnx"\n'
         'backend: "onnxruntime"\n'
         f"max_batch_size: {int(max_batch_size)}\n"
         "input [\n"
-        f'  {{ name: "observation" data_type: TYPE_FP32 dims: [ {obs} ] }},\n'
-        f'  {{ name: "goal" data_type: TYPE_FP32 dims: [ {goal} ] }}\n'
+        f"  {{ name: {_quote(contract.OBSERVATION)} data_type: TYPE_FP32 dims: [ {obs} ] }},\n"
+        f"  {{ name: {_quote(contract.GOAL)} data_type: TYPE_FP32 dims: [ {goal} ] }}\n"
         "]\n"
         "output [\n"
-        f'  {{ name: "action" data_type: TYPE_FP32 dims: [ {act} ] }}\n'
+        f"  {{ name: {_quote(contract.ACTION)} data_type: TYPE_FP32 dims: [ {act} ] }}\n"
         "]\n"
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"

@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -242,18 +241,17 @@ def test_triton_refuses_wrong_configs(triton):
 
 
 @pytest.mark.slow
-def test_eval_through_triton_equals_eval_model(triton):
+def test_eval_through_triton_equals_eval_model(triton, capsys):
     """`deepcrl eval --url` in v2 mode drives the simulator through Triton and scores what `--model` scores."""
+    from deepcrl.cli import main
+
     model = triton.repository / "policy" / "1" / "model.onnx"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
-                                                                     os.environ.get("PYTHONPATH")]))}
     results = []
-    for args in (["--model", str(model)], ["--url", triton.url, "--protocol", "v2", "--model-name", "policy"]):
-        done = subprocess.run([sys.executable, "-m", "deepcrl.cli", "eval", *args, "--episodes", "64", "--json"],
-                              capture_output=True, text=True, timeout=600, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"\neval --model: {results[0]}\neval --url (Triton, v2): {results[1]}")
+    for source in (["--model", str(model)], ["--url", triton.url, "--protocol", "v2", "--model-name", "policy"]):
+        assert main(["eval", *source, "--episodes", "64", "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    with capsys.disabled():
+        print(f"\neval --model: {results[0]}\neval --url (Triton, v2): {results[1]}")
     assert results[1]["source"] == f"server {triton.url}" and results[1]["env"] == results[0]["env"]
     for key in ("success", "final_success", "time_at_goal", "final_distance"):
         assert results[1][key] == pytest.approx(results[0][key], abs=1e-6), key
