@@ -38,6 +38,10 @@ class EvalConfig:
     """Also write a replay of the first episode: .html for Brax envs, .png for point mazes."""
     token_env: str | None = None
     """With --url: name of the environment variable holding the server's bearer token."""
+    protocol: Literal["v1", "v2"] = "v1"
+    """With --url: v1 (deepcrl's own) or v2 (the Open Inference Protocol of Triton, KServe, MLServer, deepcrl)."""
+    model_name: str | None = None
+    """With --url: the served model to score (required by v2; v1 uses the server's default model if unset)."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
