@@ -92,8 +92,9 @@ def _values(tensor: dict[str, Any], name: str, shape: list[int], binary: memoryv
         return arr.reshape(shape).astype(np.float32), offset
 
 
-def parse_infer(body: bytes, header_length: str | None, s: Served) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Validate a v2 infer body: ``(observation[B, obs], goal[B, goal], request)`` (request: the JSON part)."""
+def parse_infer(body: bytes, header_length: str | None, s: Served) -> tuple[np.ndarray, np.ndarray, dict, bool]:
+    """Validate a v2 infer body: ``(observation[B, obs], goal[B, goal], request, binary)`` (request: the JSON
+    part; binary: whether the action goes back as binary data)."""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise RequestError(400, f"the Inference-Header-Content-Length {header_length!r} is not a length "
@@ -107,6 +108,7 @@ def parse_infer(body: bytes, header_length: str | None, s: Served) -> tuple[np.n
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
         raise RequestError(422, "the body must be a JSON map whose 'inputs' is a list of tensors.")
+    binary_output = _binary_output(request)
     sizes = {OBSERVATION: s.model.obs_size, GOAL: s.model.goal_size}
     arrays: dict[str, np.ndarray] = {}
     offset = 0
@@ -133,7 +135,7 @@ def parse_infer(body: bytes, header_length: str | None, s: Served) -> tuple[np.n
     obs, goal = arrays[OBSERVATION], arrays[GOAL]
     if obs.shape[0] != goal.shape[0]:
         raise RequestError(422, f"'{OBSERVATION}' has {obs.shape[0]} rows but '{GOAL}' has {goal.shape[0]}.")
-    return obs, goal, request
+    return obs, goal, request, binary_output
 
 
 def _binary_output(request: dict) -> bool:
@@ -227,8 +229,7 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
         try:
             s = model(request, name, version)
             body = await server.read_body(request.receive, headers.get("content-length"))
-            obs, goal, parsed = parse_infer(body, header_length, s)
-            binary = _binary_output(parsed)
+            obs, goal, parsed, binary = parse_infer(body, header_length, s)
             actions, timing = await server.infer(s, obs, goal)
             timed = True
             content, extra = infer_reply(s, parsed, actions, binary)

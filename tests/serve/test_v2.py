@@ -46,6 +46,10 @@ def test_tritonclient_metadata_and_health(server, reference):
         assert not client.is_model_ready("nope")
         assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
         meta = client.get_model_metadata(NAME)
+        assert client.get_model_metadata(NAME, model_version="1") == meta
+        with pytest.raises(InferenceServerException, match="has no version '2'") as info:
+            client.get_model_metadata(NAME, model_version="2")
+        assert info.value.status() == "404"
     assert meta["name"] == NAME and meta["versions"] == ["1"]
     assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [
         ("observation", "FP32", [-1, reference.obs_size]), ("goal", "FP32", [-1, reference.goal_size])]
@@ -100,6 +104,7 @@ def test_tritonclient_bad_requests_are_4xx_with_a_sentence(server, reference, ch
     (b'{"inputs": [{"name": "observation", "shape": [1, 2], "datatype": "FP32", "data": ["a", "b"]}]}', {}, 422,
      "non-numeric"),
     (b'{"inputs": []}', {}, 422, "lacks input 'observation'"),
+    (b'{"inputs": [], "outputs": [{"name": "value"}]}', {}, 422, "unknown output 'value'"),
     (b'{"inputs": []}', {"inference-header-content-length": "99"}, 400, "Inference-Header-Content-Length"),
     (b"x" * 30_000, {}, 413, "the limit is 20000"),
 ])
