@@ -94,7 +94,8 @@ def _schema():
     for i, n in enumerate(["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"]):
         kind.value.add(name=n, number=i)
     message("ModelParameter", [("string_value", F.TYPE_STRING, OPT, None)])
-    entry = descriptor_pb2.DescriptorProto(name="ParametersEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    entry = descriptor_pb2.DescriptorProto(name="ParametersEntry",
+                                           options=descriptor_pb2.MessageOptions(map_entry=True))
     entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=OPT)
     entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, label=OPT, type_name=".deepcrl_triton.ModelParameter")
     message("ModelConfig", [
