@@ -183,3 +183,12 @@ def test_cli_eval_url_v2_equals_eval_model(server, policy_onnx, capsys):
     assert results[1]["source"] == f"server {server.url}" and results[1]["env"] == results[0]["env"]
     for key in ("success", "final_success", "time_at_goal", "final_distance"):
         assert results[1][key] == pytest.approx(results[0][key], abs=1e-6), key
+
+
+def test_eval_config_refuses_v2_flags_without_what_they_need():
+    from deepcrl.config import EvalConfig
+
+    with pytest.raises(DeepcrlError, match="pass --model-name NAME"):
+        EvalConfig(url="http://127.0.0.1:1", protocol="v2")
+    with pytest.raises(DeepcrlError, match="they need --url URL"):
+        EvalConfig(model="policy.onnx", model_name=NAME)
