@@ -38,6 +38,10 @@ class EvalConfig:
     """Also write a replay of the first episode: .html for Brax envs, .png for point mazes."""
     token_env: str | None = None
     """With --url: name of the environment variable holding the server's bearer token."""
+    protocol: Literal["v1", "v2"] = "v1"
+    """With --url: v1 (deepcrl's own) or v2 (the Open Inference Protocol of Triton, KServe, MLServer, deepcrl)."""
+    model_name: str | None = None
+    """With --url: the served model to score (required by v2; v1 uses the server's default model if unset)."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
@@ -46,6 +50,10 @@ class EvalConfig:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if sum(source is not None for source in (self.ckpt, self.model, self.url)) != 1:
             raise DeepcrlError("give exactly one of --ckpt DIR, --model FILE.onnx or --url URL.")
+        if self.url is None and (self.protocol != "v1" or self.model_name is not None):
+            raise DeepcrlError("--protocol and --model-name choose how to talk to a server; they need --url URL.")
+        if self.protocol == "v2" and not self.model_name:
+            raise DeepcrlError("--protocol v2 addresses a model by name; pass --model-name NAME.")
         if self.episodes < 1:
             raise DeepcrlError(f"--episodes must be at least 1, got {self.episodes}.")
         if self.episode_length is not None and self.episode_length < 1:

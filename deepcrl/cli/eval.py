@@ -50,7 +50,7 @@ def _policy(cfg: EvalConfig):
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
     if cfg.token_env and token is None:
         raise DeepcrlError(f"the environment variable {cfg.token_env} is not set.")
-    policy = PolicyClient(cfg.url, token=token)
+    policy = PolicyClient(cfg.url, token=token, model=cfg.model_name, protocol=cfg.protocol)
     served = policy.metadata()  # the server's facts; the model's own metadata_props under "metadata"
     env_id = cfg.env or served.get("metadata", {}).get("env_id")
     if not env_id:

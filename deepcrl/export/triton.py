@@ -4,7 +4,9 @@ Layout: ``<repository>/<name>/config.pbtxt`` and ``<repository>/<name>/1/model.o
 ``max_batch_size > 0`` Triton adds the batch dimension itself, so the tensor ``dims`` list only the feature
 size (Triton reports the full shape as ``[-1, n]``); the dynamic batcher merges concurrent requests.
 `validate_config` parses the text against a hand-declared subset of Triton's ``ModelConfig`` schema, so a
-misspelt field or a wrong type fails here instead of on the server.
+misspelt field or a wrong type fails here instead of on the server. A real Triton server (2.51, from the
+``nvidia-pytriton`` wheel) loads the repository in ``tests/export/test_triton.py`` (``-m slow``), with a
+Python-based stand-in for the ONNX Runtime backend.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import shutil
 from pathlib import Path
 
 from deepcrl.errors import DeepcrlError
+from deepcrl.export import contract
+
+
+# The metadata_props a config.pbtxt repeats as `parameters` (keys prefixed `deepcrl_`).
+_PARAMETERS = (contract.DEEPCRL_VERSION, contract.KIND, contract.ENV_ID, contract.SOURCE_HASH, contract.ACTION_LOW,
+               contract.ACTION_HIGH, contract.PRECISION, contract.PARITY_MAX_ABS_DIFF)
 
 
 def _quote(text: str) -> str:
@@ -24,24 +32,22 @@ def _quote(text: str) -> str:
 def config_text(name: str, metadata: dict[str, str], max_batch_size: int = 256, max_queue_delay_us: int = 100,
                 instance_kind: str = "KIND_AUTO") -> str:
     """The `config.pbtxt` of a policy with the deepcrl signature."""
-    obs, goal, act = metadata["obs_size"], metadata["goal_size"], metadata["action_size"]
+    obs, goal, act = (metadata[k] for k in (contract.OBS_SIZE, contract.GOAL_SIZE, contract.ACTION_SIZE))
     preferred = sorted({b for b in (1, 8, 32, max_batch_size) if b <= max_batch_size})
     params = "".join(f"parameters {{ key: {_quote('deepcrl_' + k if not k.startswith('deepcrl_') else k)} "
                      f"value {{ string_value: {_quote(v)} }} }}\n"
-                     for k, v in metadata.items() if k in ("deepcrl_version", "kind", "env_id", "source_hash",
-                                                          "action_low", "action_high", "precision",
-                                                          "parity_max_abs_diff"))
+                     for k, v in metadata.items() if k in _PARAMETERS)
     return (
         f"name: {_quote(name)}\n"
         'platform: "onnxruntime_onnx"\n'
         'backend: "onnxruntime"\n'
         f"max_batch_size: {int(max_batch_size)}\n"
         "input [\n"
-        f'  {{ name: "observation" data_type: TYPE_FP32 dims: [ {obs} ] }},\n'
-        f'  {{ name: "goal" data_type: TYPE_FP32 dims: [ {goal} ] }}\n'
+        f"  {{ name: {_quote(contract.OBSERVATION)} data_type: TYPE_FP32 dims: [ {obs} ] }},\n"
+        f"  {{ name: {_quote(contract.GOAL)} data_type: TYPE_FP32 dims: [ {goal} ] }}\n"
         "]\n"
         "output [\n"
-        f'  {{ name: "action" data_type: TYPE_FP32 dims: [ {act} ] }}\n'
+        f"  {{ name: {_quote(contract.ACTION)} data_type: TYPE_FP32 dims: [ {act} ] }}\n"
         "]\n"
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
@@ -88,7 +94,8 @@ def _schema():
     for i, n in enumerate(["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"]):
         kind.value.add(name=n, number=i)
     message("ModelParameter", [("string_value", F.TYPE_STRING, OPT, None)])
-    entry = descriptor_pb2.DescriptorProto(name="ParametersEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    entry = descriptor_pb2.DescriptorProto(name="ParametersEntry",
+                                           options=descriptor_pb2.MessageOptions(map_entry=True))
     entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=OPT)
     entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, label=OPT, type_name=".deepcrl_triton.ModelParameter")
     message("ModelConfig", [
@@ -116,7 +123,7 @@ def validate_config(text: str):
     try:
         return text_format.Parse(text, _schema()())
     except text_format.ParseError as exc:
-        raise DeepcrlError(f"invalid Triton config.pbtxt: {exc}.") from None
+        raise DeepcrlError(f"invalid Triton config.pbtxt: {exc}.") from exc
 
 
 def write_repository(repository: Path, name: str, model_bytes: bytes, metadata: dict[str, str],
@@ -144,5 +151,5 @@ def write_repository(repository: Path, name: str, model_bytes: bytes, metadata: 
         tmp.rename(final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DeepcrlError(f"cannot write the Triton repository {repository}: {exc.strerror or exc}.") from None
+        raise DeepcrlError(f"cannot write the Triton repository {repository}: {exc.strerror or exc}.") from exc
     return final / "1" / "model.onnx"

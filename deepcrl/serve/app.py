@@ -5,7 +5,8 @@
 
 - `v1.py`: ``POST /v1/act``, ``POST /v1/noop``, ``GET /v1/metadata``, ``GET /v1/models``, ``/healthz``,
   ``/readyz``, ``/metrics``;
-- `stream.py`: ``WS /v1/stream``.
+- `stream.py`: ``WS /v1/stream``;
+- `v2.py`: the Open Inference Protocol (KServe v2): ``/v2/health/*``, ``/v2/models/{name}[/ready|/infer]``.
 
 A new protocol is one more module with an ``add_routes(app, server)``, called in `create_app`.
 Status codes: 400 malformed body, 401 token, 404 unknown model, 413 body too large, 415 content type,
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve import stream, v1
+from deepcrl.serve import stream, v1, v2
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.shared import PolicyServer, load_models
 
@@ -116,6 +117,7 @@ def create_app(model_path: str | Path, *, max_batch: int = 64, max_delay_us: int
     app.state.max_body_bytes = max_body_bytes  # uvicorn_config applies it to WebSocket frames too
     app.fast_act = v1.add_routes(app, server)
     stream.add_routes(app, server)
+    v2.add_routes(app, server)
     return app
 
 

@@ -1,6 +1,7 @@
 """Clients of the policy server for robots and evaluation: need only numpy, msgpack and websockets.
 
-`PolicyClient` (HTTP, keep-alive) and `StreamClient` (WebSocket) both implement deepcrl's policy signature
+`PolicyClient` (HTTP, keep-alive; deepcrl's /v1, or the Open Inference Protocol (KServe v2) that Triton, KServe,
+MLServer and deepcrl's /v2 routes speak) and `StreamClient` (WebSocket) both implement deepcrl's policy signature
 ``policy(observation[B, obs], goal[B, goal]) -> action[B, act]``, so
 ``deepcrl.evaluate.evaluate(env, PolicyClient(url))`` drives the simulator through the server. Nothing here
 imports JAX or ONNX Runtime (a test checks it), so ``pip install deepcrl[client]`` is enough on the robot
@@ -19,6 +20,7 @@ import msgpack
 import numpy as np
 
 from deepcrl.errors import DeepcrlError
+from deepcrl.export.contract import ACTION, ACTION_SIZE, GOAL, GOAL_SIZE, OBS_SIZE, OBSERVATION
 
 MSGPACK = "application/msgpack"
 
@@ -94,24 +96,31 @@ class PolicyClient(_PolicyBase):
         url: server base URL, e.g. ``http://127.0.0.1:8000`` (https too).
         token: bearer token, if the server was started with ``--token-env``.
         model: a model name of a multi-model server (None: the server's default model).
-        use_json: send and receive JSON instead of msgpack.
+        use_json: send and receive JSON instead of msgpack (v2 always uses JSON tensors).
         timeout: seconds per request.
+        protocol: "v1" (deepcrl's own) or "v2" (the Open Inference Protocol, KServe v2); v2 needs `model`.
     """
 
     def __init__(self, url: str, token: str | None = None, model: str | None = None, use_json: bool = False,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, protocol: str = "v1"):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DeepcrlError(f"{url!r} is not an http:// or https:// URL of a deepcrl server.")
-        self.url = url.rstrip("/")
+        if protocol not in ("v1", "v2"):
+            raise DeepcrlError(f"the protocol is 'v1' or 'v2', not {protocol!r}.")
+        if protocol == "v2" and not model:
+            raise DeepcrlError("the v2 protocol addresses a model by name; pass model=NAME (deepcrl eval: "
+                               "--model-name NAME).")
+        self.url, self.protocol = url.rstrip("/"), protocol
         self._connect_args = (parts.hostname, parts.port, timeout)
         self._https = parts.scheme == "https"
-        self._prefix = parts.path.rstrip("/") + (f"/v1/models/{model}" if model else "/v1")
-        self._json = use_json
-        media = "application/json" if use_json else MSGPACK
+        path = f"/v2/models/{model}" if protocol == "v2" else f"/v1/models/{model}" if model else "/v1"
+        self._prefix = parts.path.rstrip("/") + path
+        self._json = use_json or protocol == "v2"
+        media = "application/json" if self._json else MSGPACK
         auth = {"authorization": f"Bearer {token}"} if token else {}
         self._post_headers = {"content-type": media, "accept": media, **auth}
-        self._get_headers = {"accept": MSGPACK, **auth}
+        self._get_headers = {"accept": media if protocol == "v2" else MSGPACK, **auth}
         self._conn: http.client.HTTPConnection | None = None
         self.last_timing: dict[str, Any] | None = None
         self.info = self.metadata()
@@ -150,18 +159,59 @@ class PolicyClient(_PolicyBase):
         return body
 
     def metadata(self) -> dict[str, Any]:
-        """The served model's facts: sizes, max_batch and the ONNX file's metadata_props."""
+        """The served model's facts: sizes, max_batch and the ONNX file's metadata_props (under "metadata")."""
+        if self.protocol == "v2":
+            return self._v2_metadata()
         return self._roundtrip("GET", "/metadata", None, self._get_headers)
+
+    def _v2_metadata(self) -> dict[str, Any]:
+        """The /v1 metadata's facts from a v2 server: sizes from the model's tensors; max_batch and the file's
+        metadata from the metadata's parameters (deepcrl) or the model configuration (Triton's extension)."""
+        meta = self._roundtrip("GET", "", None, self._get_headers)
+        tensors = {t.get("name"): t.get("shape") for t in [*meta.get("inputs", []), *meta.get("outputs", [])]
+                   if isinstance(t, dict)}
+        try:
+            sizes = {key: int(tensors[name][-1]) for key, name in
+                     ((OBS_SIZE, OBSERVATION), (GOAL_SIZE, GOAL), (ACTION_SIZE, ACTION))}
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise DeepcrlError(f"the model {meta.get('name')!r} at {self.url} does not have the deepcrl policy "
+                               f"signature (inputs {OBSERVATION}, {GOAL}; output {ACTION}).") from exc
+        params = dict(meta.get("parameters") or {})
+        if "max_batch" not in params:
+            try:
+                config = self._roundtrip("GET", "/config", None, self._get_headers)
+            except ServerError:  # not Triton: no model configuration to read
+                config = {}
+            params.update({k.removeprefix("deepcrl_"): v.get("string_value") for k, v in
+                           (config.get("parameters") or {}).items() if isinstance(v, dict)})
+            if config.get("max_batch_size"):
+                params["max_batch"] = config["max_batch_size"]
+        max_batch = int(params.pop("max_batch", 0) or 2**31 - 1)  # unknown: never split
+        return {"name": meta.get("name"), **sizes, "max_batch": max_batch, "metadata": params}
 
     def act_batch(self, observations, goals) -> np.ndarray:
         """Actions [B, act] for observations [B, obs] and goals [B, goal] in one request."""
         obs = _rows(observations, self.obs_size, "observations")
         goal = _rows(goals, self.goal_size, "goals")
+        if self.protocol == "v2":
+            return self._v2_infer(obs, goal)
         payload = {"observations": obs.tolist(), "goals": goal.tolist()}
         body = json.dumps(payload).encode() if self._json else _packb(payload)
         reply = self._roundtrip("POST", "/act", body, self._post_headers)
         self.last_timing = reply.get("timing")
         return np.asarray(reply["actions"], np.float32)
+
+    def _v2_infer(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        tensors = [{"name": name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+                   for name, x in ((OBSERVATION, obs), (GOAL, goal))]
+        body = json.dumps({"inputs": tensors, "outputs": [{"name": ACTION}]}).encode()
+        reply = self._roundtrip("POST", "/infer", body, self._post_headers)
+        out = next((o for o in reply.get("outputs", []) if isinstance(o, dict) and o.get("name") == ACTION), None)
+        try:
+            return np.asarray(out["data"], np.float32).reshape(len(obs), self.action_size)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ServerError(200, f"the server's answer has no '{ACTION}' of {len(obs)} x {self.action_size} "
+                                   "numbers.") from exc
 
     def close(self) -> None:
         if self._conn is not None:
