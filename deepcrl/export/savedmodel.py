@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from deepcrl.errors import DeepcrlError
+from deepcrl.export.contract import ACTION, GOAL, OBSERVATION, metadata_for
+from deepcrl.export.source import PARITY_BATCHES, load_source, parity_inputs, worst
 
 TF_MISSING = ("--format savedmodel needs TensorFlow, which is not installed; install it with "
               "`pip install deepcrl[tf]`.")
@@ -42,7 +44,6 @@ def export_savedmodel(cfg) -> dict[str, Any]:
         DeepcrlError: TensorFlow is missing, the checkpoint cannot be loaded, or parity fails.
     """
     tf, jax2tf = _import_tf()
-    from deepcrl.export.onnx import PARITY_BATCHES, load_source, metadata_for, parity_inputs, worst
 
     policy = load_source(cfg.ckpt)
     params, apply_fn = policy.params, policy.apply_fn
@@ -51,9 +52,9 @@ def export_savedmodel(cfg) -> dict[str, Any]:
                                native_serialization=True)
     module = tf.Module()
     module.act = tf.function(
-        lambda observation, goal: {"action": converted(observation, goal)}, autograph=False,
-        input_signature=[tf.TensorSpec([None, policy.obs_size], tf.float32, name="observation"),
-                         tf.TensorSpec([None, policy.goal_size], tf.float32, name="goal")])
+        lambda observation, goal: {ACTION: converted(observation, goal)}, autograph=False,
+        input_signature=[tf.TensorSpec([None, policy.obs_size], tf.float32, name=OBSERVATION),
+                         tf.TensorSpec([None, policy.goal_size], tf.float32, name=GOAL)])
     out = Path(cfg.out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -67,7 +68,7 @@ def export_savedmodel(cfg) -> dict[str, Any]:
     for name, (o, g) in inputs.items():
         errors[name] = {}
         for b in batches:
-            got = serving(observation=tf.constant(o[:b]), goal=tf.constant(g[:b]))["action"].numpy()
+            got = serving(**{OBSERVATION: tf.constant(o[:b]), GOAL: tf.constant(g[:b])})[ACTION].numpy()
             want = policy(o[:b], g[:b])
             if got.shape != want.shape:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -64,7 +64,7 @@ _TF_ONLY = textwrap.dedent("""
 
 @pytest.mark.parametrize("which", ["student", "teacher"])
 def test_savedmodel_loads_in_tensorflow_and_matches_jax(which, request, tmp_path, capsys):
-    from deepcrl.export.onnx import parity_inputs
+    from deepcrl.export.source import parity_inputs
     from deepcrl.policy import load_policy
 
     ckpt = request.getfixturevalue("tiny_onnx_source" if which == "student" else "small_teacher")
