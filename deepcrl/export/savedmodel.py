@@ -88,8 +88,8 @@ def export_savedmodel(cfg) -> dict[str, Any]:
         shutil.rmtree(out)
     tmp.rename(out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"kind": policy.manifest.kind, "env_id": policy.manifest.env_id, "format": "savedmodel", "converter": "jax2tf",
-            "path": str(out), "size_bytes": size, "export_seconds": round(export_s, 3), "precision": "fp32",
+    return {"kind": policy.manifest.kind, "env_id": policy.manifest.env_id, "format": "savedmodel",
+            "converter": "jax2tf", "path": str(out), "size_bytes": size, "export_seconds": round(export_s, 3), "precision": "fp32",
             "max_abs_diff": diff, "tolerance": cfg.max_diff,
             "parity": {"fp32": {n: {str(b): v for b, v in per.items()} for n, per in errors.items()}},
             "metadata": metadata}

@@ -3,10 +3,10 @@
 For control loops: a metadata frame first, then one answer per request frame (an ``id`` in a frame is echoed
 back; ``{"type": "ping"}`` gets a pong). Binary frames are msgpack (the fast path); text frames are JSON and
 are answered with JSON text frames holding the same fields, so a browser console or ``websocat`` can talk to
-it. The metadata frame is msgpack unless the URL asks for ``?format=json``. A bad frame gets an error frame (in
-the format it came in) with the HTTP status and sentence a POST would get, and the connection stays open. A frame over the size limit closes
-it (code 1009, enforced by uvicorn). The bearer token, when set, goes in the handshake's Authorization header
-(refused handshake: HTTP 403).
+it. The metadata frame is msgpack unless the URL asks for ``?format=json``. A bad frame gets an error frame,
+in the format it came in, with the HTTP status and sentence a POST would get, and the connection stays open.
+A frame over the size limit closes it (code 1009, enforced by uvicorn). The bearer token, when set, goes in
+the handshake's Authorization header (refused handshake: HTTP 403).
 """
 
 from __future__ import annotations
