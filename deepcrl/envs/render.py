@@ -1,7 +1,10 @@
-"""Render an episode to a file: a Brax HTML replay (``.html``) or a top-down maze plot (``.png``).
+"""Render an episode to a file: a self-contained HTML replay (``.html``) or a top-down maze plot (``.png``).
 
-``.html`` works for every Brax env (`brax.io.html`, the 3-D viewer Brax ships). ``.png`` works for envs with a
-maze (point_maze and the ant mazes): the walls, the path, the start and the goal, drawn with matplotlib.
+``.html`` works for every Brax env: one file holding the episode (each geom in its body's frame, the bodies'
+poses per frame) and a small canvas viewer (``replay.html`` beside this module) that orbits, zooms and plays it
+with no network access. Brax's own viewer (`brax.io.html`) loads three.js and its scripts from CDNs, so it is a
+blank page on an offline robot or lab machine; no installed package ships those scripts. ``.png`` works for envs
+with a maze (point_maze and the ant mazes): the walls, the path, the start and the goal, drawn with matplotlib.
 Used by ``deepcrl eval --render out.html|out.png``.
 """
 
@@ -9,6 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
+
+import html
+import json
+from importlib import resources
 
 import jax
 import numpy as np
@@ -56,12 +63,67 @@ def render(env, trajectory: Any, path: str | Path, goal: Any = None) -> Path:
         raise DeepcrlError("cannot render an empty trajectory: pass at least one state.")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".html":
-        from brax.io import html
-
-        path.write_text(html.render(env.sys, pipeline_states))
+        path.write_text(replay_html(env, pipeline_states, goal))
     else:
         _maze_png(env, pipeline_states, goal, path)
     return path
+
+
+# MuJoCo geom type ids -> the names the viewer draws (a height field is not drawn)
+_GEOM_TYPES = {0: "Plane", 2: "Sphere", 3: "Capsule", 4: "Ellipsoid", 5: "Cylinder", 6: "Box", 7: "Mesh"}
+_MUJOCO_GREY = (0.5, 0.5, 0.5, 1.0)
+_BRAX_BROWN = (0.4, 0.33, 0.26, 1.0)  # what Brax's viewer draws MuJoCo's default grey as
+
+
+def replay_data(env, pipeline_states: Sequence[Any], goal: Any = None) -> dict:
+    """The JSON the HTML viewer plays: geoms in their body's frame and every body's pose per frame.
+
+    Raises:
+        DeepcrlError: the states carry a batch axis (pass one env's episode).
+    """
+    sys = env.sys
+    pos = np.stack([np.asarray(ps.x.pos, np.float64) for ps in pipeline_states])
+    rot = np.stack([np.asarray(ps.x.rot, np.float64) for ps in pipeline_states])
+    if pos.ndim != 3 or rot.ndim != 3:
+        raise DeepcrlError(f"cannot render states with a batch axis (body positions have shape {pos.shape[1:]}, "
+                           "expected (bodies, 3)): pass one env's episode.")
+    model = sys.mj_model
+    geoms = []
+    for i, kind in enumerate(np.asarray(sys.geom_type).tolist()):
+        if kind not in _GEOM_TYPES:
+            continue
+        rgba = tuple(float(v) for v in model.geom_rgba[i])
+        geom = {"type": _GEOM_TYPES[kind], "link": int(sys.geom_bodyid[i]) - 1,
+                "pos": _rounded(sys.geom_pos[i]), "rot": _rounded(sys.geom_quat[i]), "size": _rounded(sys.geom_size[i]),
+                "rgba": list(_BRAX_BROWN if np.allclose(rgba, _MUJOCO_GREY) else rgba)}
+        if kind == 7:
+            mesh = int(model.geom_dataid[i])
+            start, n = int(model.mesh_vertadr[mesh]), int(model.mesh_vertnum[mesh])
+            fstart, nf = int(model.mesh_faceadr[mesh]), int(model.mesh_facenum[mesh])
+            geom["vert"] = _rounded(model.mesh_vert[start:start + n])
+            geom["face"] = np.asarray(model.mesh_face[fstart:fstart + nf]).tolist()
+        geoms.append(geom)
+    goal = None if goal is None else np.asarray(goal, np.float64).ravel()
+    spec = getattr(env, "goal_spec", None)
+    return {"title": getattr(env, "env_id", type(env).__name__), "dt": float(getattr(env, "dt", 0.05)),
+            "geoms": geoms, "pos": _rounded(pos), "rot": _rounded(rot),
+            # a goal is drawn as a ring on the ground when it is a world (x, y[, z]) point, as for every Brax env here
+            "goal": _rounded(goal) if goal is not None and goal.size in (2, 3) else None,
+            "goal_radius": float(getattr(spec, "success_radius", 0.1))}
+
+
+def replay_html(env, pipeline_states: Sequence[Any], goal: Any = None) -> str:
+    """One self-contained HTML page (no external script, style or font) that plays the episode."""
+    data = replay_data(env, pipeline_states, goal)
+    page = resources.files("deepcrl.envs").joinpath("replay.html").read_text(encoding="utf-8")
+    # "</" inside a <script> element would end it early; "<\/" is the same string to JSON
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return page.replace("__TITLE__", html.escape(data["title"])).replace("__DATA__", payload)
+
+
+def _rounded(x) -> list:
+    """A float array as nested lists at 0.1 mm / 1e-5 precision (the page stays small)."""
+    return np.round(np.asarray(x, np.float64), 5).tolist()
 
 
 def _split_trajectory(trajectory: Any) -> tuple[np.ndarray | None, list]:

@@ -1,10 +1,12 @@
 """The WebSocket stream of the policy server: ``WS /v1/stream`` (``/v1/models/{name}/stream``).
 
 For control loops: a metadata frame first, then one answer per request frame (an ``id`` in a frame is echoed
-back; ``{"type": "ping"}`` gets a pong). Frames are msgpack (binary). A bad frame gets an error frame with the
-HTTP status and sentence a POST would get, and the connection stays open. A frame over the size limit closes
-it (code 1009, enforced by uvicorn). The bearer token, when set, goes in the handshake's Authorization header
-(refused handshake: HTTP 403).
+back; ``{"type": "ping"}`` gets a pong). Binary frames are msgpack (the fast path); text frames are JSON and
+are answered with JSON text frames holding the same fields, so a browser console or ``websocat`` can talk to
+it. The metadata frame is msgpack unless the URL asks for ``?format=json``. A bad frame gets an error frame,
+in the format it came in, with the HTTP status and sentence a POST would get, and the connection stays open.
+A frame over the size limit closes it (code 1009, enforced by uvicorn). The bearer token, when set, goes in
+the handshake's Authorization header (refused handshake: HTTP 403).
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ from deepcrl.serve.shared import PolicyServer, Served, timing_fields
 _log = logging.getLogger("deepcrl.serve")
 
 
+FRAME_FORMATS = ("msgpack", "json")
+
+
+def frame_format(message: dict[str, Any]) -> str:
+    """How a received WebSocket message is encoded, and its answer too: text frames JSON, binary msgpack."""
+    return "msgpack" if message.get("bytes") is not None else "json"
+
+
 def frame_payload(message: dict[str, Any]) -> Any:
-    """The decoded request of one received WebSocket message (400 for a text frame or bad msgpack)."""
-    data = message.get("bytes")
-    if data is None:
-        raise RequestError(400, "send binary msgpack frames; text frames are not accepted.")
-    return protocol.decode(data, "msgpack")
+    """The decoded request of one received WebSocket message (400 for malformed JSON or msgpack)."""
+    if message.get("bytes") is not None:
+        return protocol.decode(message["bytes"], "msgpack")
+    return protocol.decode((message.get("text") or "").encode("utf-8"), "json")
 
 
 async def answer_frame(server: PolicyServer, s: Served, payload: Any, frame_id: Any, start: float):
@@ -62,16 +71,27 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
         except RequestError as exc:
             await ws.close(code=1008, reason=str(exc)[:120])
             return
+        first = ws.query_params.get("format", "msgpack")
+        if first not in FRAME_FORMATS:
+            await ws.close(code=1008, reason=f"format must be msgpack or json, not {first[:40]!r}")
+            return
         await ws.accept()
         pack = msgpack.Packer(default=protocol.msgpack_default, use_bin_type=True).pack
+
+        async def send(obj: Any, fmt: str) -> None:
+            if fmt == "json":
+                await ws.send_text(protocol.encode(obj, "json").decode("utf-8"))
+            else:
+                await ws.send_bytes(pack(obj))
+
         try:
-            await ws.send_bytes(pack({"type": "metadata", **s.info}))
+            await send({"type": "metadata", **s.info}, first)
             while True:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     return
                 start = time.perf_counter()
-                frame_id = None
+                frame_id, fmt = None, frame_format(message)
                 try:
                     payload = frame_payload(message)
                 except RequestError as exc:
@@ -81,11 +101,11 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
                     if isinstance(payload, dict):
                         frame_id = payload.pop("id", None)
                         if payload.get("type") == "ping":
-                            await ws.send_bytes(pack({"type": "pong", "id": frame_id}))
+                            await send({"type": "pong", "id": frame_id}, fmt)
                             metrics.observe("noop", "ws", 200, None)
                             continue
                     reply, status, timed = await answer_frame(server, s, payload, frame_id, start)
-                await ws.send_bytes(pack(reply))
+                await send(reply, fmt)
                 metrics.observe("stream", "ws", status, (time.perf_counter() - start) if timed else None)
         except WebSocketDisconnect:
             return

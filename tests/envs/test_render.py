@@ -1,16 +1,17 @@
-"""Rendering: Brax envs to an HTML replay, maze envs to a PNG; a clear error for any other suffix."""
+"""Rendering: Brax envs to a self-contained HTML replay, maze envs to a PNG; a clear error for any other suffix."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import zlib
+import shutil
+import subprocess
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from deepcrl import envs
 from deepcrl.envs.render import render, supported_suffixes
@@ -55,21 +56,70 @@ def test_brax_env_html_replay(reacher_rollout, tmp_path):
     states = jax.device_get(states)  # numpy: slicing device arrays leaf by leaf is slow
     one_env = jax.tree.map(lambda x: x[:, 0], states.pipeline_state)  # (T, ...) of the first env
     path = render(env, one_env, tmp_path / "out" / "reacher.html")
-    assert _replay_frames(path)["x"] == 8  # every step of the episode is in the replay
-    # a list of env States renders the same way
+    data = _replay(path)
+    assert len(data["pos"]) == len(data["rot"]) == 8  # every step of the episode is in the replay
+    np.testing.assert_allclose(data["pos"][3], one_env.x.pos[3], atol=1e-5)  # the bodies' world poses
+    np.testing.assert_allclose(data["rot"][3], one_env.x.rot[3], atol=1e-5)
+    kinds = [g["type"] for g in data["geoms"]]
+    assert kinds.count("Capsule") == 7 and kinds.count("Sphere") == 2 and kinds.count("Plane") == 1
+    assert {g["link"] for g in data["geoms"]} == {-1, 0, 1, 2}  # world, the two arm links and the target
+    assert data["title"] == "reacher" and data["dt"] == pytest.approx(env.dt)
+    # a list of env States renders the same way, with the goal taken from info["goal"]
     listed = [jax.tree.map(lambda x, t=t: x[t, 0], states) for t in range(3)]
-    assert _replay_frames(render(env, listed, tmp_path / "listed.html"))["x"] == 3
+    data = _replay(render(env, listed, tmp_path / "listed.html"))
+    assert len(data["pos"]) == 3
+    np.testing.assert_allclose(data["goal"], states.info["goal"][2, 0], atol=1e-5)
 
 
-def _replay_frames(path) -> dict:
-    """Decode the system and states Brax's viewer page embeds (base64 of zlib of JSON)."""
+def test_html_replay_needs_no_network(reacher_rollout, tmp_path):
+    """Everything the page runs is inside it: no script, style, font or image is fetched from anywhere."""
+    env, _, states = reacher_rollout
+    one_env = jax.tree.map(lambda x: np.asarray(x)[:, 0], states.pipeline_state)
+    text = render(env, one_env, tmp_path / "reacher.html").read_text()
+    assert re.search(r"https?:|//cdn|unpkg|jsdelivr", text, re.IGNORECASE) is None
+    assert re.search(r"<script[^>]*\bsrc\s*=|<link\b|<img\b|@import|url\(", text, re.IGNORECASE) is None
+    assert re.search(r"\bimport\s*[({'\"]|\bfetch\s*\(|XMLHttpRequest", text) is None
+    assert text.count("<script") == 2  # the replay data and the viewer, both inline
+
+
+def test_batched_states_are_refused(reacher_rollout, tmp_path):
+    env, _, states = reacher_rollout
+    with pytest.raises(DeepcrlError, match=r"batch axis .* pass one env's episode"):
+        render(env, [jax.tree.map(lambda x: np.asarray(x)[0], states.pipeline_state)], tmp_path / "all.html")
+    assert not (tmp_path / "all.html").exists()
+
+
+@pytest.mark.slow
+def test_html_replay_draws_frames_in_an_offline_browser(reacher_rollout, tmp_path):
+    """Debian's chromium, headless, with no network: the screenshot shows the arena and the arm, not a blank page."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    env, _, states = reacher_rollout
+    one_env = jax.tree.map(lambda x: np.asarray(x)[:, 0], states.pipeline_state)
+    page = render(env, one_env, tmp_path / "reacher.html")
+    shot = tmp_path / "shot.png"
+    offline = ["--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", *offline, f"--screenshot={shot}",
+               "--window-size=800,600", page.as_uri()]
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        command = ["unshare", "-n", *command]  # a network namespace with no network at all, where allowed
+    subprocess.run(command, capture_output=True, timeout=120, check=True)
+    image = np.asarray(Image.open(shot).convert("RGB"), np.float64)
+    assert image.shape == (600, 800, 3)
+    assert image.var(axis=(0, 1)).mean() > 100  # a blank page has variance 0
+    background = np.array([70, 80, 92])  # the viewer's #46505c
+    assert np.mean(np.abs(image - background).max(axis=-1) > 8) > 0.2  # the floor and the bodies fill the view
+    brown = np.array([0.4, 0.33, 0.26]) * 255 * 0.9  # the reacher's links and arena, as the viewer shades them
+    assert np.mean(np.abs(image - brown).max(axis=-1) < 12) > 0.005
+
+
+def _replay(path) -> dict:
+    """The replay data the page embeds (a JSON script element)."""
     text = path.read_text()
-    assert "<!doctype html>" in text.lower()
-    payload = re.search(r'var system = "([A-Za-z0-9+/=]+)";', text).group(1)
-    system = json.loads(zlib.decompress(base64.b64decode(payload)))
-    geoms = [g["name"] for link in system["geoms"].values() for g in link]
-    assert "Capsule" in geoms and "Sphere" in geoms  # the reacher's links and fingertip/target
-    return {k: len(v) for k, v in system["states"].items()}
+    assert text.lower().startswith("<!doctype html>")
+    found = re.search(r'<script id="replay-data" type="application/json">(.*?)</script>', text, re.DOTALL)
+    return json.loads(found.group(1))
 
 
 def test_unsupported_suffix_is_one_clear_error(point_maze, tmp_path):
