@@ -139,7 +139,7 @@ def check_out_path(out: Path, fmt: str) -> Path:
         raise DeepcrlError(f"the output {out} is a directory; give a file name ending in .onnx.")
     if fmt != "onnx" and out.exists() and not out.is_dir():
         raise DeepcrlError(f"the output {out} is a file; --format {fmt} writes a directory.")
-    parent = out.parent if fmt == "onnx" else out
+    parent = out if fmt == "triton" else out.parent  # a Triton repository is written into; the rest beside
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -279,10 +279,12 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console(highlight=False)
     console.print(f"[bold green]exported[/] {report['kind']} ({report['env_id']}) -> {report['path']} "
                   f"({report.get('size_bytes', 0) / 1024:.1f} KiB, {report.get('precision', 'fp32')}, "
-                  f"jax2onnx {report.get('export_seconds', 0):.1f} s)")
+                  f"{report.get('converter', 'jax2onnx')} {report.get('export_seconds', 0):.1f} s)")
     fp32 = report.get("fp32_max_abs_diff", report["max_abs_diff"])
+    per_input = next(iter(report.get("parity", {}).get("fp32", {}).values()), None)
+    batches = list(per_input) if per_input else list(map(str, PARITY_BATCHES))
     console.print(f"fp32 parity vs JAX: max |diff| = {fp32:.2e} over random and rollout states at batch "
-                  f"{', '.join(map(str, PARITY_BATCHES))}")
+                  f"{', '.join(batches)}")
     if report.get("precision", "fp32") != "fp32":
         console.print(f"{report['precision']} action error vs JAX on rollout states: max {report['max_abs_diff']:.2e}, "
                       f"mean {report['mean_abs_diff_rollout']:.2e} (bound {report['tolerance']:g}); "

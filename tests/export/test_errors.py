@@ -62,6 +62,7 @@ def test_savedmodel_without_tensorflow(capsys, tmp_path, tiny_onnx_source):
         pytest.skip("TensorFlow is installed here")
     err = _fails(capsys, "--ckpt", tiny_onnx_source, "--out", tmp_path / "sm", "--format", "savedmodel")
     assert "pip install deepcrl[tf]" in err
+    assert not (tmp_path / "sm").exists()  # a refused export leaves nothing behind
 
 
 def test_cli_writes_a_verified_model(capsys, tmp_path, tiny_onnx_source):
