@@ -76,8 +76,8 @@ def join(coordinator: str | None, num_processes: int | None, process_id: int | N
     if thread.is_alive():
         raise DeepcrlError(
             f"{who} could not form the training job with the coordinator at {where} within {timeout_s:g} s: "
-            "check that process 0 runs and is reachable there and that every process was started with the same "
-            "--coordinator and --num-processes.")
+            "check that process 0 runs there and is reachable from every process, and that every process was "
+            "started with the same --coordinator and --num-processes.")
     if failure:
         raise DeepcrlError(f"{who} could not join the training job at {where}: {failure[0]}.") from failure[0]
     return jax.process_count() > 1
