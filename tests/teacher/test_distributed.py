@@ -71,6 +71,17 @@ def _flat(run) -> np.ndarray:
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(artifacts.load(run)[1])])
 
 
+def test_a_cluster_is_detected_from_its_launchers_environment():
+    from deepcrl.teacher.distributed import cluster_detected
+
+    assert not cluster_detected({})
+    assert not cluster_detected({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"})  # one task: a plain run
+    assert cluster_detected({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "2"})
+    assert not cluster_detected({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "1"})
+    assert cluster_detected({"OMPI_COMM_WORLD_SIZE": "2"}) and not cluster_detected({"OMPI_COMM_WORLD_SIZE": "1"})
+    assert cluster_detected({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+
+
 def test_job_flags_are_checked_before_joining(tmp_path, capsys):
     out = str(tmp_path / "x")
     assert main(["train", "--out", out, "--coordinator", "127.0.0.1:1234"]) == 2
