@@ -51,23 +51,22 @@ def _worker(cfg: MultiprocessBenchConfig) -> None:
     import numpy as np
 
     from deepcrl.teacher.config import TrainConfig
-    from deepcrl.teacher.train import compiled_iteration, init_state, make_setup
+    from deepcrl.teacher.iteration import init_state, iteration, make_setup
 
     setup = make_setup(TrainConfig(env=cfg.env, seed=cfg.seed, steps=10**9))
     state = init_state(setup)
-    iteration = compiled_iteration(setup)
-    lr = np.float32(setup.cfg.learning_rate)
+    lr = jnp.asarray(setup.cfg.learning_rate, jnp.float32)
     t0 = time.perf_counter()
-    state, metrics = iteration(state, lr)  # compile + first touch of the replay
+    state, metrics = iteration(setup, state, lr)  # compile + first touch of the replay
     jax.block_until_ready(metrics)
     warmup_s = time.perf_counter() - t0
     cpu0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(cfg.iterations):
-        state, metrics = iteration(state, lr)
+        state, metrics = iteration(setup, state, lr)
     jax.block_until_ready((state, metrics))
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    critic = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(jax.device_get(state.critic))])
+    critic = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(jax.device_get(state.learner.critic))])
     print(json.dumps({
         "process": jax.process_index(), "devices": jax.device_count(), "local_devices": jax.local_device_count(),
         "warmup_s": warmup_s, "timed_s": wall, "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
