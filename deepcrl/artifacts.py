@@ -119,37 +119,46 @@ def save(run_dir: str | Path, manifest: Manifest, params: Any) -> Manifest:
         write_text_atomic(run_dir / MANIFEST, written[0].model_dump_json(indent=2))
 
     write_checkpoint_swapped(run_dir / CHECKPOINT, params, after_swap=write_manifest)
-    return written[0]
+    return written[0] if written else manifest  # other processes of a multi-process job write nothing
 
 
 def write_checkpoint_swapped(path: Path, tree: Any, after_swap=None) -> None:
     """Save an Orbax checkpoint at `path`: written beside it, swapped in only once complete.
 
-    The previous checkpoint is removed last, so an interrupted save never destroys it.
+    The previous checkpoint is removed last, so an interrupted save never destroys it. In a multi-process JAX
+    job every process calls this (Orbax writes each process's shards of sharded arrays; replicated and numpy
+    leaves are written by process 0 alone) and process 0 alone swaps directories and calls `after_swap`.
 
     Args:
         path: the checkpoint directory (absolute or relative).
         tree: a pytree of arrays.
         after_swap: called once the new checkpoint is in place, before the old one is removed.
     """
+    import jax
     import orbax.checkpoint as ocp
+    from jax.experimental import multihost_utils
 
+    primary = jax.process_index() == 0
+    sync = multihost_utils.sync_global_devices if jax.process_count() > 1 else (lambda name: None)
     path = Path(path).absolute()
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
-    if tmp.exists():
+    if primary and tmp.exists():
         shutil.rmtree(tmp)
+    sync(f"deepcrl checkpoint {path}: cleaned")
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(tmp, tree)
         ckptr.wait_until_finished()
-    if path.exists():
+    if primary:
+        if path.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            path.rename(old)
+        tmp.rename(path)
+        if after_swap is not None:
+            after_swap()
         if old.exists():
             shutil.rmtree(old)
-        path.rename(old)
-    tmp.rename(path)
-    if after_swap is not None:
-        after_swap()
-    if old.exists():
-        shutil.rmtree(old)
+    sync(f"deepcrl checkpoint {path}: swapped")
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

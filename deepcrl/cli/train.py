@@ -34,6 +34,15 @@ def train_with_progress(cfg: TrainConfig) -> dict:
 def run(cfg: TrainConfig) -> int:
     from rich.console import Console
 
+    from deepcrl.teacher import distributed
+
+    # A multi-process job is joined before anything asks JAX for its devices (planned_env_steps does).
+    distributed.join(cfg.coordinator, cfg.num_processes, cfg.process_id, cfg.validate_job().join_timeout_s)
+    if not distributed.is_primary():  # the other processes of the job train in step, silently
+        from deepcrl.teacher.train import train
+
+        train(cfg)
+        return 0
     summary = train_with_progress(cfg)
     ev = summary.get("eval", {})
     Console().print(

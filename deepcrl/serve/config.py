@@ -35,3 +35,6 @@ class ServeConfig:
     """Inference calls made at start-up, before the server reports ready."""
     log_level: str = "warning"
     """uvicorn log level (debug, info, warning, error)."""
+    workers: int = 1
+    """Server processes sharing the port, each with its own ONNX Runtime sessions and micro-batchers; /metrics
+    sums over all of them and SIGTERM drains all of them (deepcrl/serve/workers.py)."""

@@ -1,6 +1,13 @@
-"""Prometheus metrics of one server instance (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one server instance (its own registry, so several apps can live in one process).
+
+Under ``deepcrl serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set before the worker started), every worker
+writes its values to files there and `render` returns the sum over all workers (prometheus_client's
+multiprocess mode; gauges sum over the live workers).
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -26,8 +33,9 @@ class ServeMetrics:
                                     ["model"], buckets=[b for b in buckets if b <= max_batch],
                                     registry=self.registry)
         self.queue_depth = Gauge("deepcrl_queue_rows", "Rows waiting for an ONNX Runtime call.", ["model"],
-                                 registry=self.registry)
-        self.in_flight = Gauge("deepcrl_in_flight_requests", "Requests being answered.", registry=self.registry)
+                                 registry=self.registry, multiprocess_mode="livesum")
+        self.in_flight = Gauge("deepcrl_in_flight_requests", "Requests being answered.", registry=self.registry,
+                               multiprocess_mode="livesum")
         # `.labels()` takes a lock and builds a key each time; the hot path caches the children.
         self._counters: dict[tuple[str, str, int], object] = {}
         self._histograms: dict[tuple[str, str], object] = {}
@@ -46,4 +54,10 @@ class ServeMetrics:
             hist.observe(seconds)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the sum over every worker's files
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

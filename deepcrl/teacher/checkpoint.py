@@ -22,9 +22,11 @@ TRAIN_STATE_DIR = "train_state"
 
 
 def save_train_state(run_dir: Path, state: TrainState) -> None:
-    """Write the whole train state as an Orbax checkpoint; the previous one is replaced only once complete."""
-    leaves = jax.device_get(jax.tree.leaves(state))
-    tree = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
+    """Write the whole train state as an Orbax checkpoint; the previous one is replaced only once complete.
+
+    The leaves stay global arrays: in a multi-process job every process calls this and writes its own shards.
+    """
+    tree = {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(state))}
     artifacts.write_checkpoint_swapped(run_dir / TRAIN_STATE_DIR, tree)
 
 
@@ -40,19 +42,24 @@ def load_train_state(run_dir: Path, like: TrainState, shardings) -> TrainState:
     path = (run_dir / TRAIN_STATE_DIR).absolute()
     if not path.is_dir():
         raise DeepcrlError(f"cannot resume: {run_dir} holds no training checkpoint ({TRAIN_STATE_DIR}/).")
+    leaves, treedef = jax.tree.flatten(like)
+    # Restored straight into the target shardings: each process reads only its own shards, whatever the
+    # process / device layout of the run that wrote the checkpoint.
+    target = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s)
+              for i, (x, s) in enumerate(zip(leaves, jax.tree.leaves(shardings)))}
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            tree = ckptr.restore(path)
+            saved = ckptr.metadata(path).item_metadata
+            shapes = {k: tuple(v.shape) for k, v in saved.items()}
+            if shapes == {k: t.shape for k, t in target.items()}:
+                tree = ckptr.restore(path, target)
     except Exception as exc:  # Orbax raises many types (OSError, ValueError, KeyError, ...); the cause is kept
         raise DeepcrlError(f"cannot resume: the training checkpoint in {run_dir} is corrupt or unreadable "
                            f"({type(exc).__name__}).") from exc
-    leaves, treedef = jax.tree.flatten(like)
-    got = [tree[k] for k in sorted(tree)]
-    if len(got) != len(leaves) or any(np.shape(a) != np.shape(b) for a, b in zip(got, leaves)):
+    if shapes != {k: t.shape for k, t in target.items()}:
         raise DeepcrlError(f"cannot resume: the training checkpoint in {run_dir} was written for another env, "
                            "network, replay shape or deepcrl version; use the same settings or a new --out.")
-    restored = jax.tree.unflatten(treedef, [np.asarray(a, dtype=np.asarray(b).dtype) for a, b in zip(got, leaves)])
-    return jax.device_put(restored, shardings)
+    return jax.tree.unflatten(treedef, [tree[k] for k in sorted(tree)])
 
 
 def artifact_params(state: TrainState) -> dict:

@@ -58,7 +58,7 @@ class TrainConfig:
     actor_depth: int | None = None
     """Actor depth, overriding --depth."""
     num_envs: int | None = None
-    """Parallel environments (split over the local devices). Default: per env."""
+    """Parallel environments (split over the devices of all processes). Default: per env."""
     batch_size: int | None = None
     """Transitions per SGD step; also the number of contrastive negatives. Default: per env."""
     unroll_length: int | None = None
@@ -98,6 +98,17 @@ class TrainConfig:
     tensorboard: bool = False
     """Also write TensorBoard event files (losses every iteration, evaluations) into --out."""
 
+    # -- multi-process training (jax.distributed); see deepcrl/teacher/distributed.py ----------------------------
+    coordinator: str | None = None
+    """HOST:PORT of process 0 in a multi-process job (every process passes the same). Leave the three job flags
+    unset under SLURM (srun) or Open MPI (mpirun), where JAX reads them from the environment."""
+    num_processes: int | None = None
+    """Processes in the multi-process job (envs and batch are split over all their devices)."""
+    process_id: int | None = None
+    """This process's index in the job, 0..num_processes-1; process 0 writes the artifact and reports."""
+    join_timeout_s: float = 120.0
+    """Seconds to wait for every process of the job to arrive before giving up with an error."""
+
     # -- defaults and checks ----------------------------------------------------------------------------------
     def resolved(self, on_gpu: bool | None = None) -> "TrainConfig":
         """A copy with every None field set to the env's default (GPU: the reference's shape)."""
@@ -135,7 +146,7 @@ class TrainConfig:
                                f"envs x {self.replay_capacity} steps = {buffer} transitions).")
         if self.num_envs % device_count or self.batch_size % device_count:
             raise DeepcrlError(f"--num-envs ({self.num_envs}) and --batch-size ({self.batch_size}) must be "
-                               f"multiples of the {device_count} local devices for data parallelism.")
+                               f"multiples of the {device_count} devices for data parallelism.")
         if not 0.0 < self.discount < 1.0:
             raise DeepcrlError(f"--discount must lie in (0, 1), got {self.discount}.")
         if self.actor_random_goal_frac is None or not 0.0 <= self.actor_random_goal_frac <= 1.0:
@@ -144,6 +155,23 @@ class TrainConfig:
             raise DeepcrlError(f"--learning-rate must be positive, got {self.learning_rate}.")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
+        return self.validate_job()
+
+    def validate_job(self) -> "TrainConfig":
+        """Check the multi-process job flags (before joining the job); raise `DeepcrlError` on a problem."""
+        flags = (self.coordinator, self.num_processes, self.process_id)
+        if any(f is not None for f in flags):
+            if any(f is None for f in flags):
+                raise DeepcrlError("--coordinator, --num-processes and --process-id go together (or none of them, "
+                                   "under SLURM or Open MPI where JAX reads the job from the environment).")
+            host, _, port = self.coordinator.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise DeepcrlError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234), got {self.coordinator!r}.")
+            if self.num_processes < 1 or not 0 <= self.process_id < self.num_processes:
+                raise DeepcrlError(f"--process-id must lie in 0..{self.num_processes - 1} for --num-processes "
+                                   f"{self.num_processes}, got {self.process_id}.")
+        if not self.join_timeout_s > 0:
+            raise DeepcrlError(f"--join-timeout-s must be positive, got {self.join_timeout_s}.")
         return self
 
 

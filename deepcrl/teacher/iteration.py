@@ -9,8 +9,9 @@ run in a `lax.scan`, each on a batch with hindsight goals. Everything the run ne
 its bookkeeping fields, and the device mesh), so `iteration` is jitted with the setup as a static argument:
 a repeated or resumed run in the same process finds its program in JAX's own cache and does not compile again.
 
-With several local devices the envs, the replay (env axis) and each batch are sharded over a 1-D mesh and
-parameters are replicated; XLA inserts the collectives, so the same code runs on one CPU or many GPUs.
+With several devices the envs, the replay (env axis) and each batch are sharded over a 1-D mesh and
+parameters are replicated; XLA inserts the collectives, so the same code runs on one CPU, many GPUs, or the
+devices of many processes (`deepcrl.teacher.distributed`: the mesh then spans every process's devices).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def network_configs(cfg: TrainConfig, env) -> tuple[dict, dict]:
 
 def make_setup(cfg: TrainConfig, devices: list | None = None) -> Setup:
     """Resolve and check the config, build the env and network definitions. Nothing is compiled here."""
-    devices = list(devices or jax.local_devices())
+    devices = list(devices or jax.devices())  # every process's devices in a multi-process job
     cfg = cfg.resolved(on_gpu=any(d.platform == "gpu" for d in devices)).validate(len(devices))
     env = envs.make(cfg.env)
     actor_cfg, critic_cfg = network_configs(cfg, env)

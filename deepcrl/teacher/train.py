@@ -23,6 +23,7 @@ import numpy as np
 
 from deepcrl import artifacts
 from deepcrl.errors import DeepcrlError
+from deepcrl.teacher import distributed
 from deepcrl.teacher.checkpoint import (TRAIN_STATE_DIR, actor_module, artifact_params, load_train_state,
                                         make_manifest, save_train_state)
 from deepcrl.teacher.config import TrainConfig
@@ -64,6 +65,10 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
         DeepcrlError: bad config (before anything is compiled), a non-finite loss (the last good checkpoint is
             kept), or a checkpoint that cannot be resumed.
     """
+    # A multi-process job is joined before JAX touches a device; then every process runs this loop in lockstep
+    # and only process 0 writes files and reports (the other processes' sinks are empty).
+    distributed.join(cfg.coordinator, cfg.num_processes, cfg.process_id, cfg.validate_job().join_timeout_s)
+    primary = distributed.is_primary()
     setup = make_setup(cfg)
     cfg = setup.cfg
     run_dir = Path(cfg.out).absolute()
@@ -77,13 +82,16 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
     if cfg.resume:
         state = load_train_state(run_dir, state, state_shardings(setup, state))
     ckpt_steps = int(state.env_steps) if cfg.resume else None
-    metrics_file = MetricsFile(run_dir, keep_up_to_steps=ckpt_steps)
-    history = metrics_file.history
-    sinks: list = [metrics_file, Curves(run_dir, history, title=f"{cfg.env}: depth {cfg.critic_depth}")]
-    if cfg.tensorboard:
-        sinks.append(TensorBoard(run_dir, resume_from_steps=ckpt_steps))
-    if progress_fn is not None:
-        sinks.append(progress_fn)
+    history: list[dict] = []
+    sinks: list = []
+    if primary:
+        metrics_file = MetricsFile(run_dir, keep_up_to_steps=ckpt_steps)
+        history = metrics_file.history
+        sinks += [metrics_file, Curves(run_dir, history, title=f"{cfg.env}: depth {cfg.critic_depth}")]
+        if cfg.tensorboard:
+            sinks.append(TensorBoard(run_dir, resume_from_steps=ckpt_steps))
+        if progress_fn is not None:
+            sinks.append(progress_fn)
     lr = jnp.asarray(cfg.learning_rate, jnp.float32)
 
     start_iter = int(state.iteration)
@@ -112,6 +120,8 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
             it += 1
             env_steps = int(state.env_steps)
             out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > cfg.max_minutes * 60
+            if cfg.max_minutes is not None:
+                out_of_time = distributed.agree(out_of_time)  # process 0's clock decides for all processes
             record = {"iteration": it, "env_steps": env_steps, "wall_s": round(time.perf_counter() - t0, 3),
                       **metrics}
             last_train = metrics

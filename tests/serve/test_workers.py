@@ -1,0 +1,61 @@
+"""`deepcrl serve --workers 2`: both workers answer on one port, /metrics adds up over them, SIGTERM drains
+all of them and exits 0 within a bound."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _requests_answered(metrics_text: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(metrics_text) if family.name == "deepcrl_requests"
+               for s in family.samples if s.name == "deepcrl_requests_total" and s.labels.get("endpoint") == "act"
+               and s.labels.get("status") == "200")
+
+
+def test_two_workers_share_a_port_sum_their_metrics_and_drain_on_sigterm(policy_onnx, reference, tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' metric files land under tmp_path
+    proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",
+                             "--workers", "2", "--warmup", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        line = proc.stdout.readline()  # blocks until the ready line (or EOF if the server failed)
+        assert "ready at http://127.0.0.1:" in line and "2 workers" in line, line + proc.stderr.read()
+        url = line.split("ready at ")[1].split()[0]
+        obs = np.full((1, reference.obs_size), 0.25, np.float32)
+        goal = np.full((1, reference.goal_size), -0.5, np.float32)
+        expected = reference(obs, goal)[0]
+        body = {"observation": obs[0].tolist(), "goal": goal[0].tolist()}
+
+        def one(_):  # a new connection per request, so the kernel hands connections to both workers
+            with httpx.Client(timeout=30) as client:
+                return client.post(f"{url}/v1/act", json=body).json()["action"]
+
+        n = 120
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            actions = list(pool.map(one, range(n)))
+        np.testing.assert_allclose(np.asarray(actions), np.tile(expected, (n, 1)), atol=1e-6)
+
+        pids = {f.name for f in tmp_path.glob("deepcrl-metrics-*/counter_*.db")}
+        assert len(pids) == 2, pids  # both workers answered requests (each writes its own counter file)
+        for _ in range(2):  # whichever worker answers /metrics, it reports both workers' requests
+            assert _requests_answered(httpx.get(f"{url}/metrics", timeout=30).text) == n
+    finally:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert code == 0, proc.stderr.read()[-3000:]
+    assert time.monotonic() - t0 < 30  # uvicorn's 10 s graceful drain bounds it; typically ~1 s
+    assert not list(tmp_path.glob("deepcrl-metrics-*"))  # the metric files are removed with the server
