@@ -173,7 +173,7 @@ def draw_heatmap(geo: MazeGeometry, energy: EnergyFn, goal: int, png: str | Path
         ax.plot(*geo.centres[goal], marker="*", color="red", markersize=16, markeredgecolor="white")
         ax.set(title=name, xlabel="x", ylabel="y")
         fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle(title or f"energy to the goal at cell {tuple(geo.cells[goal])} (red star)")
+    fig.suptitle(title or f"energy to the goal at cell {tuple(int(v) for v in geo.cells[goal])} (red star)")
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +181,17 @@ def draw_heatmap(geo: MazeGeometry, energy: EnergyFn, goal: int, png: str | Path
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return png
+
+
+def check_maze_env(env_id: str) -> None:
+    """Raise `DeepcrlError` unless `env_id` is a point maze (checked on the registry, without building it)."""
+    from deepcrl import envs
+    from deepcrl.envs.point_maze import PointMaze
+
+    module, _, name = envs.check_env_id(env_id).factory.partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    if not (isinstance(factory, type) and issubclass(factory, PointMaze)):
+        raise DeepcrlError(f"the probe needs a maze of free cells (a point_maze env); {env_id} has none.")
 
 
 def critic_energy(run_dir: str | Path, action: Action = "actor") -> tuple[EnergyFn, object, object]:
@@ -204,12 +215,7 @@ def critic_energy(run_dir: str | Path, action: Action = "actor") -> tuple[Energy
         raise DeepcrlError(f"{run_dir} is a {manifest.kind} artifact; the probe needs a teacher's critic.")
     if "critic" not in params or "critic" not in manifest.network:
         raise ArtifactError(f"{run_dir} holds no critic parameters, so there is nothing to probe.")
-    from deepcrl.envs.point_maze import PointMaze
-
-    module, _, name = envs.check_env_id(manifest.env_id).factory.partition(":")
-    factory = getattr(importlib.import_module(module), name)
-    if not (isinstance(factory, type) and issubclass(factory, PointMaze)):  # checked before building the env
-        raise DeepcrlError(f"the probe needs a maze of free cells (a point_maze env); {manifest.env_id} has none.")
+    check_maze_env(manifest.env_id)
     env = envs.make(manifest.env_id)
     deploy = DEPLOY_OVERRIDES["teacher"]
     critic = restore_module(networks.critic_from_config({**manifest.network["critic"], **deploy}),
