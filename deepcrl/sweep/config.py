@@ -18,7 +18,7 @@ class SweepConfig:
     vs wall time).
 
         deepcrl sweep --env point_maze_big --depths 4 16 64 --widths 128 --seeds 0 1 2 --steps 500000 \\
-            --max-minutes 30 --jobs 2 --train-args "--batch-size 512 --sgd-steps 32" --probe --out runs/sweep
+            --max-minutes 30 --jobs 2 --train-args="--batch-size 512 --sgd-steps 32" --probe --out runs/sweep
     """
 
     env: str = "point_maze"
@@ -38,7 +38,8 @@ class SweepConfig:
     jobs: int = 1
     """Cells trained at once, each in its own process (on a 2-core CPU, 1 or 2)."""
     train_args: str = ""
-    """Any other `deepcrl train` flags, given to every cell, e.g. "--batch-size 512 --sgd-steps 32"."""
+    """Any other `deepcrl train` flags, given to every cell. Write it with '=' since it starts with dashes:
+    --train-args="--batch-size 512 --sgd-steps 32". (Library callers may pass a dict: {"batch_size": 512}.)"""
     probe: bool = False
     """Also run the representation probe on each cell (point mazes only): its critic's Spearman correlation
     with the geodesic and the straight-line distance, and OUT/CELL/probe.png."""
