@@ -27,6 +27,7 @@ from deepcrl.sweep.cellinfo import PROBE_PNG, cached_cell_info, read_cell_info
 from deepcrl.sweep.config import SweepConfig
 
 SWEEP_JSON, SWEEP_PNG, TRAIN_LOG = "sweep.json", "sweep.png", "train.log"
+PID_FILE = ".sweep.pid"  # the process training a cell right now (left behind if the sweep was killed)
 TRAIN_STATE = "train_state"  # the teacher's resumable checkpoint inside a run directory (deepcrl train --resume)
 # Flags the sweep sets per cell; --train-args may not set them.
 OWNED = {"env": "--env", "depth": "--depths", "width": "--widths", "seed": "--seeds", "steps": "--steps",
@@ -132,6 +133,10 @@ def plan(cfg: SweepConfig) -> list[Cell]:
                 cells.append(Cell(depth, width, seed, Path(train.out), train))
     for cell in cells:
         _check_same_run(cell)
+        pid = _busy(cell)
+        if pid is not None:
+            raise DeepcrlError(f"{cell.dir} is being trained by process {pid} (a sweep that is still running?); "
+                               "wait for it or end it first.")
     return cells
 
 
@@ -143,6 +148,19 @@ def _gpu_likely() -> bool:
         return False
     plugin = any(importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
     return plugin and Path("/dev/nvidiactl").exists()
+
+
+def _busy(cell: Cell) -> int | None:
+    """The id of a live process still training this cell (a killed sweep's orphan), else None."""
+    try:
+        pid = int((cell.dir / PID_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None  # gone (or no /proc): nothing to wait for
+    return pid if str(cell.dir) in cmdline else None
 
 
 def _manifest(run_dir: Path) -> dict | None:
@@ -227,7 +245,9 @@ class _Runner:
         self.env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
     def run(self, cmd: list[str], log_path: Path, timeout: float | None) -> int | None:
-        """Exit code of `cmd` (output appended to `log_path`), or None if it ran past `timeout` and was killed."""
+        """Exit code of `cmd` (output appended to `log_path`), or None if it ran past `timeout` and was killed.
+        While it runs, its id is in PID_FILE beside the log."""
+        pid_file = log_path.parent / PID_FILE
         with open(log_path, "a") as fh:
             fh.write(f"\n$ {shlex.join(cmd)}\n")
             fh.flush()
@@ -235,6 +255,7 @@ class _Runner:
                                     env=self.env)
             with self.lock:
                 self.live[proc.pid] = proc
+            pid_file.write_text(f"{proc.pid}\n")
             try:
                 return proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -242,6 +263,7 @@ class _Runner:
                 proc.wait()
                 return None
             finally:
+                pid_file.unlink(missing_ok=True)
                 with self.lock:
                     self.live.pop(proc.pid, None)
 

@@ -139,3 +139,24 @@ def test_children_import_this_checkout():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(deepcrl.__file__)))
     assert _Runner(_cfg("x"), print).env["PYTHONPATH"].split(os.pathsep)[0] == root
+
+
+def test_a_cell_still_trained_by_a_killed_sweeps_orphan_is_refused(first_cell, capsys):
+    import subprocess
+    import sys
+
+    out, _ = first_cell
+    cell = out / "d4_w16_s0"
+    # stands in for an orphaned `deepcrl train --out CELL` (its command line names the cell)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(cell)])
+    try:
+        (cell / ".sweep.pid").write_text(f"{proc.pid}\n")
+        assert main(["sweep", "--env", "point_maze", "--depths", "4", "--widths", "16", "--seeds", "0",
+                     "--steps", "200", "--out", str(out), f"--train-args={TINY}"]) == 2
+        assert f"is being trained by process {proc.pid}" in " ".join(capsys.readouterr().err.split())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert main(["sweep", "--env", "point_maze", "--depths", "4", "--widths", "16", "--seeds", "0",
+                 "--steps", "200", "--out", str(out), f"--train-args={TINY}", "--dry-run"]) == 0
+    (cell / ".sweep.pid").unlink()
