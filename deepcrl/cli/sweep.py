@@ -49,6 +49,8 @@ def _print_table(result: dict) -> None:
                       *((num(r.get("probe_spearman_geodesic"), ".3f"), num(r.get("probe_spearman_euclidean"), ".3f"))
                         if probe else ()),
                       r["status"] + (f" ({r['error']})" if r.get("error") else ""))
-    console = Console()
+    import sys
+
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # piped: every column whole
     console.print(table)
     console.print(f"wrote {result['json']} and {result['png']}", highlight=False)
