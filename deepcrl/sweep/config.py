@@ -45,3 +45,6 @@ class SweepConfig:
     with the geodesic and the straight-line distance, and OUT/CELL/probe.png."""
     dry_run: bool = False
     """Check the grid and print each cell's `deepcrl train` command and state without training anything."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))  # library callers may pass a str
