@@ -103,7 +103,7 @@ def throughput_cell(spec: dict) -> dict:
 
     from deepcrl._logging import quiet
     from deepcrl.teacher.config import TrainConfig
-    from deepcrl.teacher.train import init_state, make_iteration, make_setup
+    from deepcrl.teacher.iteration import init_state, iteration, make_setup
 
     with quiet():
         cfg = TrainConfig(env=spec["env"], depth=spec["depth"], width=spec["width"], num_envs=spec["num_envs"],
@@ -114,7 +114,7 @@ def throughput_cell(spec: dict) -> dict:
         state = init_state(setup)
         lr = jnp.asarray(3e-4, jnp.float32)
         t0 = time.perf_counter()
-        compiled = make_iteration(setup).lower(state, lr).compile()
+        compiled = iteration.lower(setup, state, lr).compile()  # the setup is static: compiled(state, lr)
         compile_s = time.perf_counter() - t0
         mem = compiled.memory_analysis()
         times = []
@@ -126,7 +126,7 @@ def throughput_cell(spec: dict) -> dict:
     steady = float(np.median(times[1:]))
     device = jax.local_devices()[0]
     stats = device.memory_stats() or {}
-    n_params = sum(int(np.size(x)) for x in jax.tree.leaves((state.actor, state.critic)))
+    n_params = sum(int(np.size(x)) for x in jax.tree.leaves((state.learner.actor, state.learner.critic)))
     return {
         "compile_s": compile_s, "first_iteration_s": times[0], "iteration_s": times[1:],
         "steady_iteration_s": steady, "env_steps_per_s": setup.steps_per_iteration / steady,

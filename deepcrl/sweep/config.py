@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from deepcrl.errors import DeepcrlError
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
@@ -47,4 +49,18 @@ class SweepConfig:
     """Check the grid and print each cell's `deepcrl train` command and state without training anything."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))  # library callers may pass a str
+        """Check the grid (one `DeepcrlError` sentence for the first problem); `out` becomes a `Path`."""
+        object.__setattr__(self, "out", Path(self.out))
+        if not self.depths or not self.widths or not self.seeds:
+            raise DeepcrlError("give at least one value each for --depths, --widths and --seeds.")
+        bad = [d for d in self.depths if d % 4 or not 4 <= d <= 1024]
+        if bad:
+            raise DeepcrlError(f"--depths must be multiples of 4 between 4 and 1024, got {bad[0]}.")
+        if min(self.widths) < 1:
+            raise DeepcrlError(f"--widths must be positive, got {min(self.widths)}.")
+        if self.steps is not None and self.steps < 1:
+            raise DeepcrlError(f"--steps must be positive, got {self.steps}.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
+        if self.jobs < 1:
+            raise DeepcrlError(f"--jobs must be at least 1, got {self.jobs}.")

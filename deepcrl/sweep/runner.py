@@ -81,7 +81,8 @@ def _unique(values) -> list:
 
 
 def plan(cfg: SweepConfig) -> list[Cell]:
-    """Check the sweep and every cell's training config; raise `DeepcrlError` before anything runs.
+    """Check the env, the train flags and every cell's training config (the grid checks itself on
+    construction); raise `DeepcrlError` before anything runs.
 
     Returns:
         The cells in order depth, width, seed.
@@ -91,20 +92,7 @@ def plan(cfg: SweepConfig) -> list[Cell]:
     from deepcrl import envs
     from deepcrl.teacher.config import TrainConfig
 
-    depths, widths, seeds = _unique(cfg.depths), _unique(cfg.widths), _unique(cfg.seeds)
-    if not depths or not widths or not seeds:
-        raise DeepcrlError("give at least one value each for --depths, --widths and --seeds.")
-    bad = [d for d in depths if d % 4 or not 4 <= d <= 1024]
-    if bad:
-        raise DeepcrlError(f"--depths must be multiples of 4 between 4 and 1024, got {bad[0]}.")
-    if any(w < 1 for w in widths):
-        raise DeepcrlError(f"--widths must be positive, got {min(widths)}.")
-    if cfg.steps is not None and cfg.steps < 1:
-        raise DeepcrlError(f"--steps must be positive, got {cfg.steps}.")
-    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
-        raise DeepcrlError(f"--max-minutes must be positive, got {cfg.max_minutes}.")
-    if cfg.jobs < 1:
-        raise DeepcrlError(f"--jobs must be at least 1, got {cfg.jobs}.")
+    depths, widths, seeds = _unique(cfg.depths), _unique(cfg.widths), _unique(cfg.seeds)  # checked by cfg
     envs.check_env_id(cfg.env)
     if cfg.probe:
         from deepcrl.teacher.probe import check_maze_env
