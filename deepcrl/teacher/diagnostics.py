@@ -1,6 +1,8 @@
 """Per-block norms of the residual towers: what grows (or dies) with depth before a run collapses.
 
-Two small vectors per tower, cheap enough to log every iteration:
+Two small vectors per tower (actor, critic phi(s, a), critic psi(g)), logged every iteration by `norms` from
+one extra batch at the end of the iteration (one forward and backward pass besides the iteration's
+``sgd_steps``):
 
 - the residual stream's size after the input layer and after each block (mean over the batch of ||h||_2): a
   stream that grows block after block is what makes the first critic losses and energies of very deep nets
@@ -52,6 +54,27 @@ def block_grad_norms(block_grads) -> jax.Array:
     leaves = jax.tree.leaves(block_grads)
     sq = sum(jnp.sum(jnp.square(g.astype(jnp.float32)).reshape(g.shape[0], -1), axis=1) for g in leaves)
     return jnp.sqrt(sq)
+
+
+def norms(nets, hyper, learner, batch: tuple[jax.Array, jax.Array, jax.Array], key: jax.Array) -> dict:
+    """Per-block norms of the learner on a batch: ``{tower}_stream`` and ``{tower}_grad`` for tower in
+    ``actor``, ``critic_sa`` (phi) and ``critic_g`` (psi); the gradients are those `update` would apply.
+
+    Args: as `deepcrl.teacher.update.update`.
+    """
+    from deepcrl.teacher.update import gradients
+
+    s, a, g = batch
+    grads, _ = gradients(nets, hyper, learner, batch, key)
+    actor, critic = nets.actor(learner.actor), nets.critic(learner.critic)
+    out = {}
+    for name, tower, x, tower_grads in (
+            ("actor", actor.tower, jnp.concatenate([s, g], axis=-1), grads.actor["tower"]),
+            ("critic_sa", critic.sa_tower, jnp.concatenate([s, a], axis=-1), grads.critic["sa_tower"]),
+            ("critic_g", critic.g_tower, g, grads.critic["g_tower"])):
+        for key_, value in tower_norms(tower, x, tower_grads["blocks"]).items():
+            out[f"{name}_{key_}"] = value
+    return out
 
 
 def tower_norms(tower, x: jax.Array, block_grads) -> dict[str, jax.Array]:

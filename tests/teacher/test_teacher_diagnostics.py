@@ -41,3 +41,46 @@ def test_tower_norms_are_subsampled_for_deep_towers():
     assert out["stream"].shape == (17,) and out["grad"].shape == (16,)
     assert np.all(np.isfinite(out["stream"])) and float(out["grad"][0]) == pytest.approx(
         float(block_grad_norms(grads)[0]))
+
+
+def test_norms_take_the_gradients_that_the_update_applies():
+    from deepcrl.teacher import losses
+    from deepcrl.teacher.diagnostics import norms
+    from deepcrl.teacher.networks import actor_from_config, critic_from_config
+    from deepcrl.teacher.update import Hyper, Nets, init_learner
+
+    sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2, "width": 8}
+    nets, actor_p, critic_p = Nets.split(actor_from_config({**sizes, "depth": 8}, 0),
+                                         critic_from_config({**sizes, "depth": 12, "repr_size": 4}, 1))
+    learner = init_learner(actor_p, critic_p, 3e-4)
+    hyper = Hyper(target_entropy=-1.0, logsumexp_coef=0.1, actor_random_goal_frac=0.0)
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    batch = (jax.random.normal(k[0], (16, 2)), jnp.tanh(jax.random.normal(k[1], (16, 2))),
+             jax.random.normal(k[2], (16, 2)))
+    out = norms(nets, hyper, learner, batch, jax.random.PRNGKey(3))
+    assert {k: v.shape for k, v in out.items()} == {
+        "actor_stream": (3,), "actor_grad": (2,), "critic_sa_stream": (4,), "critic_sa_grad": (3,),
+        "critic_g_stream": (4,), "critic_g_grad": (3,)}
+
+    def critic_loss(params):
+        net = nets.critic(params)
+        return losses.critic_loss(net.phi(batch[0], batch[1]), net.psi(batch[2]), 0.1)[0]
+
+    grads = jax.grad(critic_loss)(critic_p)
+    np.testing.assert_allclose(out["critic_g_grad"], block_grad_norms(grads["g_tower"]["blocks"]), rtol=1e-5)
+    critic = nets.critic(critic_p)
+    np.testing.assert_allclose(out["critic_sa_stream"], stream_norms(critic.sa_tower, jnp.concatenate(batch[:2], -1)),
+                               rtol=1e-5)
+
+
+def test_training_logs_the_norms_every_iteration(tiny_teacher_run):
+    import json
+
+    _, run = tiny_teacher_run
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:  # depth 4: one block, so the stream after the input layer and after the block
+        n = r["norms"]
+        assert set(n) == {f"{t}_{k}" for t in ("actor", "critic_sa", "critic_g") for k in ("stream", "grad")}
+        assert len(n["critic_sa_stream"]) == 2 and len(n["actor_grad"]) == 1
+        assert all(np.isfinite(v) and v > 0 for vals in n.values() for v in vals)
+    assert rows[0]["norms"] != rows[-1]["norms"]
