@@ -7,7 +7,6 @@ from deepcrl.sweep.config import SweepConfig
 
 def run(cfg: SweepConfig) -> int:
     import jax
-    from rich.console import Console
     from rich.markup import escape
 
     # This process only plans and collects (importing the Brax envs starts JAX's backend): keep it off the
@@ -15,21 +14,23 @@ def run(cfg: SweepConfig) -> int:
     jax.config.update("jax_platforms", "cpu")
     from deepcrl.sweep.runner import cell_state, plan, run_sweep, train_command
 
-    console = Console(stderr=True, highlight=False)
+    from deepcrl.cli import console
+
+    err = console(stderr=True, highlight=False)
     if cfg.dry_run:
+        out = console(highlight=False)
         for cell in plan(cfg):
             state = cell_state(cell, cfg)
             cmd = "(nothing to train)" if state in ("done", "out_of_time") else " ".join(
                 train_command(cell, cfg, state)[1:])
-            Console(highlight=False).print(f"{cell.name}: {state}: {escape(cmd)}", soft_wrap=True)
+            out.print(f"{cell.name}: {state}: {escape(cmd)}", soft_wrap=True)
         return 0
-    result = run_sweep(cfg, log=lambda line: console.print(f"[dim]sweep[/] {escape(line)}"))
+    result = run_sweep(cfg, log=lambda line: err.print(f"[dim]sweep[/] {escape(line)}"))
     _print_table(result)
     return 0 if all(r["status"] != "failed" for r in result["rows"]) else 1
 
 
 def _print_table(result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     rows = result["rows"]
@@ -49,8 +50,8 @@ def _print_table(result: dict) -> None:
                       *((num(r.get("probe_spearman_geodesic"), ".3f"), num(r.get("probe_spearman_euclidean"), ".3f"))
                         if probe else ()),
                       r["status"] + (f" ({r['error']})" if r.get("error") else ""))
-    import sys
+    from deepcrl.cli import console
 
-    console = Console() if sys.stdout.isatty() else Console(width=200)  # piped: every column whole
-    console.print(table)
-    console.print(f"wrote {result['json']} and {result['png']}", highlight=False)
+    out = console()
+    out.print(table)
+    out.print(f"wrote {result['json']} and {result['png']}", highlight=False)

@@ -114,7 +114,8 @@ def probe_energy(walls: np.ndarray, energy: EnergyFn, png: str | Path | None = N
     Returns:
         ``spearman_geodesic`` and ``spearman_euclidean`` (rank correlation of -energy with each distance over
         every ordered pair of distinct, connected free cells), ``spearman_geodesic_detour`` and
-        ``spearman_euclidean_detour`` (the same over detour pairs only), ``pairs``, ``detour_pairs``,
+        ``spearman_euclidean_detour`` (the same over detour pairs only; None without two such pairs),
+        ``pairs``, ``detour_pairs``,
         ``goal_cell`` and ``png`` (or None).
     """
     geo = maze_geometry(walls)
@@ -127,10 +128,14 @@ def probe_energy(walls: np.ndarray, energy: EnergyFn, png: str | Path | None = N
         raise DeepcrlError("the critic's energy is not finite on some maze pairs.")
     geod, eucl = geo.geodesic[i, j], geo.euclidean[i, j]
     detour = geod > geo.manhattan[i, j] + 1e-9
+    def rho(x, y):  # None (valid JSON) where there are too few pairs, e.g. no detour pairs in an open arena
+        r = spearman(x, y)
+        return None if np.isnan(r) else r
+
     out = {
-        "spearman_geodesic": spearman(-e, geod), "spearman_euclidean": spearman(-e, eucl),
-        "spearman_geodesic_detour": spearman(-e[detour], geod[detour]),
-        "spearman_euclidean_detour": spearman(-e[detour], eucl[detour]),
+        "spearman_geodesic": rho(-e, geod), "spearman_euclidean": rho(-e, eucl),
+        "spearman_geodesic_detour": rho(-e[detour], geod[detour]),
+        "spearman_euclidean_detour": rho(-e[detour], eucl[detour]),
         "pairs": int(len(i)), "detour_pairs": int(detour.sum()),
     }
     goal_cell = tuple(int(v) for v in (goal_cell or default_goal_cell(geo)))

@@ -128,3 +128,29 @@ def test_student_artifacts_and_non_maze_envs_are_refused_in_one_sentence(tmp_pat
     (other / artifacts.MANIFEST).write_text(manifest.model_copy(update={"env_id": "reacher"}).model_dump_json())
     with pytest.raises(DeepcrlError, match="needs a maze of free cells .*reacher has none"):
         probe_run(other)
+
+
+def test_an_open_arena_has_no_detour_pairs_and_says_so_with_none():
+    out = probe_energy(_grid("open"), lambda s, g: -np.linalg.norm(s - g, axis=-1))
+    assert out["detour_pairs"] == 0 and out["spearman_geodesic_detour"] is None
+    assert out["spearman_euclidean"] == pytest.approx(1.0)
+
+
+def test_eval_probe_on_the_command_line(oracle_teacher_dir, tmp_path, capsys):
+    import json
+
+    from deepcrl.cli import main
+    from deepcrl.policy import init_artifact
+
+    png = tmp_path / "heat.png"
+    assert main(["eval", "--ckpt", str(oracle_teacher_dir), "--probe", "--probe-png", str(png), "--json",
+                 "--episodes", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["episodes"] == 4 and out["probe"]["png"] == str(png) and png.read_bytes()[:8] == PNG
+    assert out["probe"]["pairs"] == 42 and -1.0 <= out["probe"]["spearman_geodesic"] <= 1.0  # 7 cells, 7 x 6
+    init_artifact(tmp_path / "student", "student", "point_maze", {"hidden": [8]})
+    assert main(["eval", "--ckpt", str(tmp_path / "student"), "--probe"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "student artifact; the probe needs a teacher's critic" in err
+    assert main(["eval", "--model", str(tmp_path / "x.onnx"), "--probe"]) == 2
+    assert "--probe needs --ckpt DIR" in " ".join(capsys.readouterr().err.split())
