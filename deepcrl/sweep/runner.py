@@ -2,9 +2,10 @@
 
 Each cell trains in its own ``python -m deepcrl.cli train`` process; this process plans (every check runs
 before anything trains), waits, and afterwards counts each cell's parameters and runs the probe itself (small
-work; `deepcrl sweep` keeps this process's JAX on the CPU so a GPU's memory stays the cells'). Everything is read back from the cells'
-run directories (manifest.json, metrics.jsonl, cellinfo.json), so a re-run after a kill picks up where the
-last one stopped: finished cells are skipped, unfinished ones continue with ``--resume``.
+work; `deepcrl sweep` keeps this process's JAX on the CPU so a GPU's memory stays the cells'). Everything is
+read back from the cells' run directories (manifest.json, metrics.jsonl, cellinfo.json), so a re-run after a
+kill picks up where the last one stopped: finished cells are skipped, unfinished ones continue with
+``--resume``, and a cell still trained by a killed sweep's orphan process is refused.
 """
 
 from __future__ import annotations
