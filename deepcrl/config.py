@@ -42,10 +42,18 @@ class EvalConfig:
     """With --url: v1 (deepcrl's own) or v2 (the Open Inference Protocol of Triton, KServe, MLServer, deepcrl)."""
     model_name: str | None = None
     """With --url: the served model to score (required by v2; v1 uses the server's default model if unset)."""
+    probe: bool = False
+    """With --ckpt of a teacher trained on a point maze: also score its critic's energy -||phi(s, a) - psi(g)||
+    against the maze's shortest-path and straight-line distances over every pair of free cells (Spearman rank
+    correlation: does the critic follow the walls?) and draw the energy over the maze for one goal."""
+    probe_png: Path | None = None
+    """With --probe: where to draw the heatmap (default: probe.png in the --ckpt directory)."""
+    probe_action: Literal["actor", "zero"] = "actor"
+    """With --probe: the action in phi(s, a): the actor's deterministic action for (s, g), or zero."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
-        for name in ("ckpt", "model", "render"):
+        for name in ("ckpt", "model", "render", "probe_png"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if sum(source is not None for source in (self.ckpt, self.model, self.url)) != 1:
@@ -58,6 +66,8 @@ class EvalConfig:
             raise DeepcrlError(f"--episodes must be at least 1, got {self.episodes}.")
         if self.episode_length is not None and self.episode_length < 1:
             raise DeepcrlError(f"--episode-length must be at least 1, got {self.episode_length}.")
+        if self.probe and self.ckpt is None:
+            raise DeepcrlError("--probe needs --ckpt DIR: the probe reads a teacher's critic from its run directory.")
 
 
 @dataclasses.dataclass(frozen=True)

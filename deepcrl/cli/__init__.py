@@ -22,6 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "serve": ("deepcrl.serve.config:ServeConfig", "deepcrl.cli.serve:run"),
     "bench": ("deepcrl.bench.config:BenchConfig", "deepcrl.cli.bench:run"),
     "pipeline": ("deepcrl.config:PipelineConfig", "deepcrl.cli.pipeline:run"),
+    "sweep": ("deepcrl.sweep.config:SweepConfig", "deepcrl.cli.sweep:run"),
 }
 
 DESCRIPTION = (

@@ -9,6 +9,11 @@ from deepcrl.config import EvalConfig
 
 
 def run(cfg: EvalConfig) -> int:
+    probe = None
+    if cfg.probe:  # first: a student or a non-maze env is refused before anything is evaluated
+        from deepcrl.teacher.probe import probe_run
+
+        probe = probe_run(cfg.ckpt, png=cfg.probe_png or cfg.ckpt / "probe.png", action=cfg.probe_action)
     policy, env_id, source = _policy(cfg)
     from deepcrl import envs
     from deepcrl.evaluate import evaluate
@@ -21,6 +26,8 @@ def run(cfg: EvalConfig) -> int:
 
         out["render"] = str(render_episode(env, policy, cfg.render, seed=cfg.seed,
                                            episode_length=cfg.episode_length))
+    if probe is not None:
+        out["probe"] = probe
     if cfg.json:
         print(json.dumps(out))
     else:
@@ -79,4 +86,14 @@ def _print_table(out: dict) -> None:
         table.add_row(f"direct pairs ({out['episodes'] - out['detour_episodes']})", pct(out["direct_success"]))
     if out.get("render"):
         table.add_row("replay", out["render"])
+    probe = out.get("probe")
+    if probe:
+        def rho(v):
+            return "n/a" if v is None else f"{v:+.3f}"  # None: too few pairs (no detours in an open arena)
+
+        table.add_row(f"probe: Spearman, geodesic ({probe['pairs']} pairs)", rho(probe["spearman_geodesic"]))
+        table.add_row("probe: Spearman, straight line", rho(probe["spearman_euclidean"]))
+        table.add_row(f"probe: detour pairs ({probe['detour_pairs']}), geodesic / line",
+                      f"{rho(probe['spearman_geodesic_detour'])} / {rho(probe['spearman_euclidean_detour'])}")
+        table.add_row("probe: heatmap", str(probe["png"]))
     console().print(table)

@@ -70,7 +70,7 @@ class PointMaze(Env):
         self._walls = jnp.asarray(grid)
         free = np.argwhere(~grid)
         self._free = jnp.asarray(free, dtype=jnp.float32)  # (n, 2) rows of (r, c)
-        path = _cell_path_lengths(grid, free)
+        path = cell_path_lengths(grid, free)
         manhattan = np.abs(free[:, None, :] - free[None, :, :]).sum(-1)
         self._detour_table = jnp.asarray(path > manhattan)
         self.max_step = float(max_step)
@@ -166,8 +166,15 @@ class PointMaze(Env):
         return self._walls_np
 
 
-def _cell_path_lengths(walls: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """Shortest path lengths (in cell moves, 4-connected) between every pair of free cells, by BFS."""
+def cell_path_lengths(walls: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Shortest path lengths (in cell moves, 4-connected) between every pair of free cells, by BFS.
+
+    Args:
+        walls: boolean grid, True where a cell is a wall.
+        free: (n, 2) rows of (row, col) of the free cells, in the order of the result's axes.
+    Returns:
+        (n, n) int64; unreachable pairs hold the int32 maximum.
+    """
     index = {tuple(rc): i for i, rc in enumerate(free)}
     n = len(free)
     out = np.full((n, n), np.iinfo(np.int32).max, np.int64)

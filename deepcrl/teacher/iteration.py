@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepcrl import envs
 from deepcrl.envs.wrappers import wrap_for_training
-from deepcrl.teacher import losses, networks, replay
+from deepcrl.teacher import diagnostics, losses, networks, replay
 from deepcrl.teacher.config import TrainConfig
 from deepcrl.teacher.update import Hyper, Learner, Nets, init_learner, update
 
@@ -158,7 +158,8 @@ def state_shardings(setup: Setup, state: TrainState):
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def iteration(setup: Setup, state: TrainState, learning_rate: jax.Array) -> tuple[TrainState, dict]:
-    """Collect an unroll with every env, then ``sgd_steps`` updates; returns the new state and mean metrics.
+    """Collect an unroll with every env, then ``sgd_steps`` updates; returns the new state and mean metrics
+    (with the per-block norms of `deepcrl.teacher.diagnostics.norms` under ``"norms"``).
 
     Args:
         setup: the run's static side (`make_setup`); equal setups share one compiled program.
@@ -198,6 +199,11 @@ def iteration(setup: Setup, state: TrainState, learning_rate: jax.Array) -> tupl
                                     jax.random.split(k_sgd, cfg.sgd_steps))
     metrics = jax.tree.map(jnp.mean, metrics)
     metrics["train_success"] = jnp.mean(unroll.success)
+    # -- per-block norms (one more batch, with a key no SGD step uses: the run's numbers do not change) ------
+    k_norms = jax.random.fold_in(k_sgd, cfg.sgd_steps)
+    batch = replay.sample(buf, index, k_norms, cfg.batch_size, spec.goal_indices, cfg.discount)
+    sag = tuple(jax.lax.with_sharding_constraint(x, batch_sharding) for x in (batch.obs, batch.action, batch.goal))
+    metrics["norms"] = diagnostics.norms(setup.nets, setup.hyper, learner, sag, k_norms)
     new = TrainState(learner=learner, replay=buf, env_state=env_state, rng=rng, iteration=state.iteration + 1,
                      env_steps=state.env_steps + cfg.num_envs * cfg.unroll_length)
     return new, metrics

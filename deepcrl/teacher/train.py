@@ -55,7 +55,8 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
     Args:
         cfg: the training config (None fields take the env's defaults).
         progress_fn: called with each iteration's record (``iteration``, ``env_steps``, ``wall_s``, the
-            losses, and ``eval`` on evaluation iterations), after the record is written.
+            losses, ``norms`` (per-block norms, `deepcrl.teacher.diagnostics`) and ``eval`` on evaluation
+            iterations), after the record is written.
     Returns:
         Summary: ``run_dir``, ``env_steps``, ``iterations``, ``wall_s``, ``compile_s``, ``steps_per_s``,
         ``eval`` (the last evaluation: success, detour_success, ...), ``train`` (the last iteration's losses)
@@ -106,7 +107,9 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
             t_it = time.perf_counter()
             prev_steps = int(state.env_steps)
             new_state, metrics = iteration(setup, state, lr)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            metrics = jax.device_get(metrics)
+            norms = {k: [float(f"{x:.5g}") for x in v] for k, v in metrics.pop("norms", {}).items()}
+            metrics = {k: float(v) for k, v in metrics.items()}
             if compile_s is None:
                 compile_s = time.perf_counter() - t_it
             bad = _first_non_finite(metrics)
@@ -123,7 +126,7 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
             if cfg.max_minutes is not None:
                 out_of_time = distributed.agree(out_of_time)  # process 0's clock decides for all processes
             record = {"iteration": it, "env_steps": env_steps, "wall_s": round(time.perf_counter() - t0, 3),
-                      **metrics}
+                      **metrics, "norms": norms}
             last_train = metrics
             if it % cfg.eval_every == 0 or it == total_iters or out_of_time:
                 last_eval = evaluate_state(setup, state, cfg.eval_episodes)

@@ -101,18 +101,19 @@ def _adam_step(grads, opt_state, params):
     return optax.apply_updates(params, updates), opt_state
 
 
-def update(nets: Nets, hyper: Hyper, learner: Learner, batch: tuple[jax.Array, jax.Array, jax.Array],
-           key: jax.Array) -> tuple[Learner, dict[str, jax.Array]]:
-    """One critic, actor and alpha update on a batch of (state, action, hindsight goal).
+class Grads(NamedTuple):
+    """Gradients of one update's three losses."""
 
-    Args:
-        nets: graph definitions of actor and critic.
-        hyper: fixed hyper-parameters.
-        learner: parameters and optimiser states.
-        batch: ``(s [B, obs], a [B, act], g [B, goal])``; row i's goal is reached from row i's state.
-        key: PRNG key of this step (training passes the same key it samples the batch with).
-    Returns:
-        The updated learner and scalar metrics (losses, alpha, entropy, energy, critic accuracy, logsumexp).
+    critic: nnx.State
+    actor: nnx.State
+    log_alpha: jax.Array
+
+
+def gradients(nets: Nets, hyper: Hyper, learner: Learner, batch: tuple[jax.Array, jax.Array, jax.Array],
+              key: jax.Array) -> tuple[Grads, dict[str, jax.Array]]:
+    """The gradients of the critic, actor and alpha losses on a batch (what `update` applies) and the metrics.
+
+    Args: as `update`. Returns: (`Grads`, scalar metrics).
     """
     s, a, g = batch
     _, k_actor = jax.random.split(key)
@@ -137,13 +138,29 @@ def update(nets: Nets, hyper: Hyper, learner: Learner, batch: tuple[jax.Array, j
 
     (a_loss, (log_prob, energy)), a_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(learner.actor)
     al_loss, al_grad = jax.value_and_grad(losses.alpha_loss)(learner.log_alpha, log_prob, hyper.target_entropy)
-
-    critic, critic_opt = _adam_step(c_grads, learner.critic_opt, learner.critic)
-    actor, actor_opt = _adam_step(a_grads, learner.actor_opt, learner.actor)
-    log_alpha, alpha_opt = _adam_step(al_grad, learner.alpha_opt, learner.log_alpha)
-    new = Learner(actor=actor, critic=critic, log_alpha=log_alpha, actor_opt=actor_opt, critic_opt=critic_opt,
-                  alpha_opt=alpha_opt)
     metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha_loss": al_loss, "alpha": alpha,
                "entropy": -jnp.mean(log_prob), "energy": jnp.mean(energy),
                "critic_accuracy": c_metrics["accuracy"], "logsumexp": c_metrics["logsumexp"]}
+    return Grads(critic=c_grads, actor=a_grads, log_alpha=al_grad), metrics
+
+
+def update(nets: Nets, hyper: Hyper, learner: Learner, batch: tuple[jax.Array, jax.Array, jax.Array],
+           key: jax.Array) -> tuple[Learner, dict[str, jax.Array]]:
+    """One critic, actor and alpha update on a batch of (state, action, hindsight goal).
+
+    Args:
+        nets: graph definitions of actor and critic.
+        hyper: fixed hyper-parameters.
+        learner: parameters and optimiser states.
+        batch: ``(s [B, obs], a [B, act], g [B, goal])``; row i's goal is reached from row i's state.
+        key: PRNG key of this step (training passes the same key it samples the batch with).
+    Returns:
+        The updated learner and scalar metrics (losses, alpha, entropy, energy, critic accuracy, logsumexp).
+    """
+    grads, metrics = gradients(nets, hyper, learner, batch, key)
+    critic, critic_opt = _adam_step(grads.critic, learner.critic_opt, learner.critic)
+    actor, actor_opt = _adam_step(grads.actor, learner.actor_opt, learner.actor)
+    log_alpha, alpha_opt = _adam_step(grads.log_alpha, learner.alpha_opt, learner.log_alpha)
+    new = Learner(actor=actor, critic=critic, log_alpha=log_alpha, actor_opt=actor_opt, critic_opt=critic_opt,
+                  alpha_opt=alpha_opt)
     return new, metrics
