@@ -34,7 +34,8 @@ DESCRIPTION = (
     "  deepcrl distill --teacher runs/teacher --out runs/student\n"
     "  deepcrl export --ckpt runs/student --out policy.onnx\n"
     "  deepcrl serve --model policy.onnx                    HTTP + WebSocket policy server\n"
-    "  deepcrl pipeline --env point_maze --out runs/demo    all of the above on a CPU budget\n\n"
+    "  deepcrl pipeline --env point_maze --out runs/demo    all of the above on a CPU budget\n"
+    "  deepcrl sweep --env point_maze --depths 4 16 64      depth x width x seed scaling study\n\n"
     "  deepcrl --debug VERB ...                             show the full traceback of an error"
 )
 
