@@ -28,23 +28,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepcrl import envs
+from deepcrl.envs.rollout import rollout
 from deepcrl.envs.wrappers import wrap_for_training
 from deepcrl.teacher import diagnostics, losses, networks, replay
 from deepcrl.teacher.config import TrainConfig
 from deepcrl.teacher.update import Hyper, Learner, Nets, init_learner, update
-
-
-class Transition(NamedTuple):
-    """One env step of every env (leading axis N; an unroll stacks T of them)."""
-
-    obs: jax.Array
-    """State part of the observation before acting."""
-    action: jax.Array
-    """Action taken (in [-1, 1])."""
-    episode_id: jax.Array
-    """Episode counter of the env when acting."""
-    success: jax.Array
-    """1.0 when the step ended within the success radius of the env's goal."""
 
 
 class TrainState(NamedTuple):
@@ -170,20 +158,16 @@ def iteration(setup: Setup, state: TrainState, learning_rate: jax.Array) -> tupl
     batch_sharding = NamedSharding(setup.mesh, P("data"))
 
     # -- collect -------------------------------------------------------------------------------------------
-    def env_step(carry, key):
-        params, env_state = carry
-        s, g = envs.split_obs(spec, env_state.obs)
-        mean, log_std = setup.nets.actor(params)(jnp.concatenate([s, g], axis=-1))
-        action, _ = losses.sample_tanh_gaussian(mean, log_std, key)
-        next_state = env.step(env_state, action)
-        tr = Transition(obs=s, action=action, episode_id=env_state.info["episode_id"],
-                        success=next_state.metrics["success"])
-        return (params, next_state), tr
+    actor = setup.nets.actor(state.learner.actor)
+
+    def act(s, g, key):
+        mean, log_std = actor(jnp.concatenate([s, g], axis=-1))
+        return losses.sample_tanh_gaussian(mean, log_std, key)[0]
 
     rng, k_collect, k_sgd = jax.random.split(state.rng, 3)
-    (_, env_state), unroll = jax.lax.scan(env_step, (state.learner.actor, state.env_state),
-                                          jax.random.split(k_collect, cfg.unroll_length))
-    buf = replay.insert(state.replay, unroll.obs, unroll.action, unroll.episode_id)
+    env_state, unroll = rollout(env.step, act, state.env_state, spec, cfg.unroll_length, k_collect,
+                                keep_info=("episode_id",))
+    buf = replay.insert(state.replay, unroll.obs, unroll.action, unroll.info["episode_id"])
     index = replay.prepare(buf)
 
     # -- update --------------------------------------------------------------------------------------------
@@ -198,7 +182,7 @@ def iteration(setup: Setup, state: TrainState, learning_rate: jax.Array) -> tupl
     learner, metrics = jax.lax.scan(sgd_step, state.learner.with_learning_rate(learning_rate),
                                     jax.random.split(k_sgd, cfg.sgd_steps))
     metrics = jax.tree.map(jnp.mean, metrics)
-    metrics["train_success"] = jnp.mean(unroll.success)
+    metrics["train_success"] = jnp.mean(unroll.metrics["success"])
     # -- per-block norms (one more batch, with a key no SGD step uses: the run's numbers do not change) ------
     k_norms = jax.random.fold_in(k_sgd, cfg.sgd_steps)
     batch = replay.sample(buf, index, k_norms, cfg.batch_size, spec.goal_indices, cfg.discount)
