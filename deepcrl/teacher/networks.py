@@ -38,7 +38,7 @@ bias_init = nnx.initializers.zeros_init()
 
 _ACTOR_KEYS = ("obs_size", "goal_size", "action_size", "depth", "width")
 _CRITIC_KEYS = _ACTOR_KEYS + ("repr_size",)
-_OPTIONAL = {"remat": False, "dtype": "float32", "scan": True}
+_OPTIONAL = {"remat": False, "dtype": "float32", "scan": True, "zero_init_residual": False}
 
 
 def _dense(in_size: int, out_size: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -49,19 +49,27 @@ def _dense(in_size: int, out_size: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
 class DenseNormSwish(nnx.Module):
     """Dense -> LayerNorm -> Swish."""
 
-    def __init__(self, in_size: int, out_size: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, in_size: int, out_size: int, *, dtype=jnp.float32, zero_scale: bool = False,
+                 rngs: nnx.Rngs):
         self.dense = _dense(in_size, out_size, dtype, rngs)
-        self.norm = nnx.LayerNorm(out_size, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        scale_init = nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init()
+        self.norm = nnx.LayerNorm(out_size, dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init,
+                                  rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return nnx.swish(self.norm(self.dense(x)))
 
 
 class ResidualBlock(nnx.Module):
-    """4 x (Dense -> LayerNorm -> Swish) plus the block input."""
+    """4 x (Dense -> LayerNorm -> Swish) plus the block input.
 
-    def __init__(self, width: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        self.layers = nnx.List([DenseNormSwish(width, width, dtype=dtype, rngs=rngs) for _ in range(4)])
+    ``zero_init_residual`` starts the last LayerNorm's scale at 0, so the block adds swish(0) = 0 at init: a
+    deep tower starts as its input layer and the residual stream does not grow with depth.
+    """
+
+    def __init__(self, width: int, *, dtype=jnp.float32, zero_init_residual: bool = False, rngs: nnx.Rngs):
+        self.layers = nnx.List([DenseNormSwish(width, width, dtype=dtype, rngs=rngs,
+                                               zero_scale=zero_init_residual and i == 3) for i in range(4)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x
@@ -77,7 +85,7 @@ class ResidualTower(nnx.Module):
     """
 
     def __init__(self, in_size: int, width: int, depth: int, *, remat: bool = False, dtype=jnp.float32,
-                 scan: bool = True, rngs: nnx.Rngs):
+                 scan: bool = True, zero_init_residual: bool = False, rngs: nnx.Rngs):
         self.in_size, self.width, self.depth = in_size, width, depth
         self.remat, self.scan, self.dtype = remat, scan, dtype
         self.num_blocks = depth // 4
@@ -87,7 +95,7 @@ class ResidualTower(nnx.Module):
         @nnx.split_rngs(splits=self.num_blocks)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(rngs: nnx.Rngs) -> ResidualBlock:
-            return ResidualBlock(width, dtype=dtype, rngs=rngs)
+            return ResidualBlock(width, dtype=dtype, zero_init_residual=zero_init_residual, rngs=rngs)
 
         self.blocks = make_blocks(rngs)
 
@@ -129,10 +137,11 @@ class Actor(nnx.Module):
     """
 
     def __init__(self, obs_size: int, goal_size: int, action_size: int, depth: int, width: int, *,
-                 remat: bool = False, dtype: str = "float32", scan: bool = True, rngs: nnx.Rngs):
+                 remat: bool = False, dtype: str = "float32", scan: bool = True,
+                 zero_init_residual: bool = False, rngs: nnx.Rngs):
         self.obs_size, self.goal_size, self.action_size = obs_size, goal_size, action_size
         self.tower = ResidualTower(obs_size + goal_size, width, depth, remat=remat, dtype=DTYPES[dtype],
-                                   scan=scan, rngs=rngs)
+                                   scan=scan, zero_init_residual=zero_init_residual, rngs=rngs)
         self.mean = _head(width, action_size, rngs)
         self.log_std = _head(width, action_size, rngs)
 
@@ -169,10 +178,10 @@ class Critic(nnx.Module):
 
     def __init__(self, obs_size: int, goal_size: int, action_size: int, depth: int, width: int,
                  repr_size: int = 64, *, remat: bool = False, dtype: str = "float32", scan: bool = True,
-                 rngs: nnx.Rngs):
+                 zero_init_residual: bool = False, rngs: nnx.Rngs):
         self.obs_size, self.goal_size, self.action_size = obs_size, goal_size, action_size
         self.repr_size = repr_size
-        kw = dict(remat=remat, dtype=DTYPES[dtype], scan=scan, rngs=rngs)
+        kw = dict(remat=remat, dtype=DTYPES[dtype], scan=scan, zero_init_residual=zero_init_residual, rngs=rngs)
         self.sa_tower = ResidualTower(obs_size + action_size, width, depth, **kw)
         self.sa_head = _head(width, repr_size, rngs)
         self.g_tower = ResidualTower(goal_size, width, depth, **kw)
@@ -236,7 +245,7 @@ def validate_config(cfg: dict[str, Any], what: str = "actor") -> dict[str, Any]:
                            f"got {depth}.")
     if out["dtype"] not in DTYPES:
         raise DeepcrlError(f"The {what} dtype must be one of {', '.join(DTYPES)}, got {out['dtype']!r}.")
-    for key in ("remat", "scan"):
+    for key in ("remat", "scan", "zero_init_residual"):
         if not isinstance(out[key], bool):
             raise DeepcrlError(f"The {what} config's {key!r} must be true or false, got {out[key]!r}.")
     return out
@@ -254,7 +263,8 @@ def actor_from_config(cfg: dict[str, Any], seed: int = 0) -> Actor:
     """
     c = validate_config(cfg, "actor")
     return Actor(c["obs_size"], c["goal_size"], c["action_size"], c["depth"], c["width"], remat=c["remat"],
-                 dtype=c["dtype"], scan=c["scan"], rngs=nnx.Rngs(params=seed))
+                 dtype=c["dtype"], scan=c["scan"], zero_init_residual=c["zero_init_residual"],
+                 rngs=nnx.Rngs(params=seed))
 
 
 def critic_from_config(cfg: dict[str, Any], seed: int = 0) -> Critic:
@@ -269,4 +279,5 @@ def critic_from_config(cfg: dict[str, Any], seed: int = 0) -> Critic:
     """
     c = validate_config(cfg, "critic")
     return Critic(c["obs_size"], c["goal_size"], c["action_size"], c["depth"], c["width"], c["repr_size"],
-                  remat=c["remat"], dtype=c["dtype"], scan=c["scan"], rngs=nnx.Rngs(params=seed))
+                  remat=c["remat"], dtype=c["dtype"], scan=c["scan"], zero_init_residual=c["zero_init_residual"],
+                 rngs=nnx.Rngs(params=seed))
