@@ -51,7 +51,9 @@ class DepthRecipeConfig:
     replay_capacity: int | None = None
     eval_every: int | None = None
     eval_episodes: int = 256
-    """Episodes of every evaluation (the last one scores the cell)."""
+    """Episodes of every evaluation during training."""
+    final_episodes: int = 1000
+    """Episodes of the final evaluation of each cell's artifact (seed 1000 + seed), which scores the cell."""
     max_minutes: float | None = None
     """Wall-time bound per cell (a cell stopped by it reports the env steps it reached)."""
     stress_depth: int | None = None
@@ -74,7 +76,7 @@ def _cell(cfg: DepthRecipeConfig, depth: int, width: int | None, seed: int, step
     run_dir = cfg.out / f"d{depth}_w{width}_s{seed}"
     cached = run_dir / "cell.json"
     if cached.exists():
-        return json.loads(cached.read_text())
+        return _final_eval(cfg, json.loads(cached.read_text()), run_dir)
     overrides = {k: getattr(cfg, k) for k in ("num_envs", "batch_size", "unroll_length", "sgd_steps",
                                               "replay_capacity", "eval_every") if getattr(cfg, k) is not None}
     summary = train(TrainConfig(env=cfg.env, out=run_dir, depth=depth, width=width, steps=steps, seed=seed,
@@ -88,14 +90,27 @@ def _cell(cfg: DepthRecipeConfig, depth: int, width: int | None, seed: int, step
                  if "eval" in r else {})} for r in rows]
     cell = {"depth": depth, "actor_depth": summary["config"]["actor_depth"], "width": summary["config"]["width"],
             "seed": seed, "env_steps": summary["env_steps"], "wall_s": summary["wall_s"],
-            "compile_s": summary["compile_s"], "success": summary["eval"].get("success"),
-            "detour_success": summary["eval"].get("detour_success"), "final_eval": summary["eval"],
+            "compile_s": summary["compile_s"], "last_train_eval": summary["eval"],
             "finite": all(all(v == v and abs(v) != float("inf") for k, v in r.items() if isinstance(v, float))
                           for r in curve),
             "min_entropy": min(r["entropy"] for r in curve), "config": summary["config"], "curve": curve}
     cached.write_text(json.dumps(cell))
-    print(json.dumps({k: cell[k] for k in ("depth", "width", "seed", "env_steps", "wall_s", "success",
-                                           "detour_success", "min_entropy")}), flush=True)
+    return _final_eval(cfg, cell, run_dir)
+
+
+def _final_eval(cfg: DepthRecipeConfig, cell: dict, run_dir: Path) -> dict:
+    """Score the cell's artifact on ``final_episodes`` episodes (once; the result is cached in cell.json)."""
+    from deepcrl.evaluate import evaluate
+    from deepcrl.policy import load_policy
+
+    if cell.get("final_episodes") != cfg.final_episodes:
+        cell.setdefault("last_train_eval", cell.get("final_eval"))
+        result = evaluate(cfg.env, load_policy(run_dir), episodes=cfg.final_episodes, seed=1000 + cell["seed"])
+        cell.update(final_episodes=cfg.final_episodes, final_eval=result.as_dict(), success=result.success,
+                    detour_success=result.detour_success)
+        (run_dir / "cell.json").write_text(json.dumps(cell))
+        print(json.dumps({k: cell[k] for k in ("depth", "width", "seed", "env_steps", "wall_s", "success",
+                                               "detour_success", "min_entropy")}), flush=True)
     return cell
 
 
