@@ -81,8 +81,7 @@ def _cell(cfg: DepthRecipeConfig, depth: int, width: int | None, seed: int, step
                                               "replay_capacity", "eval_every") if getattr(cfg, k) is not None}
     summary = train(TrainConfig(env=cfg.env, out=run_dir, depth=depth, width=width, steps=steps, seed=seed,
                                 actor_depth=cfg.actor_depth, zero_init_residual=cfg.zero_init_residual,
-                                eval_episodes=cfg.eval_episodes, max_minutes=cfg.max_minutes, **overrides),
-                    )
+                                eval_episodes=cfg.eval_episodes, max_minutes=cfg.max_minutes, **overrides))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     curve = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], "entropy": r["entropy"], "alpha": r["alpha"],
               "critic_loss": r["critic_loss"], "energy": r["energy"],
