@@ -41,8 +41,8 @@ class DepthRecipeConfig:
     """Env steps per cell (None: the env's default, 96k on point_maze)."""
     actor_depth: int | None = None
     """Actor depth of every cell (None: the cell's depth)."""
-    zero_init_residual: bool = True
-    """The deep recipe's initialisation (False: the reference's)."""
+    residual_init: str = "scaled"
+    """Initial scale of each block's last LayerNorm: scaled (the deep recipe), zero or reference."""
     num_envs: int | None = None
     """Override of the env's default (also batch_size, unroll_length, sgd_steps, replay_capacity, eval_every)."""
     batch_size: int | None = None
@@ -80,7 +80,7 @@ def _cell(cfg: DepthRecipeConfig, depth: int, width: int | None, seed: int, step
     overrides = {k: getattr(cfg, k) for k in ("num_envs", "batch_size", "unroll_length", "sgd_steps",
                                               "replay_capacity", "eval_every") if getattr(cfg, k) is not None}
     summary = train(TrainConfig(env=cfg.env, out=run_dir, depth=depth, width=width, steps=steps, seed=seed,
-                                actor_depth=cfg.actor_depth, zero_init_residual=cfg.zero_init_residual,
+                                actor_depth=cfg.actor_depth, residual_init=cfg.residual_init,
                                 eval_episodes=cfg.eval_episodes, max_minutes=cfg.max_minutes, **overrides))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     curve = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], "entropy": r["entropy"], "alpha": r["alpha"],
@@ -161,7 +161,7 @@ def plot(results: dict, path: Path) -> None:
     axes[2].set(xlabel="env steps", ylabel="policy entropy (train batch)", title="entropy (every seed)")
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=8)
-    fig.suptitle(f"{results['env']}: deep recipe (zero_init_residual={results['zero_init_residual']}), "
+    fig.suptitle(f"{results['env']}: residual_init={results['residual_init']}, "
                  f"{results['steps'] or 'default'} env steps")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -176,7 +176,7 @@ def main(cfg: DepthRecipeConfig) -> int:
         cells += [_cell(cfg, cfg.stress_depth, cfg.stress_width, s, cfg.stress_steps) for s in cfg.stress_seeds]
     if cfg.only_cells:
         return 0
-    results = {"env": cfg.env, "width": cfg.width, "steps": cfg.steps, "zero_init_residual": cfg.zero_init_residual,
+    results = {"env": cfg.env, "width": cfg.width, "steps": cfg.steps, "residual_init": cfg.residual_init,
                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
                "summary": summarise(cells), "cells": cells}
     path = write_result(RESULTS / f"{cfg.name}.json", results)

@@ -83,7 +83,7 @@ def network_configs(cfg: TrainConfig, env) -> tuple[dict, dict]:
     sizes = {"obs_size": env.goal_spec.obs_size, "goal_size": env.goal_spec.goal_size,
              "action_size": env.action_size}
     extra = {"remat": cfg.remat, "dtype": "bfloat16" if cfg.bf16 else "float32",
-             "zero_init_residual": cfg.zero_init_residual}
+             "residual_init": cfg.residual_init}
     actor = {**sizes, "depth": cfg.actor_depth, "width": cfg.width, **extra}
     critic = {**sizes, "depth": cfg.critic_depth, "width": cfg.width, "repr_size": cfg.repr_size, **extra}
     return actor, critic
