@@ -145,7 +145,8 @@ def plot(results: dict, path: Path) -> None:
         ax.errorbar(depths, [s[metric]["mean"] for s in grid], yerr=[s[metric]["std"] for s in grid],
                     marker="o", capsize=4, label="mean ± std over seeds")
         for c in results["cells"]:
-            ax.scatter(c["depth"], c[metric], color="grey", s=12, zorder=3)
+            if c["width"] == results["width"] or results["width"] is None:  # the stress cell has its own budget
+                ax.scatter(c["depth"], c[metric], color="grey", s=12, zorder=3)
         ax.set(xscale="log", xlabel="depth", ylabel=metric.replace("_", " "), ylim=(-0.02, 1.02),
                title=f"{metric.replace('_', ' ')} at the last eval")
         ax.set_xticks(depths, [str(d) for d in depths])
