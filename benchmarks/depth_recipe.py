@@ -65,6 +65,8 @@ class DepthRecipeConfig:
     """Parent of the cells' run directories."""
     name: str = "depth_recipe"
     """Result name: benchmarks/results/<name>.json and .png."""
+    note: str = ""
+    """Free text stored in the result (e.g. where cells came from)."""
     only_cells: bool = False
     """Run this process's cells and stop without writing the result (when several processes share a grid)."""
 
@@ -177,7 +179,7 @@ def main(cfg: DepthRecipeConfig) -> int:
         cells += [_cell(cfg, cfg.stress_depth, cfg.stress_width, s, cfg.stress_steps) for s in cfg.stress_seeds]
     if cfg.only_cells:
         return 0
-    results = {"env": cfg.env, "width": cfg.width, "steps": cfg.steps, "residual_init": cfg.residual_init,
+    results = {"note": cfg.note, "env": cfg.env, "width": cfg.width, "steps": cfg.steps, "residual_init": cfg.residual_init,
                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
                "summary": summarise(cells), "cells": cells}
     path = write_result(RESULTS / f"{cfg.name}.json", results)
