@@ -152,6 +152,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set(xscale="log", xlabel="depth", ylabel=metric.replace("_", " "), ylim=(-0.02, 1.02),
                title=f"{metric.replace('_', ' ')} at the last eval")
         ax.set_xticks(depths, [str(d) for d in depths])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
