@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from deepcrl.errors import DeepcrlError
 
@@ -89,6 +89,12 @@ class TrainConfig:
     (0 = the reference). Default: per env (0.75 on the point mazes)."""
     repr_size: int = 64
     """Size of the critic's representations phi(s, a) and psi(g)."""
+    residual_init: Literal["scaled", "zero", "reference"] = "scaled"
+    """Initial scale of each residual block's last LayerNorm. "scaled" (the deep recipe): 1 / (depth / 4), so all
+    blocks together start as one block's worth and depth 4 is exactly the reference; "zero": every block starts
+    as the identity (slower to start: a block's interior gets no gradient until its scale has moved);
+    "reference": 1, where the residual stream grows with depth and a depth-64 actor starts saturated (tanh
+    actions at +-1, log-stds at their floor) and never explores."""
     remat: bool = False
     """Recompute each residual block in the backward pass (jax.checkpoint): less memory, more compute."""
     bf16: bool = False

@@ -82,7 +82,8 @@ def network_configs(cfg: TrainConfig, env) -> tuple[dict, dict]:
     """Actor and critic builder configs (with sizes), as written into the artifact's manifest."""
     sizes = {"obs_size": env.goal_spec.obs_size, "goal_size": env.goal_spec.goal_size,
              "action_size": env.action_size}
-    extra = {"remat": cfg.remat, "dtype": "bfloat16" if cfg.bf16 else "float32"}
+    extra = {"remat": cfg.remat, "dtype": "bfloat16" if cfg.bf16 else "float32",
+             "residual_init": cfg.residual_init}
     actor = {**sizes, "depth": cfg.actor_depth, "width": cfg.width, **extra}
     critic = {**sizes, "depth": cfg.critic_depth, "width": cfg.width, "repr_size": cfg.repr_size, **extra}
     return actor, critic

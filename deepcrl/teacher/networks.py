@@ -14,7 +14,8 @@ Options (config keys, all optional): ``remat`` wraps each block in `jax.checkpoi
 are recomputed in the backward pass, so memory no longer grows with depth); ``dtype="bfloat16"`` computes the
 tower in bfloat16 while the parameters, the heads and all outputs stay float32 (for GPUs; on CPU bfloat16 is
 usually slower); ``scan=False`` unrolls the blocks in a Python loop with the same parameters (only for the
-depth benchmark and as a reference: compile time then grows with depth).
+depth benchmark and as a reference: compile time then grows with depth); ``residual_init`` sets the initial
+scale of each block's last LayerNorm (`RESIDUAL_INITS`; the parameters and the exported graph are the same).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ bias_init = nnx.initializers.zeros_init()
 
 _ACTOR_KEYS = ("obs_size", "goal_size", "action_size", "depth", "width")
 _CRITIC_KEYS = _ACTOR_KEYS + ("repr_size",)
-_OPTIONAL = {"remat": False, "dtype": "float32", "scan": True}
+_OPTIONAL = {"remat": False, "dtype": "float32", "scan": True, "residual_init": "reference"}
+# Initial scale of the last LayerNorm in every residual block, given the number of blocks n. "reference": 1 (the
+# stream grows with depth); "zero": 0 (a deep tower starts as its input layer, but each block's interior gets no
+# gradient until Adam has moved the scale); "scaled": 1/n (the deep recipe: all branches together start as one
+# block's worth, so depth 4 is exactly the reference and the stream stays bounded at any depth).
+RESIDUAL_INITS = {"reference": lambda n: 1.0, "zero": lambda n: 0.0, "scaled": lambda n: 1.0 / n}
 
 
 def _dense(in_size: int, out_size: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -49,19 +55,24 @@ def _dense(in_size: int, out_size: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
 class DenseNormSwish(nnx.Module):
     """Dense -> LayerNorm -> Swish."""
 
-    def __init__(self, in_size: int, out_size: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, in_size: int, out_size: int, *, dtype=jnp.float32, scale: float = 1.0, rngs: nnx.Rngs):
         self.dense = _dense(in_size, out_size, dtype, rngs)
-        self.norm = nnx.LayerNorm(out_size, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.norm = nnx.LayerNorm(out_size, dtype=dtype, param_dtype=jnp.float32,
+                                  scale_init=nnx.initializers.constant(scale), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return nnx.swish(self.norm(self.dense(x)))
 
 
 class ResidualBlock(nnx.Module):
-    """4 x (Dense -> LayerNorm -> Swish) plus the block input."""
+    """4 x (Dense -> LayerNorm -> Swish) plus the block input.
 
-    def __init__(self, width: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        self.layers = nnx.List([DenseNormSwish(width, width, dtype=dtype, rngs=rngs) for _ in range(4)])
+    ``last_scale`` is the initial scale of the last LayerNorm (see `RESIDUAL_INITS`).
+    """
+
+    def __init__(self, width: int, *, dtype=jnp.float32, last_scale: float = 1.0, rngs: nnx.Rngs):
+        self.layers = nnx.List([DenseNormSwish(width, width, dtype=dtype, rngs=rngs,
+                                               scale=last_scale if i == 3 else 1.0) for i in range(4)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x
@@ -77,17 +88,19 @@ class ResidualTower(nnx.Module):
     """
 
     def __init__(self, in_size: int, width: int, depth: int, *, remat: bool = False, dtype=jnp.float32,
-                 scan: bool = True, rngs: nnx.Rngs):
+                 scan: bool = True, residual_init: str = "reference", rngs: nnx.Rngs):
         self.in_size, self.width, self.depth = in_size, width, depth
         self.remat, self.scan, self.dtype = remat, scan, dtype
         self.num_blocks = depth // 4
         self.input = DenseNormSwish(in_size, width, dtype=dtype, rngs=rngs)
 
+        last_scale = RESIDUAL_INITS[residual_init](self.num_blocks)
+
         # One independent key per block, then one vectorised init: the stacked layout scan expects.
         @nnx.split_rngs(splits=self.num_blocks)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(rngs: nnx.Rngs) -> ResidualBlock:
-            return ResidualBlock(width, dtype=dtype, rngs=rngs)
+            return ResidualBlock(width, dtype=dtype, last_scale=last_scale, rngs=rngs)
 
         self.blocks = make_blocks(rngs)
 
@@ -129,10 +142,11 @@ class Actor(nnx.Module):
     """
 
     def __init__(self, obs_size: int, goal_size: int, action_size: int, depth: int, width: int, *,
-                 remat: bool = False, dtype: str = "float32", scan: bool = True, rngs: nnx.Rngs):
+                 remat: bool = False, dtype: str = "float32", scan: bool = True,
+                 residual_init: str = "reference", rngs: nnx.Rngs):
         self.obs_size, self.goal_size, self.action_size = obs_size, goal_size, action_size
         self.tower = ResidualTower(obs_size + goal_size, width, depth, remat=remat, dtype=DTYPES[dtype],
-                                   scan=scan, rngs=rngs)
+                                   scan=scan, residual_init=residual_init, rngs=rngs)
         self.mean = _head(width, action_size, rngs)
         self.log_std = _head(width, action_size, rngs)
 
@@ -169,10 +183,10 @@ class Critic(nnx.Module):
 
     def __init__(self, obs_size: int, goal_size: int, action_size: int, depth: int, width: int,
                  repr_size: int = 64, *, remat: bool = False, dtype: str = "float32", scan: bool = True,
-                 rngs: nnx.Rngs):
+                 residual_init: str = "reference", rngs: nnx.Rngs):
         self.obs_size, self.goal_size, self.action_size = obs_size, goal_size, action_size
         self.repr_size = repr_size
-        kw = dict(remat=remat, dtype=DTYPES[dtype], scan=scan, rngs=rngs)
+        kw = dict(remat=remat, dtype=DTYPES[dtype], scan=scan, residual_init=residual_init, rngs=rngs)
         self.sa_tower = ResidualTower(obs_size + action_size, width, depth, **kw)
         self.sa_head = _head(width, repr_size, rngs)
         self.g_tower = ResidualTower(goal_size, width, depth, **kw)
@@ -236,6 +250,9 @@ def validate_config(cfg: dict[str, Any], what: str = "actor") -> dict[str, Any]:
                            f"got {depth}.")
     if out["dtype"] not in DTYPES:
         raise DeepcrlError(f"The {what} dtype must be one of {', '.join(DTYPES)}, got {out['dtype']!r}.")
+    if out["residual_init"] not in RESIDUAL_INITS:
+        raise DeepcrlError(f"The {what} config's 'residual_init' must be one of {', '.join(RESIDUAL_INITS)}, "
+                           f"got {out['residual_init']!r}.")
     for key in ("remat", "scan"):
         if not isinstance(out[key], bool):
             raise DeepcrlError(f"The {what} config's {key!r} must be true or false, got {out[key]!r}.")
@@ -247,14 +264,15 @@ def actor_from_config(cfg: dict[str, Any], seed: int = 0) -> Actor:
 
     Args:
         cfg: ``obs_size, goal_size, action_size, depth, width`` (+ optional ``remat=False``,
-            ``dtype="float32"|"bfloat16"``, ``scan=True``).
+            ``dtype="float32"|"bfloat16"``, ``scan=True``, ``residual_init="reference"|"zero"|"scaled"``).
         seed: initialisation seed.
     Returns:
         The actor; bad configs raise `DeepcrlError` before any array is made.
     """
     c = validate_config(cfg, "actor")
     return Actor(c["obs_size"], c["goal_size"], c["action_size"], c["depth"], c["width"], remat=c["remat"],
-                 dtype=c["dtype"], scan=c["scan"], rngs=nnx.Rngs(params=seed))
+                 dtype=c["dtype"], scan=c["scan"], residual_init=c["residual_init"],
+                 rngs=nnx.Rngs(params=seed))
 
 
 def critic_from_config(cfg: dict[str, Any], seed: int = 0) -> Critic:
@@ -262,11 +280,12 @@ def critic_from_config(cfg: dict[str, Any], seed: int = 0) -> Critic:
 
     Args:
         cfg: ``obs_size, goal_size, action_size, depth, width`` and ``repr_size=64`` (+ optional ``remat``,
-            ``dtype``, ``scan`` as for the actor).
+            ``dtype``, ``scan``, ``residual_init`` as for the actor).
         seed: initialisation seed.
     Returns:
         The critic; bad configs raise `DeepcrlError` before any array is made.
     """
     c = validate_config(cfg, "critic")
     return Critic(c["obs_size"], c["goal_size"], c["action_size"], c["depth"], c["width"], c["repr_size"],
-                  remat=c["remat"], dtype=c["dtype"], scan=c["scan"], rngs=nnx.Rngs(params=seed))
+                  remat=c["remat"], dtype=c["dtype"], scan=c["scan"], residual_init=c["residual_init"],
+                  rngs=nnx.Rngs(params=seed))
