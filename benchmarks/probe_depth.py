@@ -17,6 +17,7 @@ from pathlib import Path
 
 import tyro
 
+from deepcrl.artifacts import read_manifest
 from deepcrl.bench.common import machine_facts, write_result
 from deepcrl.teacher.probe import probe_run
 
@@ -40,10 +41,9 @@ def main(cfg: ProbeDepthConfig) -> dict:
     machine = machine_facts()
     rows, by_depth = [], {}
     for run in cfg.runs:
-        depth_png = RESULTS / f"{cfg.name}_d{{}}.png"
-        probe = probe_run(run, action=cfg.action)
-        if probe["critic_depth"] not in by_depth:  # one heatmap per depth, from its first run
-            probe = probe_run(run, png=str(depth_png).format(probe["critic_depth"]), action=cfg.action)
+        depth = read_manifest(run).network["critic"]["depth"]
+        png = RESULTS / f"{cfg.name}_d{depth}.png" if depth not in by_depth else None  # one heatmap per depth
+        probe = probe_run(run, png=png, action=cfg.action)
         row = {"run": str(run), **{k: probe.get(k) for k in ("env", "step", "critic_depth", "pairs", "detour_pairs", *KEYS)}}
         rows.append(row)
         by_depth.setdefault(row["critic_depth"], []).append(row)
