@@ -1,7 +1,9 @@
 """What a teacher run keeps on disk: the resumable train state (Orbax) and the artifact (manifest + params).
 
 The train state is saved as its flat list of leaves (keys ``00000``, ``00001``, ...) and restored into the
-structure and shardings of a freshly initialised state, so a resumed run continues bit for bit.
+structure and shardings of a freshly initialised state, so a resumed run continues bit for bit. Leaves with no
+elements (MJX's pipeline state has a dozen, e.g. ``act`` of a model without actuator activations) are left out:
+newer Orbax (0.12) refuses to save them, and the fresh state already holds them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def save_train_state(run_dir: Path, state: TrainState) -> None:
 
     The leaves stay global arrays: in a multi-process job every process calls this and writes its own shards.
     """
-    tree = {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(state))}
+    tree = {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(state)) if np.size(x)}
     artifacts.write_checkpoint_swapped(run_dir / TRAIN_STATE_DIR, tree)
 
 
@@ -51,6 +53,7 @@ def load_train_state(run_dir: Path, like: TrainState, shardings) -> TrainState:
         with ocp.StandardCheckpointer() as ckptr:
             saved = ckptr.metadata(path).item_metadata
             shapes = {k: tuple(v.shape) for k, v in saved.items()}
+            target = {k: t for k, t in target.items() if math.prod(t.shape)}  # empty leaves come from `like`
             if shapes == {k: t.shape for k, t in target.items()}:
                 tree = ckptr.restore(path, target)
     except Exception as exc:  # Orbax raises many types (OSError, ValueError, KeyError, ...); the cause is kept
@@ -59,7 +62,7 @@ def load_train_state(run_dir: Path, like: TrainState, shardings) -> TrainState:
     if shapes != {k: t.shape for k, t in target.items()}:
         raise DeepcrlError(f"cannot resume: the training checkpoint in {run_dir} was written for another env, "
                            "network, replay shape or deepcrl version; use the same settings or a new --out.")
-    return jax.tree.unflatten(treedef, [tree[k] for k in sorted(tree)])
+    return jax.tree.unflatten(treedef, [tree.get(f"{i:05d}", x) for i, x in enumerate(leaves)])
 
 
 def artifact_params(state: TrainState) -> dict:

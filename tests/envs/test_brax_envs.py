@@ -216,3 +216,19 @@ def test_ant_maze_starts_and_goals_on_free_cells_with_detour_flag(env_id):
                                   jax.vmap(env.maze.needs_detour)(start, goal).astype(jnp.float32))
     assert 0 < float(state.info["detour"].mean()) < 1
     assert float(state.metrics["dist_to_goal"].min()) > env.goal_spec.success_radius  # goal in another cell
+
+
+@pytest.mark.slow
+def test_reacher_trains_checkpoints_and_resumes(tmp_path):
+    # MJX's pipeline state holds arrays with no elements, which Orbax refuses to save: this once crashed every
+    # Brax-env run at its first checkpoint.
+    from deepcrl.teacher.config import TrainConfig
+    from deepcrl.teacher.train import train
+
+    small = dict(env="reacher", depth=4, width=16, num_envs=4, unroll_length=10, sgd_steps=1, batch_size=16,
+                 replay_capacity=20, eval_every=1, eval_episodes=4, out=tmp_path / "run")
+    train(TrainConfig(steps=40, **small))
+    assert (tmp_path / "run" / "train_state").is_dir()
+    result = train(TrainConfig(steps=80, resume=True, **small))
+    rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert result["env_steps"] == 80 and len(rows) == 2  # one iteration before the resume, one after
