@@ -1,24 +1,25 @@
-"""The GPU runs, ready to go: teacher throughput, compile time and peak memory by depth, bf16 / remat, and a
-depth 4 vs 64 start on ant_big_maze, in about 8 minutes on one H100.
-
-Cells, in this order (a later cell is skipped, and recorded as skipped, once the total budget is spent):
+"""The GPU runs, ready to go: teacher throughput, compile time and peak memory by depth, bf16 / remat, then the
+point_maze_big depth study and a depth 4 vs 64 start on ant_big_maze, in about 8 minutes on one H100 / H200.
 
 1. ``ant`` and ``humanoid`` at depth 4 / 64 / 256 / 1024 in the reference's shape (512 envs x unroll 62, batch
    256, width 256, float32) but fewer SGD steps per iteration (--sgd-steps, for timing): compile time (AOT
    lower + compile), steady seconds per iteration, env steps/s and SGD steps/s, XLA's memory account of the
    compiled iteration, and the device's peak memory (``memory_stats()["peak_bytes_in_use"]``).
 2. ``ant`` at --precision-depth with bf16, remat, and both (the float32 / no-remat cell is in part 1).
-3. ``ant_big_maze``: `deepcrl train` at depth 4 and 64 (the GPU defaults: the reference's shape and its 800
-   SGD steps per iteration), the time left shared equally between the depths (at most --maze-minutes each,
-   compile included), then its evaluation: success, detour success, time at goal and the eval curve.
+   Parts 1 and 2 run one cell at a time, each in its own process (its peak memory is its own, a crash costs that
+   cell only, a cell past --cell-timeout-s is killed), within what part 3 leaves of --minutes; a cell that would
+   start with under 30 s left is recorded as skipped.
+3. Two `deepcrl sweep`s side by side, every cell at once on the one device, each cell --maze-minutes long:
+   the depth study (``point_maze_big``, depths 4 / 16 / 64 x 3 seeds, with the CPU study's flags, so the GPU
+   carries the same curves further) and ``ant_big_maze`` at depth 4 and 64 (GPU defaults). Their sweep.json and
+   sweep.png are copied beside the result JSON, with a tar.gz of each cell's metrics.jsonl, manifest and probe.
+   The cells share the GPU, so their wall times say what one device did for all of them, not one run's speed.
 
-Each cell runs in its own process (so its peak memory is its own, a crash or an out-of-memory error costs
-that cell only, and a cell that runs past --cell-timeout-s is killed). This process never starts JAX, so the
-GPU's memory is the cells'. Results are written after every cell to benchmarks/results/gpu.json (with the
-machine's facts), so a run cut short keeps what it measured.
+This process never starts JAX, so the GPU's memory is the cells'. Results are written after every cell to
+benchmarks/results/gpu.json (with the machine's facts), so a run cut short keeps what it measured.
 
     python benchmarks/gpu.py                 # on the GPU machine (about 8 minutes)
-    python benchmarks/gpu.py --smoke         # the same code paths, tiny, on a CPU (~2 CPU-minutes)
+    python benchmarks/gpu.py --smoke         # the same code paths, tiny, on a CPU (a few CPU-minutes)
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class GpuBenchConfig:
 
     envs: tuple[str, ...] = ("ant", "humanoid")
     """Envs of the throughput cells (the bf16 / remat cells use the first)."""
-    depths: tuple[int, ...] = (4, 64, 256, 1024)
-    """Depths of the throughput cells."""
+    depths: tuple[int, ...] = (4, 256, 1024, 64)
+    """Depths of the throughput cells, in the order they run (each depth on every env before the next)."""
     width: int = 256
     """Hidden width."""
     num_envs: int = 512
@@ -62,19 +63,34 @@ class GpuBenchConfig:
     """Timed iterations after the first (which also pays first-touch costs)."""
     precision_depth: int = 256
     """Depth of the bf16 / remat cells."""
-    maze_env: str = "ant_big_maze"
-    """Env of the deep-vs-shallow training run."""
-    maze_depths: tuple[int, ...] = (4, 64)
-    """Depths of the training run."""
-    maze_minutes: float = 3.0
-    """At most this many training minutes per maze depth (compile included), then one evaluation."""
-    maze_overhead_s: float = 90.0
-    """Seconds a maze run takes beyond its training minutes (start, final evaluation, checkpoint)."""
-    maze_train_args: tuple[str, ...] = ("--eval-every", "10", "--eval-episodes", "128")
-    """Extra `deepcrl train` flags of the maze runs."""
+    maze_env: str = "point_maze_big"
+    """Env of the depth study: `deepcrl sweep` over --maze-depths x --maze-widths x --maze-seeds, all cells at once
+    ('' skips it: cells that share one GPU are time-sliced, so a short study gets few env steps per cell)."""
+    maze_depths: tuple[int, ...] = (4, 16, 64)
+    """Depths of the depth study."""
+    maze_widths: tuple[int, ...] = (128,)
+    """Widths of the depth study."""
+    maze_seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the depth study (the spread between them is the error bar)."""
+    maze_steps: int = 100_000_000
+    """Env-step cap of a study cell (the minutes usually end it first)."""
+    maze_train_args: str = ("--num-envs 1024 --unroll-length 25 --sgd-steps 32 --batch-size 512 "
+                            "--replay-capacity 2000 --eval-every 10 --actor-random-goal-frac 0.75")
+    """`deepcrl train` flags of the study cells (the CPU study's, so the two compare; on a GPU every unset flag
+    would take the reference's GPU defaults)."""
+    ant_env: str = "ant_big_maze"
+    """Env of the deep-vs-shallow ant run, trained beside the study (empty: none)."""
+    ant_depths: tuple[int, ...] = (4, 64)
+    """Depths of the ant run."""
+    ant_train_args: str = "--eval-every 10 --eval-episodes 128"
+    """`deepcrl train` flags of the ant cells (the rest: the reference's GPU defaults)."""
+    maze_minutes: float = 4.0
+    """Training minutes of every study and ant cell (compile included); all cells train at once on the device."""
+    maze_overhead_s: float = 120.0
+    """Seconds the sweeps take beyond their training minutes (start, evaluation, probes, plots)."""
     minutes: float = 8.0
     """Total budget: cells that would start after it are skipped."""
-    cell_timeout_s: float = 120.0
+    cell_timeout_s: float = 180.0
     """A throughput cell running longer than this is killed (recorded as timed out)."""
     smoke: bool = False
     """Tiny sizes on point mazes, for checking the script on a CPU (results go to a temporary
@@ -85,11 +101,10 @@ class GpuBenchConfig:
 
 SMOKE = dict(envs=("point_maze", "point_maze_big"), depths=(4,), width=16, num_envs=8, unroll_length=10,
              batch_size=32, sgd_steps=2, replay_capacity=20, timed_iterations=2, precision_depth=4,
-             maze_env="point_maze_big", maze_depths=(4, 8), maze_minutes=0.05,
-             maze_train_args=("--steps", "400", "--num-envs", "8", "--unroll-length", "25", "--sgd-steps", "2",
-                              "--batch-size", "32", "--replay-capacity", "50", "--eval-every", "1",
-                              "--eval-episodes", "8"),
-             maze_overhead_s=300.0, minutes=30.0, cell_timeout_s=600.0)
+             maze_depths=(4, 8), maze_widths=(16,), maze_seeds=(0,), maze_steps=400,
+             maze_train_args=("--num-envs 8 --unroll-length 25 --sgd-steps 2 --batch-size 32 --replay-capacity 50 "
+                              "--eval-every 1 --eval-episodes 8 --actor-random-goal-frac 0.75"),
+             ant_env="", maze_minutes=0.5, maze_overhead_s=300.0, minutes=30.0, cell_timeout_s=600.0)
 
 
 # ---- one throughput cell (run in its own process) ------------------------------------------------------------
@@ -143,20 +158,21 @@ def throughput_cell(spec: dict) -> dict:
 
 
 def plan(cfg: GpuBenchConfig) -> list[dict]:
-    """Every cell, in priority order."""
+    """Every throughput cell, in priority order."""
     base = {k: getattr(cfg, k) for k in ("width", "num_envs", "unroll_length", "batch_size", "sgd_steps",
                                           "replay_capacity", "timed_iterations")}
     cells = [{"part": "depth", "env": e, "depth": d, "bf16": False, "remat": False, **base}
-             for e in cfg.envs for d in cfg.depths]
+             for d in cfg.depths for e in cfg.envs]
     cells += [{"part": "precision", "env": cfg.envs[0], "depth": cfg.precision_depth, "bf16": b, "remat": r, **base}
               for b, r in ((True, False), (False, True), (True, True))]
-    cells += [{"part": "maze", "env": cfg.maze_env, "depth": d} for d in cfg.maze_depths]
     return cells
 
 
 def _env() -> dict:
+    """The cells' environment: this checkout on the path; no preallocation (cells that share the GPU need it)."""
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""),
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
 def run_throughput(spec: dict, timeout: float) -> dict:
@@ -173,57 +189,108 @@ def run_throughput(spec: dict, timeout: float) -> dict:
         return {"status": "ok", **json.loads(out.read_text())}
 
 
-def run_maze(spec: dict, cfg: GpuBenchConfig, minutes: float) -> dict:
-    """`deepcrl train` on the maze for `minutes`, then its last evaluation and eval curve."""
-    timeout = 60 * minutes + 2 * cfg.maze_overhead_s
-    from deepcrl._io import read_jsonl
+def plot(cells: list[dict], path: Path, title: str = "") -> Path:
+    """Env steps/s, compile time and peak device memory vs depth, one line per (env, bf16, remat)."""
+    import matplotlib
 
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / f"maze_d{spec['depth']}"
-        cmd = [sys.executable, "-m", "deepcrl.cli", "train", "--env", spec["env"], "--depth", str(spec["depth"]),
-               "--out", str(run_dir), "--max-minutes", f"{minutes:.3g}", *cfg.maze_train_args]
-        if "--steps" not in cfg.maze_train_args:
-            cmd += ["--steps", str(10**9)]
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    lines: dict[str, list[dict]] = {}
+    for c in cells:
+        if c.get("status") == "ok":
+            label = c["env"] + (" bf16" if c["bf16"] else "") + (" remat" if c["remat"] else "")
+            lines.setdefault(label, []).append(c)
+    for label, rows in sorted(lines.items()):
+        rows = sorted(rows, key=lambda c: c["depth"])
+        depths = [c["depth"] for c in rows]
+        for ax, key, scale in zip(axes, ("env_steps_per_s", "compile_s", "peak_bytes_in_use"), (1, 1, 2**-30)):
+            ax.plot(depths, [(c.get(key) or float("nan")) * scale for c in rows], "o-", label=label)
+    for ax, name in zip(axes, ("env steps / s (training)", "compile s", "peak device memory (GiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("depth")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    fig.suptitle(f"teacher iteration by depth {title}".strip())
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweeps(cfg: GpuBenchConfig) -> dict[str, list[str]]:
+    """The `deepcrl sweep` command line of the depth study and of the ant run (all their cells train at once)."""
+    common = ["--max-minutes", f"{cfg.maze_minutes:.3g}"]
+    grids = {}
+    if cfg.maze_env:
+        grids["study"] = [cfg.maze_env, cfg.maze_depths, cfg.maze_widths, cfg.maze_seeds, cfg.maze_train_args,
+                          ["--steps", str(cfg.maze_steps), "--probe"]]
+    if cfg.ant_env:
+        grids["ant"] = [cfg.ant_env, cfg.ant_depths, (cfg.width,), (0,), cfg.ant_train_args, []]
+    out = {}
+    for name, (env, depths, widths, seeds, train_args, extra) in grids.items():
+        jobs = len(depths) * len(widths) * len(seeds)
+        out[name] = [sys.executable, "-m", "deepcrl.cli", "sweep", "--env", env,
+                     "--depths", *map(str, depths), "--widths", *map(str, widths), "--seeds", *map(str, seeds),
+                     "--jobs", str(jobs), f"--train-args={train_args}", *common, *extra]
+    return out
+
+
+def run_sweeps(cfg: GpuBenchConfig, runs: Path, out: Path) -> dict:
+    """Run the sweeps side by side; copy each one's sweep.json / sweep.png and its cells' logs beside `out`."""
+    import shutil
+    import tarfile
+
+    procs = {}
+    for name, cmd in sweeps(cfg).items():
+        log = open(runs / f"{name}.log", "w")  # noqa: SIM115 (closed below)
+        procs[name] = (subprocess.Popen([*cmd, "--out", str(runs / name)], env=_env(), stdout=log,
+                                        stderr=subprocess.STDOUT), log)
+    deadline = time.monotonic() + 60 * cfg.maze_minutes + cfg.maze_overhead_s
+    results = {}
+    for name, (proc, log) in procs.items():
         try:
-            proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
+            rc = proc.wait(timeout=max(deadline - time.monotonic(), 1))
         except subprocess.TimeoutExpired:
-            return {"status": "timed_out", "error": f"killed after {timeout:.0f} s"}
-        rows = read_jsonl(run_dir / "metrics.jsonl")
-        evals = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], **{k: r["eval"].get(k) for k in (
-            "success", "detour_success", "time_at_goal")}} for r in rows if r.get("eval")]
-        if proc.returncode != 0 or not rows:
-            tail = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()][-3:]
-            return {"status": "failed", "error": " | ".join(tail)[-600:], "evals": evals}
-        last = rows[-1]
-        return {"status": "ok", "train_minutes": minutes, "env_steps": last["env_steps"], "wall_s": last["wall_s"],
-                "env_steps_per_s": last["env_steps"] / max(last["wall_s"], 1e-9),
-                "entropy": last.get("entropy"), "critic_loss": last.get("critic_loss"),
-                "final": evals[-1] if evals else None, "evals": evals}
+            proc.kill()
+            rc = "killed"
+        log.close()
+        sweep_dir = runs / name
+        row: dict = {"command": " ".join(sweeps(cfg)[name][1:]), "rc": rc}
+        if (sweep_dir / "sweep.json").exists():
+            row.update(json.loads((sweep_dir / "sweep.json").read_text()))
+            for suffix in ("json", "png"):
+                shutil.copy(sweep_dir / f"sweep.{suffix}", out.with_name(f"{out.stem}_{name}.{suffix}"))
+        else:
+            row["log_tail"] = (runs / f"{name}.log").read_text()[-1500:]
+        with tarfile.open(out.with_name(f"{out.stem}_{name}_cells.tar.gz"), "w:gz") as tar:
+            tar.add(runs / f"{name}.log", arcname=f"{name}.log")
+            for path in sorted(sweep_dir.glob("*/*")) if sweep_dir.exists() else []:
+                if path.name in ("metrics.jsonl", "manifest.json", "train.log", "probe.png", "probe.json",
+                                 "curves.png"):
+                    tar.add(path, arcname=f"{name}/{path.parent.name}/{path.name}")
+        results[name] = row
+        print(json.dumps({"sweep": name, "rc": rc, "groups": row.get("groups")}), flush=True)
+    return results
 
 
 def main(cfg: GpuBenchConfig) -> int:
     from deepcrl.bench.common import machine_facts, write_result
 
     out = cfg.out or (Path(tempfile.gettempdir()) / "deepcrl_gpu_smoke.json" if cfg.smoke else RESULTS / "gpu.json")
-    deadline = time.monotonic() + 60 * cfg.minutes
+    # the throughput cells get what the sweeps (which run last, with a fixed time) leave of the budget
+    deadline = time.monotonic() + 60 * (cfg.minutes - cfg.maze_minutes) - cfg.maze_overhead_s
     results = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
                "machine": machine_facts(jax_devices=False), "cells": []}
-    cells = plan(cfg)
-    for i, spec in enumerate(cells):
+    for spec in plan(cfg):
         left = deadline - time.monotonic()
-        maze = spec["part"] == "maze"
-        mazes_left = sum(c["part"] == "maze" for c in cells[i:])
-        # the maze runs share what is left; each needs its overhead plus at least a quarter of a minute
-        minutes = min(cfg.maze_minutes, (left / max(mazes_left, 1) - cfg.maze_overhead_s) / 60)
-        enough = minutes >= min(0.25, cfg.maze_minutes)
-        need = (60 * minutes + cfg.maze_overhead_s if enough else float("inf")) if maze else 30.0
-        label = f"{spec['part']} {spec['env']} depth {spec['depth']}" + (
-            "" if maze else f" bf16={spec['bf16']} remat={spec['remat']}")
+        label = f"{spec['part']} {spec['env']} depth {spec['depth']} bf16={spec['bf16']} remat={spec['remat']}"
         t0 = time.perf_counter()
-        if left < need:
-            row = {"status": "skipped", "error": f"{max(left, 0):.0f} s of the {cfg.minutes} min budget left"}
-        elif maze:
-            row = run_maze(spec, cfg, minutes)
+        if left < 30.0:
+            row = {"status": "skipped", "error": f"{max(left, 0):.0f} s of the throughput budget left"}
         else:
             row = run_throughput(spec, timeout=min(left, cfg.cell_timeout_s))
         row = {**spec, **row, "cell_wall_s": round(time.perf_counter() - t0, 2)}
@@ -232,11 +299,19 @@ def main(cfg: GpuBenchConfig) -> int:
             results["machine"].setdefault("device_kind", row["device_kind"])
             results["machine"].setdefault("backend", row["backend"])
         print(json.dumps({k: row.get(k) for k in ("status", "compile_s", "env_steps_per_s", "peak_bytes_in_use",
-                                                  "env_steps", "final", "error")}
-                         | {"cell": label}), flush=True)
+                                                  "error")} | {"cell": label}), flush=True)
         write_result(out, results, jax_devices=False)
+        if row["status"] == "failed" and len(results["cells"]) == 1:
+            break  # the first cell failed (a broken install or API, most likely): nothing else would run either
+    results["sweeps"] = {}
+    if results["cells"][0]["status"] != "failed":
+        with tempfile.TemporaryDirectory() as runs:
+            results["sweeps"] = run_sweeps(cfg, Path(runs), out)
+    write_result(out, results, jax_devices=False)
+    plot(results["cells"], out.with_suffix(".png"), title=results["machine"].get("device_kind") or "")
     print(f"wrote {out}")
-    return 0 if all(c["status"] in ("ok", "skipped") for c in results["cells"]) else 1
+    ok = all(c["status"] in ("ok", "skipped") for c in results["cells"])
+    return 0 if ok and all(s["rc"] == 0 for s in results["sweeps"].values()) else 1
 
 
 if __name__ == "__main__":
