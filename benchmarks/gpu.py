@@ -18,6 +18,10 @@ point_maze_big depth study and a depth 4 vs 64 start on ant_big_maze, in about 8
 This process never starts JAX, so the GPU's memory is the cells'. Results are written after every cell to
 benchmarks/results/gpu.json (with the machine's facts), so a run cut short keeps what it measured.
 
+On one H200 (benchmarks/results/gpu.json) a throughput cell took 50-60 s (ant: ~37-45 s of it compiling) and
+humanoid's compile, depth 1024 and remat at depth 256 each ran past 60-90 s, so the default 8 minutes cover the
+first ~4 cells and the maze runs; the whole table needs about 20 (``--minutes 20``).
+
     python benchmarks/gpu.py                 # on the GPU machine (about 8 minutes)
     python benchmarks/gpu.py --smoke         # the same code paths, tiny, on a CPU (a few CPU-minutes)
 """
