@@ -13,7 +13,9 @@ WebSocket control loops stay where they landed).
 
 Metrics use prometheus_client's multiprocess mode: the parent points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
 temporary directory before spawning; each worker writes its counters, histograms and gauges there, and
-``/metrics`` on any worker renders the sum over all workers (`deepcrl.serve.metrics`).
+``/metrics`` on any worker renders the sum over all workers (`deepcrl.serve.metrics`). When the supervisor
+replaces a worker (it died, hung, or SIGHUP restarted it), the old worker's live gauges (in-flight requests,
+queued rows) are dropped from the sum; its counters and histograms stay, as Prometheus expects of a counter.
 """
 
 from __future__ import annotations
@@ -85,6 +87,22 @@ def serve_workers(cfg: ServeConfig) -> int:
 
     class Supervisor(Multiprocess):
         failed = False
+
+        def _replacing(self, step) -> None:
+            """Run a step that may replace workers; the live gauges of the ones it replaced leave the sum."""
+            from prometheus_client import multiprocess
+
+            before = {p.pid for p in self.processes}
+            step()
+            for pid in before - {p.pid for p in self.processes}:
+                if pid is not None:
+                    multiprocess.mark_process_dead(pid)  # e.g. the in-flight count of a killed worker
+
+        def keep_subprocess_alive(self) -> None:
+            self._replacing(super().keep_subprocess_alive)
+
+        def restart_all(self) -> None:
+            self._replacing(super().restart_all)
 
         def init_processes(self) -> None:
             super().init_processes()

@@ -1,5 +1,5 @@
-"""`deepcrl serve --workers 2`: both workers answer on one port, /metrics adds up over them, SIGTERM drains
-all of them and exits 0 within a bound."""
+"""`deepcrl serve --workers 2`: both workers answer on one port, /metrics adds up over them, a killed worker
+is replaced without leaving its live gauges behind, SIGTERM drains all of them and exits 0 within a bound."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -48,6 +49,21 @@ def test_two_workers_share_a_port_sum_their_metrics_and_drain_on_sigterm(policy_
         assert len(pids) == 2, pids  # both workers answered requests (each writes its own counter file)
         for _ in range(2):  # whichever worker answers /metrics, it reports both workers' requests
             assert _requests_answered(httpx.get(f"{url}/metrics", timeout=30).text) == n
+
+        # A killed worker is replaced, and its live gauges (in-flight requests) leave the sum.
+        victim = int(sorted(pids)[0].split("_")[1].split(".")[0])
+        assert list(tmp_path.glob(f"deepcrl-metrics-*/gauge_livesum_{victim}.db"))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while list(tmp_path.glob(f"deepcrl-metrics-*/gauge_livesum_{victim}.db")):
+            assert time.monotonic() < deadline, "the killed worker's gauges were never dropped"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("deepcrl-metrics-*/gauge_livesum_*.db"))) < 2:  # its replacement is up
+            assert time.monotonic() < deadline, "the killed worker was never replaced"
+            time.sleep(0.2)
+        assert one(0) == pytest.approx(expected.tolist(), abs=1e-6)
+        assert _requests_answered(httpx.get(f"{url}/metrics", timeout=30).text) == n + 1  # counters stay
     finally:
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
