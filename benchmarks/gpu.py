@@ -1,5 +1,5 @@
-"""The GPU runs, ready to go: teacher throughput, compile time and peak memory by depth, bf16 / remat, then the
-point_maze_big depth study and a depth 4 vs 64 start on ant_big_maze, in about 8 minutes on one H100 / H200.
+"""The GPU runs, ready to go: teacher throughput, compile time and peak memory by depth, bf16 / remat, then a
+depth 4 vs 64 start on ant_big_maze (and optionally the point_maze_big depth study) on one H100 / H200.
 
 1. ``ant`` and ``humanoid`` at depth 4 / 64 / 256 / 1024 in the reference's shape (512 envs x unroll 62, batch
    256, width 256, float32) but fewer SGD steps per iteration (--sgd-steps, for timing): compile time (AOT
@@ -9,9 +9,9 @@ point_maze_big depth study and a depth 4 vs 64 start on ant_big_maze, in about 8
    Parts 1 and 2 run one cell at a time, each in its own process (its peak memory is its own, a crash costs that
    cell only, a cell past --cell-timeout-s is killed), within what part 3 leaves of --minutes; a cell that would
    start with under 30 s left is recorded as skipped.
-3. Two `deepcrl sweep`s side by side, every cell at once on the one device, each cell --maze-minutes long:
-   the depth study (``point_maze_big``, depths 4 / 16 / 64 x 3 seeds, with the CPU study's flags, so the GPU
-   carries the same curves further) and ``ant_big_maze`` at depth 4 and 64 (GPU defaults). Their sweep.json and
+3. `deepcrl sweep`s side by side, every cell at once on the one device, each cell --maze-minutes long:
+   ``ant_big_maze`` at depth 4 and 64 (GPU defaults) and, with ``--maze-env point_maze_big``, the depth study
+   (depths 4 / 16 / 64 x 3 seeds, with the CPU study's flags, so the GPU carries the same curves further). Their sweep.json and
    sweep.png are copied beside the result JSON, with a tar.gz of each cell's metrics.jsonl, manifest and probe.
    The cells share the GPU, so their wall times say what one device did for all of them, not one run's speed.
 
@@ -67,9 +67,10 @@ class GpuBenchConfig:
     """Timed iterations after the first (which also pays first-touch costs)."""
     precision_depth: int = 256
     """Depth of the bf16 / remat cells."""
-    maze_env: str = "point_maze_big"
-    """Env of the depth study: `deepcrl sweep` over --maze-depths x --maze-widths x --maze-seeds, all cells at once
-    ('' skips it: cells that share one GPU are time-sliced, so a short study gets few env steps per cell)."""
+    maze_env: str = ""
+    """Env of the depth study (e.g. point_maze_big): `deepcrl sweep` over --maze-depths x --maze-widths x
+    --maze-seeds, all cells at once. Off by default: cells that share one GPU are time-sliced, so it is worth
+    running only with a longer lease (--maze-minutes 30)."""
     maze_depths: tuple[int, ...] = (4, 16, 64)
     """Depths of the depth study."""
     maze_widths: tuple[int, ...] = (128,)
