@@ -8,8 +8,12 @@ only adds the comparison the issue asks for:
   (``at_steps``) and the mean of its last three (``late_mean``);
 - at equal wall time: each cell's last evaluation finished within the shortest cell's training time (the
   shallow cells finish first, so this is what the deep cells had reached when the shallow ones were done);
+  the cells ran one at a time but not on an idle machine, so this is also given at equal compute
+  (``at_compute``): a deep cell's last evaluation within S / X env steps, X being its iteration's cost over
+  the shallow one's, timed side by side at the end (`benchmarks/gpu.py`'s throughput cell, here on the CPU);
 - the difference deep - shallow per seed (same seed, same env-step schedule) and its mean, against the seed
-  spread (population std over seeds, as `deepcrl sweep` reports it);
+  spread: the larger of the two depths' standard deviations over seeds (population std, as `deepcrl sweep`
+  reports it); "beats" needs the mean difference above it (and at least two seeds);
 - the representation probe of every cell (Spearman rank correlation of the critic's energy with the geodesic
   and the straight-line distance).
 
@@ -40,8 +44,10 @@ from deepcrl.sweep.runner import run_sweep
 RESULTS = Path(__file__).parent / "results"
 STUDIES = {
     "low_utd": dict(steps=5_000_000, train_args="--num-envs 1024 --unroll-length 25 --sgd-steps 32 "
-                                                "--batch-size 512 --eval-every 10"),
-    "reference_utd": dict(steps=800_000, train_args="--eval-every 10"),
+                                                "--batch-size 512 --eval-every 10",
+                    shape=dict(num_envs=1024, unroll_length=25, batch_size=512, sgd_steps=32)),
+    "reference_utd": dict(steps=800_000, train_args="--eval-every 10",  # the env's defaults: this shape
+                          shape=dict(num_envs=128, unroll_length=25, batch_size=256, sgd_steps=64)),
 }
 KEYS = ("success", "detour_success")
 PROBE = ("probe_spearman_geodesic", "probe_spearman_euclidean", "probe_spearman_geodesic_detour",
@@ -70,6 +76,8 @@ class DepthBigMazeConfig:
     """Evaluations averaged for the smoothed score at equal env steps."""
     final_episodes: int = 1000
     """Episodes of each cell's final evaluation of its artifact (seed 1000 + seed; cached in the run directory)."""
+    time_iterations: bool = True
+    """Time one training iteration per depth and study side by side, for the equal-compute comparison."""
     name: str = "depth_big_maze"
     """Result file stem in benchmarks/results/."""
 
@@ -77,6 +85,19 @@ class DepthBigMazeConfig:
 def _evals(run_dir: Path) -> list[dict]:
     return [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], **{k: r["eval"].get(k) for k in KEYS}}
             for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("eval")]
+
+
+def iteration_costs(cfg: DepthBigMazeConfig, shape: dict) -> dict:
+    """Steady seconds per training iteration of each depth in this shape, timed one after the other."""
+    from gpu import run_throughput  # benchmarks/gpu.py: one compiled iteration, timed in its own process
+
+    out = {}
+    for d in cfg.depths:
+        spec = {"env": cfg.env, "depth": d, "width": cfg.width, "replay_capacity": 200, "timed_iterations": 3,
+                "bf16": False, "remat": False, **shape}
+        row = run_throughput(spec, timeout=600)
+        out[d] = row.get("steady_iteration_s")
+    return out
 
 
 def _final_eval(run_dir: Path, seed: int, env: str, episodes: int) -> dict:
@@ -111,7 +132,8 @@ def _compare(cells: list[dict], depths: tuple[int, ...], score: str) -> dict:
     return out
 
 
-def analyse(study: str, rows: list[dict], sweep_dir: Path, cfg: DepthBigMazeConfig) -> dict:
+def analyse(study: str, rows: list[dict], sweep_dir: Path, cfg: DepthBigMazeConfig,
+            costs: dict | None = None) -> dict:
     cells = []
     for row in rows:
         ev = _evals(sweep_dir / row["cell"])
@@ -130,11 +152,18 @@ def analyse(study: str, rows: list[dict], sweep_dir: Path, cfg: DepthBigMazeConf
             c[f"{k}_late_mean"] = sum(late) / len(late) if late else None
             c[f"{k}_at_time"] = at_time[-1][k] if at_time else None
         c["env_steps_at_time"] = at_time[-1]["env_steps"] if at_time else None
-    result = {"equal_env_steps": s_equal, "equal_wall_s": t_equal, "cells": cells}
+        ratio = (costs[c["depth"]] / costs[cfg.depths[0]]) if costs and all(costs.values()) else None
+        if ratio is not None:
+            at_compute = [e for e in c["evals"] if e["env_steps"] <= s_equal / ratio + 1]
+            for k in KEYS:
+                c[f"{k}_at_compute"] = at_compute[-1][k] if at_compute else None
+            c["env_steps_at_compute"] = at_compute[-1]["env_steps"] if at_compute else None
+    result = {"equal_env_steps": s_equal, "equal_wall_s": t_equal, "iteration_s": costs, "cells": cells}
     for k in KEYS:
-        for when in ("final", "at_steps", "late_mean", "at_time"):
+        for when in ("final", "at_steps", "late_mean", "at_time", "at_compute"):
             result[f"{k}_{when}"] = _compare(cells, cfg.depths, f"{k}_{when}")
-    result["env_steps_at_time"] = _compare(cells, cfg.depths, "env_steps_at_time")["by_depth"]
+    for k in ("env_steps_at_time", "env_steps_at_compute"):
+        result[k] = _compare(cells, cfg.depths, k)["by_depth"]
     result["probe"] = {p: _compare(cells, cfg.depths, p)["by_depth"] for p in PROBE}
     return result
 
@@ -173,7 +202,7 @@ def plot(results: dict, path: Path, depths: tuple[int, ...]) -> None:
 
 
 def main(cfg: DepthBigMazeConfig) -> int:
-    results = {}
+    results, costs = {}, {}
     for study in cfg.studies:
         spec = STUDIES[study]
         sweep = SweepConfig(env=cfg.env, depths=cfg.depths, widths=(cfg.width,), seeds=cfg.seeds,
@@ -182,8 +211,13 @@ def main(cfg: DepthBigMazeConfig) -> int:
         for seed in cfg.seeds[:-1]:  # seed by seed, so a study cut short still has every depth of its first seeds
             run_sweep(dataclasses.replace(sweep, seeds=(seed,)), log=print)
         summary = run_sweep(sweep, log=print)
+        results[study] = summary["rows"]
+    for study in cfg.studies:  # timed after all training, one after the other, on an otherwise idle machine
+        costs[study] = iteration_costs(cfg, STUDIES[study]["shape"]) if cfg.time_iterations else None
+    for study in cfg.studies:
+        spec = STUDIES[study]
         results[study] = {"steps": spec["steps"], "train_args": spec["train_args"],
-                          **analyse(study, summary["rows"], Path(sweep.out), cfg)}
+                          **analyse(study, results[study], cfg.runs / study, cfg, costs[study])}
     out = RESULTS / f"{cfg.name}.json"
     write_result(out, {"config": {k: (str(v) if isinstance(v, Path) else v)
                                   for k, v in dataclasses.asdict(cfg).items()},
