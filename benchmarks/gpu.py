@@ -11,8 +11,9 @@ depth 4 vs 64 start on ant_big_maze (and optionally the point_maze_big depth stu
    start with under 30 s left is recorded as skipped.
 3. `deepcrl sweep`s side by side, every cell at once on the one device, each cell --maze-minutes long:
    ``ant_big_maze`` at depth 4 and 64 (GPU defaults) and, with ``--maze-env point_maze_big``, the depth study
-   (depths 4 / 16 / 64 x 3 seeds, with the CPU study's flags, so the GPU carries the same curves further). Their sweep.json and
-   sweep.png are copied beside the result JSON, with a tar.gz of each cell's metrics.jsonl, manifest and probe.
+   (depths 4 / 16 / 64 x 3 seeds, with the CPU study's flags, so the GPU carries the same curves further).
+   Their sweep.json and sweep.png are copied beside the result JSON, with a tar.gz of each cell's
+   metrics.jsonl, manifest and probe.
    The cells share the GPU, so their wall times say what one device did for all of them, not one run's speed.
 
 This process never starts JAX, so the GPU's memory is the cells'. Results are written after every cell to

@@ -14,8 +14,9 @@ WebSocket control loops stay where they landed).
 Metrics use prometheus_client's multiprocess mode: the parent points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
 temporary directory before spawning; each worker writes its counters, histograms and gauges there, and
 ``/metrics`` on any worker renders the sum over all workers (`deepcrl.serve.metrics`). When the supervisor
-replaces a worker (it died, hung, or SIGHUP restarted it), the old worker's live gauges (in-flight requests,
-queued rows) are dropped from the sum; its counters and histograms stay, as Prometheus expects of a counter.
+replaces or removes a worker (it died, hung, SIGHUP restarted it, SIGTTOU removed it), the old worker's live
+gauges (in-flight requests, queued rows) are dropped from the sum; its counters and histograms stay, as
+Prometheus expects of a counter.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def serve_workers(cfg: ServeConfig) -> int:
 
         def restart_all(self) -> None:
             self._replacing(super().restart_all)
+
+        def handle_ttou(self) -> None:  # one worker fewer
+            self._replacing(super().handle_ttou)
 
         def init_processes(self) -> None:
             super().init_processes()
