@@ -75,8 +75,8 @@ def run(teacher: Path, hiddens: tuple[str, ...], variants: tuple[str, ...], step
         for hidden in hiddens:
             for variant in variants:
                 t0 = time.perf_counter()
-                cfg = DistillConfig(teacher=teacher, out=Path(tmp) / f"{hidden}_{variant}", hidden=hidden,
-                                    steps=steps, rounds=rounds, num_envs=num_envs, eval_episodes=eval_episodes,
+                cfg = DistillConfig(run=teacher, out=Path(tmp) / f"{hidden}_{variant}", hidden=hidden,
+                                    distill_steps=steps, rounds=rounds, num_envs=num_envs, eval_episodes=eval_episodes,
                                     round_eval_episodes=0, seed=seed, noise=noise, **VARIANTS[variant])
                 rep = distill(cfg)
                 row = {

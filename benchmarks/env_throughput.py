@@ -38,7 +38,7 @@ class EnvThroughputBench:
     """Numbers of parallel envs."""
     random_envs: tuple[str, ...] = ("point_maze", "point_maze_open", "point_maze_big")
     """Envs whose random-policy success is measured."""
-    episodes: int = 1000
+    eval_episodes: int = 1000
     """Episodes of the random-policy evaluation."""
     out: Path = Path("benchmarks/results/env_throughput.json")
     """Where the result JSON goes."""
@@ -110,7 +110,7 @@ def main(cfg: EnvThroughputBench) -> dict[str, Any]:
         print(json.dumps(row), flush=True)
 
     for env_id in cfg.random_envs:
-        save("random_policy", random_success(env_id, cfg.episodes), ("env",))
+        save("random_policy", random_success(env_id, cfg.eval_episodes), ("env",))
     for n in cfg.sizes:  # every env at the small size first: the slow models' big runs come last
         for env_id in cfg.envs:
             if any((r["env"], r["num_envs"]) == (env_id, n) for r in results["throughput"]):

@@ -89,9 +89,9 @@ def bench_model(name: str, kind: str, actor_cfg: dict, tmp: Path, seconds: float
     policy = load_policy(ckpt)
     n_params = int(sum(np.size(x) for x in __import__("jax").tree.leaves(policy.params)))
     t = time.perf_counter()
-    fp32 = export(ExportConfig(ckpt=ckpt, out=tmp / f"{name}.onnx"))
+    fp32 = export(ExportConfig(run=ckpt, out=tmp / f"{name}.onnx"))
     fp32_wall = time.perf_counter() - t
-    int8 = export(ExportConfig(ckpt=ckpt, out=tmp / f"{name}.int8.onnx", quantize="int8", max_int8_error=2.0))
+    int8 = export(ExportConfig(run=ckpt, out=tmp / f"{name}.int8.onnx", quantize="int8", max_int8_error=2.0))
     obs, goal = rollout_states(policy, 256, seed=7)
     row = {
         "kind": kind, "network": actor_cfg, "params": n_params,

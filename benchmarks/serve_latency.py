@@ -27,7 +27,7 @@ def _student_onnx(folder: Path) -> Path:
     from deepcrl.policy import init_artifact
 
     init_artifact(folder / "student", "student", "point_maze", {"hidden": [256, 256]})
-    export(ExportConfig(ckpt=folder / "student", out=folder / "student.onnx"))
+    export(ExportConfig(run=folder / "student", out=folder / "student.onnx"))
     return folder / "student.onnx"
 
 

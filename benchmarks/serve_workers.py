@@ -40,8 +40,8 @@ class ServeWorkersBenchConfig:
     """Timed seconds per cell and round."""
     rounds: int = 2
     """Interleaved rounds (each round measures every cell once)."""
-    max_delay_us: int = 0
-    """The servers' --max-delay-us."""
+    max_queue_delay_us: int = 0
+    """The servers' --max-queue-delay-us."""
     seed: int = 0
     """Seed of the request bodies."""
     out: Path = Path("benchmarks/results/serve_workers.json")
@@ -56,9 +56,9 @@ def _tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) or 0.0 for p in [pid, *map(int, children)])
 
 
-def _start(model: Path, workers: int, max_delay_us: int) -> tuple[subprocess.Popen, str]:
+def _start(model: Path, workers: int, max_queue_delay_us: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(model), "--port", "0",
-                             "--workers", str(workers), "--max-delay-us", str(max_delay_us)],
+                             "--workers", str(workers), "--max-queue-delay-us", str(max_queue_delay_us)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if "ready at " not in line:
@@ -77,7 +77,7 @@ def main(cfg: ServeWorkersBenchConfig) -> int:
     machine = machine_facts(jax_devices=False)
     tmp = tempfile.TemporaryDirectory()
     model = cfg.model or write_policy(Path(tmp.name) / "policy.onnx", hidden=(64, 64))
-    servers = {n: _start(model, n, cfg.max_delay_us) for n in cfg.workers}
+    servers = {n: _start(model, n, cfg.max_queue_delay_us) for n in cfg.workers}
     rng = np.random.default_rng(cfg.seed)
     runs = {(n, c): Run() for n in cfg.workers for c in cfg.concurrency}
     cpu = {key: 0.0 for key in runs}

@@ -4,7 +4,7 @@ For each seed: train with the env's defaults (wall time recorded), evaluate the 
 episodes (all pairs, detour pairs, direct pairs) beside the random policy on the same episodes. Writes
 benchmarks/results/teacher_point_maze.json.
 
-    python benchmarks/teacher_point_maze.py [--seeds 0 1] [--episodes 1000] [--out runs/teacher-bench]
+    python benchmarks/teacher_point_maze.py [--seeds 0 1] [--eval-episodes 1000] [--out runs/teacher-bench]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Config:
 
     seeds: tuple[int, ...] = (0, 1)
     """Training seeds (evaluation uses 1000 + seed)."""
-    episodes: int = 1000
+    eval_episodes: int = 1000
     """Evaluation episodes per seed."""
     out: Path = Path("runs/teacher-bench")
     """Directory for the run directories (seed0/, seed1/, ...)."""
@@ -42,8 +42,8 @@ def main(cfg: Config) -> None:
     for seed in cfg.seeds:
         run_dir = cfg.out / f"seed{seed}"
         summary = train(TrainConfig(env="point_maze", out=run_dir, seed=seed))
-        teacher = evaluate("point_maze", load_policy(run_dir), episodes=cfg.episodes, seed=1000 + seed)
-        random = evaluate("point_maze", RandomPolicy(2, 2, 2, seed=seed), episodes=cfg.episodes, seed=1000 + seed)
+        teacher = evaluate("point_maze", load_policy(run_dir), episodes=cfg.eval_episodes, seed=1000 + seed)
+        random = evaluate("point_maze", RandomPolicy(2, 2, 2, seed=seed), episodes=cfg.eval_episodes, seed=1000 + seed)
         rows.append({"seed": seed, "env_steps": summary["env_steps"], "train_wall_s": summary["wall_s"],
                      "teacher": teacher.as_dict(), "random": random.as_dict()})
         print(json.dumps({"seed": seed, "wall_s": round(summary["wall_s"], 1), "success": teacher.success,

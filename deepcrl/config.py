@@ -6,19 +6,21 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from deepcrl.bench.config import BenchServeConfig
 from deepcrl.errors import DeepcrlError
+from deepcrl.student.config import DistillConfig, parse_hidden
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Roll a deterministic policy for K episodes and report success, time at goal and final distance.
 
-    Give exactly one of --ckpt (a teacher or student run directory), --model (an exported .onnx) or --url (a
+    Give exactly one of --run (a teacher or student run directory), --model (an exported .onnx) or --url (a
     running `deepcrl serve`). The same seed gives the same starts and goals for every kind of policy, so their
     numbers compare directly.
     """
 
-    ckpt: Path | None = None
+    run: Path | None = None
     """Teacher or student run directory."""
     model: Path | None = None
     """Exported .onnx file (run through ONNX Runtime)."""
@@ -26,7 +28,7 @@ class EvalConfig:
     """Base URL of a running `deepcrl serve` (the simulator is driven through the server)."""
     env: str | None = None
     """Environment id; defaults to the one the policy was trained on."""
-    episodes: int = 64
+    eval_episodes: int = 64
     """Number of evaluation episodes (run in parallel)."""
     seed: int = 0
     """Seed of the episodes' starts and goals."""
@@ -43,36 +45,39 @@ class EvalConfig:
     model_name: str | None = None
     """With --url: the served model to score (required by v2; v1 uses the server's default model if unset)."""
     probe: bool = False
-    """With --ckpt of a teacher trained on a point maze: also score its critic's energy -||phi(s, a) - psi(g)||
+    """With --run of a teacher trained on a point maze: also score its critic's energy -||phi(s, a) - psi(g)||
     against the maze's shortest-path and straight-line distances over every pair of free cells (Spearman rank
     correlation: does the critic follow the walls?) and draw the energy over the maze for one goal."""
     probe_png: Path | None = None
-    """With --probe: where to draw the heatmap (default: probe.png in the --ckpt directory)."""
+    """With --probe: where to draw the heatmap (default: probe.png in the --run directory)."""
     probe_action: Literal["actor", "zero"] = "actor"
     """With --probe: the action in phi(s, a): the actor's deterministic action for (s, g), or zero."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
-        for name in ("ckpt", "model", "render", "probe_png"):
+        for name in ("run", "model", "render", "probe_png"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        if sum(source is not None for source in (self.ckpt, self.model, self.url)) != 1:
-            raise DeepcrlError("give exactly one of --ckpt DIR, --model FILE.onnx or --url URL.")
+        if sum(source is not None for source in (self.run, self.model, self.url)) != 1:
+            raise DeepcrlError("give exactly one of --run DIR, --model FILE.onnx or --url URL.")
         if self.url is None and (self.protocol != "v1" or self.model_name is not None):
             raise DeepcrlError("--protocol and --model-name choose how to talk to a server; they need --url URL.")
         if self.protocol == "v2" and not self.model_name:
             raise DeepcrlError("--protocol v2 addresses a model by name; pass --model-name NAME.")
-        if self.episodes < 1:
-            raise DeepcrlError(f"--episodes must be at least 1, got {self.episodes}.")
+        if self.eval_episodes < 1:
+            raise DeepcrlError(f"--eval-episodes must be at least 1, got {self.eval_episodes}.")
         if self.episode_length is not None and self.episode_length < 1:
             raise DeepcrlError(f"--episode-length must be at least 1, got {self.episode_length}.")
-        if self.probe and self.ckpt is None:
-            raise DeepcrlError("--probe needs --ckpt DIR: the probe reads a teacher's critic from its run directory.")
+        if self.probe and self.run is None:
+            raise DeepcrlError("--probe needs --run DIR: the probe reads a teacher's critic from its run directory.")
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """Run every stage in a row with CPU-sized defaults and end with a one-screen summary.
+    """Run every stage in a row with the verbs' defaults and end with a one-screen summary.
+
+    The student is the exception: --hidden and --method default to a small DAgger student, which keeps most of a
+    point-maze teacher's success at a fraction of `deepcrl distill`'s default size on a CPU budget.
 
     Writes OUT/teacher (artifact, curves.png), OUT/student (artifact, report.json, curves.png),
     OUT/policy.onnx, OUT/serve_latency.{json,png} and OUT/summary.json. Re-running with --resume continues
@@ -89,28 +94,28 @@ class PipelineConfig:
     """Teacher environment steps; the env's default if unset."""
     depth: int | None = None
     """Teacher depth (multiple of 4); the env's default if unset."""
-    teacher_minutes: float | None = None
+    teacher_max_minutes: float | None = None
     """Stop teacher training after this much wall time (the run's artifact is still written)."""
     resume: bool = False
     """Continue the teacher from OUT/teacher's training checkpoint."""
     hidden: str = "32,32"
-    """Student hidden sizes."""
+    """Student hidden sizes (the pipeline's choice for a CPU budget; `deepcrl distill` has its own default)."""
     method: Literal["action", "dagger"] = "dagger"
     """Student data: teacher rollouts (action) or DAgger on the student's own states."""
-    distill_steps: int = 4000
-    """Student gradient steps."""
-    bench_seconds: float = 1.0
-    """Seconds per serve-benchmark cell (0 skips the serve benchmark)."""
-    eval_episodes: int = 256
-    """Episodes of the final evaluations."""
+    distill_steps: int = DistillConfig.distill_steps
+    """Student gradient steps (`deepcrl distill`'s default)."""
+    bench_duration_s: float = BenchServeConfig.duration_s
+    """Seconds per serve-benchmark cell, as `deepcrl bench serve --duration-s` (0 skips the serve benchmark)."""
+    eval_episodes: int = DistillConfig.eval_episodes
+    """Episodes of the final evaluations (`deepcrl distill`'s default)."""
+    json: bool = False
+    """Print the summary as one JSON object on stdout (progress goes to stderr)."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); `out` becomes a `Path`.
 
         The env id is checked by `run_pipeline` before any work (the registry imports Brax; a config does not).
         """
-        from deepcrl.student.config import parse_hidden
-
         object.__setattr__(self, "out", Path(self.out))
         parse_hidden(self.hidden)
         positive = {"distill_steps": self.distill_steps, "eval_episodes": self.eval_episodes,
@@ -118,7 +123,7 @@ class PipelineConfig:
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise DeepcrlError(f"--{name.replace('_', '-')} must be a positive integer; got {value}.")
-        if self.teacher_minutes is not None and not self.teacher_minutes > 0:
-            raise DeepcrlError(f"--teacher-minutes must be positive; got {self.teacher_minutes}.")
-        if self.bench_seconds < 0:
-            raise DeepcrlError(f"--bench-seconds must not be negative; got {self.bench_seconds}.")
+        if self.teacher_max_minutes is not None and not self.teacher_max_minutes > 0:
+            raise DeepcrlError(f"--teacher-max-minutes must be positive; got {self.teacher_max_minutes}.")
+        if self.bench_duration_s < 0:
+            raise DeepcrlError(f"--bench-duration-s must not be negative; got {self.bench_duration_s}.")

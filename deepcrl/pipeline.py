@@ -25,14 +25,13 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
     """
     from deepcrl import envs
     from deepcrl.cli import console as make_console
-    from deepcrl.cli.progress import Display
     from deepcrl.evaluate import evaluate
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.onnx import export
     from deepcrl.export.runtime import OnnxPolicy
     from deepcrl.student.config import DistillConfig
-    from deepcrl.student.distill import distill
     from deepcrl.teacher.config import TrainConfig
+    from deepcrl.cli.distill import distill_with_progress
     from deepcrl.cli.train import train_with_progress
 
     console = console or make_console()
@@ -52,21 +51,20 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
 
     t0 = stage(0)
     teacher = train_with_progress(TrainConfig(env=cfg.env, out=teacher_dir, steps=cfg.steps, depth=cfg.depth,
-                                              seed=cfg.seed, resume=cfg.resume, max_minutes=cfg.teacher_minutes))
+                                              seed=cfg.seed, resume=cfg.resume, max_minutes=cfg.teacher_max_minutes))
     summary["stages"]["train"] = {"seconds": time.perf_counter() - t0, "run_dir": str(teacher_dir),
                                   "env_steps": teacher.get("env_steps"), "eval": teacher.get("eval")}
 
     t0 = stage(1)
-    with Display("distill", total=cfg.distill_steps) as display:
-        report = distill(DistillConfig(teacher=teacher_dir, out=student_dir, hidden=cfg.hidden, method=cfg.method,
-                                       steps=cfg.distill_steps, seed=cfg.seed, eval_episodes=cfg.eval_episodes),
-                         progress_fn=display.update)
+    report = distill_with_progress(DistillConfig(run=teacher_dir, out=student_dir, hidden=cfg.hidden,
+                                                 method=cfg.method, distill_steps=cfg.distill_steps, seed=cfg.seed,
+                                                 eval_episodes=cfg.eval_episodes))
     summary["stages"]["distill"] = {"seconds": time.perf_counter() - t0, "run_dir": str(student_dir),
                                     "teacher": _pick(report["teacher"]), "student": _pick(report["student"]),
                                     "ratios": report["ratios"]}
 
     t0 = stage(2)
-    exported = export(ExportConfig(ckpt=student_dir, out=onnx_path, seed=cfg.seed))
+    exported = export(ExportConfig(run=student_dir, out=onnx_path, seed=cfg.seed))
     onnx_eval = evaluate(cfg.env, OnnxPolicy(onnx_path), episodes=cfg.eval_episodes,
                          seed=report["eval"]["seed"])
     summary["stages"]["export"] = {"seconds": time.perf_counter() - t0, "path": str(onnx_path),
@@ -76,13 +74,13 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
     console.print(f"ONNX policy in the simulator: success {onnx_eval.success:.3f} "
                   f"(student checkpoint: {report['student']['eval']['success']:.3f}, same episodes)")
 
-    if cfg.bench_seconds > 0:
+    if cfg.bench_duration_s > 0:
         from deepcrl.bench.config import BenchServeConfig
         from deepcrl.bench.serve import run as bench_serve
 
         t0 = stage(3)
         bench = bench_serve(BenchServeConfig(model=onnx_path, out=out / "serve_latency",
-                                             duration_s=cfg.bench_seconds, seed=cfg.seed))
+                                             duration_s=cfg.bench_duration_s, seed=cfg.seed))
         summary["stages"]["bench"] = {"seconds": time.perf_counter() - t0, "json": bench.get("json"),
                                       "png": bench.get("png"), "summary": bench.get("summary")}
     summary["seconds"] = time.perf_counter() - started

@@ -112,7 +112,7 @@ def oracle_teacher_dir(tmp_path_factory):
     return path
 
 
-TINY_DISTILL = {"hidden": "32,32", "steps": 600, "rounds": 3, "num_envs": 16, "rollout_length": 50,
+TINY_DISTILL = {"hidden": "32,32", "distill_steps": 600, "rounds": 3, "num_envs": 16, "unroll_length": 50,
                 "eval_episodes": 128, "round_eval_episodes": 0}
 
 
@@ -123,7 +123,7 @@ def oracle_student_report(oracle_teacher_dir, tmp_path_factory):
     from deepcrl.student.distill import distill
 
     out = tmp_path_factory.mktemp("student") / "oracle_student"
-    report = distill(DistillConfig(teacher=oracle_teacher_dir, out=out, method="dagger", represent=True,
+    report = distill(DistillConfig(run=oracle_teacher_dir, out=out, method="dagger", represent=True,
                                    **TINY_DISTILL))
     return report, out
 
@@ -135,7 +135,7 @@ def tiny_student_dir(tiny_teacher_dir, tmp_path_factory):
     from deepcrl.student.distill import distill
 
     out = tmp_path_factory.mktemp("student") / "tiny_student"
-    distill(DistillConfig(teacher=tiny_teacher_dir, out=out, **{**TINY_DISTILL, "eval_episodes": 32}))
+    distill(DistillConfig(run=tiny_teacher_dir, out=out, **{**TINY_DISTILL, "eval_episodes": 32}))
     return out
 
 
@@ -155,5 +155,5 @@ def tiny_onnx(tiny_student_dir, tmp_path_factory):
     from deepcrl.export.onnx import export
 
     out = tmp_path_factory.mktemp("export") / "policy.onnx"
-    export(ExportConfig(ckpt=tiny_student_dir, out=out))
+    export(ExportConfig(run=tiny_student_dir, out=out))
     return out

@@ -87,13 +87,13 @@ def test_cli_eval_needs_exactly_one_source(capsys):
 
 
 def test_cli_eval_missing_artifact(tmp_path, capsys):
-    assert main(["eval", "--ckpt", str(tmp_path / "nope")]) == 2
+    assert main(["eval", "--run", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv, words", [(["--episodes", "0", "--ckpt", "x"], "--episodes must be at least 1"),
-                                         (["--ckpt", "x", "--model", "y.onnx"], "exactly one of")])
+@pytest.mark.parametrize("argv, words", [(["--eval-episodes", "0", "--run", "x"], "--eval-episodes must be at least 1"),
+                                         (["--run", "x", "--model", "y.onnx"], "exactly one of")])
 def test_cli_eval_config_errors_are_one_sentence(capsys, argv, words):
     assert main(["eval", *argv]) == 2
     err = capsys.readouterr().err

@@ -37,6 +37,8 @@ class BenchTeacherConfig:
     the point maze defaults use 0.75). The timed step is the training update itself."""
     out: Path = Path("benchmarks/results/teacher_depth.json")
     """JSON output; the plot is written beside it with the suffix .png."""
+    json: bool = False
+    """Print the results as one JSON object on stdout instead of the summary."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 2:
@@ -72,16 +74,23 @@ class BenchServeConfig:
     """Transports to measure: json, msgpack (both HTTP POST /v1/act) and ws (WS /v1/stream)."""
     baseline: bool = True
     """Also measure the hand-written baseline (a minimal FastAPI + pydantic endpoint, one ORT call per request)."""
-    max_batch: int = 64
-    """Server --max-batch."""
-    max_delay_us: int = 0
-    """Server --max-delay-us."""
-    time_limit_s: float = 240.0
-    """Hard bound on the whole run; cells not started by then are skipped (and listed as skipped)."""
+    max_batch_size: int = 64
+    """Server --max-batch-size."""
+    max_queue_delay_us: int = 0
+    """Server --max-queue-delay-us."""
+    max_minutes: float = 4.0
+    """Hard bound on the whole run's wall time; cells not started by then are skipped (and listed as skipped)."""
     token_env: str | None = None
     """With --url: environment variable holding the server's bearer token."""
     seed: int = 0
     """Seed of the random observations sent."""
+    json: bool = False
+    """Print the results as one JSON object on stdout instead of the summary."""
+
+    def __post_init__(self) -> None:
+        """Check the fields (one `DeepcrlError` sentence for the first bad one)."""
+        if not self.max_minutes > 0:
+            raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
 
 
 @dataclasses.dataclass(frozen=True)

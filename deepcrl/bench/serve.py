@@ -147,7 +147,8 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
     try:
         if cfg.url is None:
             proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(cfg.model), "--port",
-                                "0", "--max-batch", str(cfg.max_batch), "--max-delay-us", str(cfg.max_delay_us)])
+                                "0", "--max-batch-size", str(cfg.max_batch_size), "--max-queue-delay-us",
+                                str(cfg.max_queue_delay_us)])
             procs.append(proc)
             pids["deepcrl"] = proc.pid
             base_url = None
@@ -173,7 +174,7 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
 
     started = time.monotonic()
     machine = machine_facts(jax_devices=False)  # at the start: its load average is the one before measuring
-    deadline = started + cfg.time_limit_s
+    deadline = started + 60.0 * cfg.max_minutes
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(headers=headers) as http:
         info = (await http.get(url + "/v1/metadata")).json()
@@ -255,7 +256,7 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
                     "shared_machine": SHARED_MACHINE},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
         "model": {k: info.get(k) for k in ("name", contract.OBS_SIZE, contract.GOAL_SIZE, contract.ACTION_SIZE,
-                                            "max_batch", "max_delay_us", "metadata")},
+                                            "max_batch_size", "max_queue_delay_us", "metadata")},
         "load_generator": "raw keep-alive HTTP/1.1 asyncio protocol (uvloop) with pre-encoded bodies; websockets "
                           "asyncio client for WS; servers in their own processes",
         "floors": floors,

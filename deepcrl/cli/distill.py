@@ -5,13 +5,27 @@ from __future__ import annotations
 from deepcrl.student.config import DistillConfig
 
 
-def run(cfg: DistillConfig) -> int:
-    from deepcrl.cli import console
+def distill_with_progress(cfg: DistillConfig) -> dict:
+    """`deepcrl.student.distill.distill` with the CLI's progress display; returns its report."""
     from deepcrl.cli.progress import Display
     from deepcrl.student.distill import distill
 
-    with Display("distill", total=cfg.steps) as display:
-        report = distill(cfg, progress_fn=display.update)
+    with Display("distill", total=cfg.distill_steps) as display:
+        def show(record: dict) -> None:
+            display.update(record["step"], round=f"{record['round'] + 1}/{cfg.rounds}", loss=record["loss"],
+                           heldout_mse=record["heldout_action_mse"])
+
+        return distill(cfg, progress_fn=show)
+
+
+def run(cfg: DistillConfig) -> int:
+    from deepcrl.cli import console, json_output, print_json
+
+    with json_output(cfg.json):
+        report = distill_with_progress(cfg)
+    if cfg.json:
+        print_json(report)
+        return 0
     t, s, r = report["teacher"], report["student"], report["ratios"]
     console().print(
         f"student -> {report['out']}\n"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
+from deepcrl.cli import print_json
 from deepcrl.config import EvalConfig
 
 
@@ -13,13 +13,13 @@ def run(cfg: EvalConfig) -> int:
     if cfg.probe:  # first: a student or a non-maze env is refused before anything is evaluated
         from deepcrl.teacher.probe import probe_run
 
-        probe = probe_run(cfg.ckpt, png=cfg.probe_png or cfg.ckpt / "probe.png", action=cfg.probe_action)
+        probe = probe_run(cfg.run, png=cfg.probe_png or cfg.run / "probe.png", action=cfg.probe_action)
     policy, env_id, source = _policy(cfg)
     from deepcrl import envs
     from deepcrl.evaluate import evaluate
 
     env = envs.make(env_id)
-    result = evaluate(env, policy, episodes=cfg.episodes, seed=cfg.seed, episode_length=cfg.episode_length)
+    result = evaluate(env, policy, episodes=cfg.eval_episodes, seed=cfg.seed, episode_length=cfg.episode_length)
     out = {"source": source, "env": env_id, "seed": cfg.seed, **result.as_dict()}
     if cfg.render:
         from deepcrl.evaluate import render_episode
@@ -29,7 +29,7 @@ def run(cfg: EvalConfig) -> int:
     if probe is not None:
         out["probe"] = probe
     if cfg.json:
-        print(json.dumps(out))
+        print_json(out)
     else:
         _print_table(out)
     return 0
@@ -38,12 +38,12 @@ def run(cfg: EvalConfig) -> int:
 def _policy(cfg: EvalConfig):
     from deepcrl.errors import DeepcrlError
 
-    if cfg.ckpt:
+    if cfg.run:
         from deepcrl.policy import load_policy
 
-        policy = load_policy(cfg.ckpt)
+        policy = load_policy(cfg.run)
         env_id = cfg.env or policy.manifest.env_id
-        return policy, env_id, f"{policy.manifest.kind} {cfg.ckpt}"
+        return policy, env_id, f"{policy.manifest.kind} {cfg.run}"
     if cfg.model:
         from deepcrl.export.runtime import OnnxPolicy
 
@@ -57,7 +57,7 @@ def _policy(cfg: EvalConfig):
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
     if cfg.token_env and token is None:
         raise DeepcrlError(f"the environment variable {cfg.token_env} is not set.")
-    policy = PolicyClient(cfg.url, token=token, model=cfg.model_name, protocol=cfg.protocol)
+    policy = PolicyClient(cfg.url, token=token, model_name=cfg.model_name, protocol=cfg.protocol)
     served = policy.metadata()  # the server's facts; the model's own metadata_props under "metadata"
     env_id = cfg.env or served.get("metadata", {}).get("env_id")
     if not env_id:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from deepcrl.cli import print_json
 from deepcrl.export.config import ExportConfig
 
 
@@ -12,7 +11,7 @@ def run(cfg: ExportConfig) -> int:
 
     report = export(cfg)
     if cfg.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         print_report(report)
     return 0

@@ -6,7 +6,11 @@ from deepcrl.config import PipelineConfig
 
 
 def run(cfg: PipelineConfig) -> int:
+    from deepcrl.cli import json_output, print_json
     from deepcrl.pipeline import run_pipeline
 
-    run_pipeline(cfg)
+    with json_output(cfg.json):
+        summary = run_pipeline(cfg)
+    if cfg.json:
+        print_json(summary)
     return 0

@@ -14,19 +14,28 @@ def run(cfg: SweepConfig) -> int:
     jax.config.update("jax_platforms", "cpu")
     from deepcrl.sweep.runner import cell_state, plan, run_sweep, train_command
 
-    from deepcrl.cli import console
+    from deepcrl.cli import console, json_output, print_json
 
     err = console(stderr=True, highlight=False)
     if cfg.dry_run:
         out = console(highlight=False)
+        cells = []
         for cell in plan(cfg):
             state = cell_state(cell, cfg)
-            cmd = "(nothing to train)" if state in ("done", "out_of_time") else " ".join(
-                train_command(cell, cfg, state)[1:])
-            out.print(f"{cell.name}: {state}: {escape(cmd)}", soft_wrap=True)
+            cmd = None if state in ("done", "out_of_time") else train_command(cell, cfg, state)[1:]
+            cells.append({"cell": cell.name, "state": state, "command": cmd})
+            if not cfg.json:
+                text = "(nothing to train)" if cmd is None else " ".join(cmd)
+                out.print(f"{cell.name}: {state}: {escape(text)}", soft_wrap=True)
+        if cfg.json:
+            print_json({"env": cfg.env, "cells": cells})
         return 0
-    result = run_sweep(cfg, log=lambda line: err.print(f"[dim]sweep[/] {escape(line)}"))
-    _print_table(result)
+    with json_output(cfg.json):
+        result = run_sweep(cfg, log=lambda line: err.print(f"[dim]sweep[/] {escape(line)}"))
+    if cfg.json:
+        print_json(result)
+    else:
+        _print_table(result)
     return 0 if all(r["status"] != "failed" for r in result["rows"]) else 1
 
 

@@ -43,7 +43,13 @@ def run(cfg: TrainConfig) -> int:
 
         train(cfg)
         return 0
-    summary = train_with_progress(cfg)
+    from deepcrl.cli import json_output, print_json
+
+    with json_output(cfg.json):
+        summary = train_with_progress(cfg)
+    if cfg.json:
+        print_json(summary)
+        return 0
     ev = summary.get("eval", {})
     Console().print(
         f"[bold green]trained[/] {summary['env_steps']:,} env steps in {summary['wall_s']:.0f} s -> "

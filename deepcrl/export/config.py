@@ -12,12 +12,13 @@ class ExportConfig:
     """Export a teacher or student artifact to ONNX (or a Triton repository / TF SavedModel), checked
     against JAX before anything is written."""
 
-    ckpt: Path
+    run: Path
     """Run directory of the teacher or student to export."""
     out: Path
     """Output: a `.onnx` file (format onnx), a model repository directory (triton) or a directory (savedmodel)."""
     format: Literal["onnx", "triton", "savedmodel"] = "onnx"
-    """onnx: one file; triton: `<out>/<name>/1/model.onnx` + `config.pbtxt`; savedmodel: TF SavedModel (extra `tf`)."""
+    """onnx: one file; triton: `<out>/<model-name>/1/model.onnx` + `config.pbtxt`; savedmodel: TF SavedModel
+    (extra `tf`)."""
     quantize: Literal["none", "int8"] = "none"
     """int8: ONNX Runtime int8 quantisation of the weights, refused when its action error passes --max-int8-error."""
     int8_mode: Literal["dynamic", "static"] = "dynamic"
@@ -30,8 +31,8 @@ class ExportConfig:
     """Largest max |action(fp16) - action(JAX)| accepted on rollout states, in action units."""
     max_diff: float = 1e-5
     """Largest max |action(ONNX) - action(JAX)| accepted for the float32 model."""
-    name: str = "deepcrl_policy"
-    """Model name inside a Triton repository."""
+    model_name: str = "deepcrl_policy"
+    """Model name inside a Triton repository (what clients address, as `deepcrl serve` serves a file's stem)."""
     max_batch_size: int = 256
     """Triton: largest batch the server may form (dynamic batching)."""
     max_queue_delay_us: int = 100
@@ -41,5 +42,5 @@ class ExportConfig:
     seed: int = 0
     """Seed of the random and rollout inputs used for the parity check."""
     json: bool = False
-    """Print the export report as JSON."""
+    """Print the export report as one JSON object on stdout."""
 

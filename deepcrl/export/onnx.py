@@ -1,7 +1,7 @@
 """JAX policy -> ONNX with jax2onnx, checked against JAX on random and rollout states before it is written.
 
 The exported function is the artifact's own `JaxPolicy.apply_fn` with its parameters closed over, so the
-file computes exactly what `deepcrl eval --ckpt` runs: the deterministic tanh action mapped onto the
+file computes exactly what `deepcrl eval --run` runs: the deterministic tanh action mapped onto the
 action bounds. A scanned teacher (`jax.lax.scan` over stacked blocks) becomes one ONNX `Loop`, so the file
 and the export time stay small at any depth.
 """
@@ -169,7 +169,7 @@ def build(cfg) -> tuple[bytes, dict[str, Any]]:
 
     if cfg.quantize == "int8" and cfg.fp16:
         raise DeepcrlError("--quantize int8 and --fp16 exclude each other; choose one.")
-    policy = load_source(cfg.ckpt)
+    policy = load_source(cfg.run)
     t0 = time.perf_counter()
     model = to_onnx_model(policy, opset=cfg.opset)
     export_s = time.perf_counter() - t0
@@ -187,7 +187,7 @@ def build(cfg) -> tuple[bytes, dict[str, Any]]:
         raise DeepcrlError(f"the ONNX model disagrees with JAX: max |ONNX - JAX| = {diff:.3g} on {where} inputs at "
                            f"batch {batch} (tolerance {cfg.max_diff:g}); nothing was written.")
     report: dict[str, Any] = {
-        "kind": policy.manifest.kind, "env_id": policy.manifest.env_id, "source": str(cfg.ckpt),
+        "kind": policy.manifest.kind, "env_id": policy.manifest.env_id, "source": str(cfg.run),
         "export_seconds": round(export_s, 3), "tolerance": cfg.max_diff,
         "parity": {"fp32": {n: {str(b): v for b, v in per.items()} for n, per in errors.items()}},
         "fp32_max_abs_diff": diff, "precision": "fp32",
@@ -242,7 +242,7 @@ def _check_reduced(model, fp32, inputs, reference, bound: float, precision: str,
 
 
 def export(cfg) -> dict[str, Any]:
-    """Export `cfg.ckpt` in `cfg.format`; nothing is written unless every check passes.
+    """Export `cfg.run` in `cfg.format`; nothing is written unless every check passes.
 
     Args:
         cfg: a `deepcrl.export.config.ExportConfig`.
@@ -264,7 +264,8 @@ def export(cfg) -> dict[str, Any]:
     if cfg.format == "triton":
         from deepcrl.export.triton import write_repository
 
-        path = write_repository(out, cfg.name, data, report["metadata"], cfg.max_batch_size, cfg.max_queue_delay_us)
+        path = write_repository(out, cfg.model_name, data, report["metadata"], cfg.max_batch_size,
+                                cfg.max_queue_delay_us)
         report.update(format="triton", path=str(path), repository=str(out), size_bytes=len(data))
         return report
     write_atomic(out, data)

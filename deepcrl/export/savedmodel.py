@@ -45,7 +45,7 @@ def export_savedmodel(cfg) -> dict[str, Any]:
     """
     tf, jax2tf = _import_tf()
 
-    policy = load_source(cfg.ckpt)
+    policy = load_source(cfg.run)
     params, apply_fn = policy.params, policy.apply_fn
     t0 = time.perf_counter()
     converted = jax2tf.convert(lambda o, g: apply_fn(params, o, g), polymorphic_shapes=["(b, _)", "(b, _)"],

@@ -62,19 +62,20 @@ class PolicyApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(model_path: str | Path, *, max_batch: int = 64, max_delay_us: int = 0, token: str | None = None,
-               max_body_bytes: int = 1_000_000, timeout_s: float = 2.0, default_model: str | None = None,
+def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_delay_us: int = 0,
+               token: str | None = None, max_body_bytes: int = 1_000_000, timeout_s: float = 2.0,
+               model_name: str | None = None,
                intra_op_threads: int = 1, warmup: int = 32) -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
         model_path: an .onnx file from `deepcrl export`, or a directory of them (served by file stem).
-        max_batch: most rows per ORT call and per request.
-        max_delay_us: longest a request waits for others to share its call (0: never).
+        max_batch_size: most rows per ORT call and per request.
+        max_queue_delay_us: longest a request waits for others to share its call (0: never).
         token: bearer token required on /v1/* and /metrics (None: no auth).
         max_body_bytes: largest accepted body (413 above).
         timeout_s: per-request limit on waiting for inference (504 past it).
-        default_model: the model the short routes serve (default: first name in sorted order).
+        model_name: the model the short routes serve (default: first name in sorted order).
         intra_op_threads: ORT threads per call.
         warmup: inference calls per model before the app is returned.
 
@@ -82,18 +83,18 @@ def create_app(model_path: str | Path, *, max_batch: int = 64, max_delay_us: int
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
         lifespan (any ASGI server runs it).
     """
-    if max_batch < 1:
-        raise DeepcrlError(f"max_batch must be at least 1, got {max_batch}.")
-    if max_delay_us < 0:
-        raise DeepcrlError(f"max_delay_us must be 0 or more, got {max_delay_us}.")
+    if max_batch_size < 1:
+        raise DeepcrlError(f"--max-batch-size must be at least 1, got {max_batch_size}.")
+    if max_queue_delay_us < 0:
+        raise DeepcrlError(f"--max-queue-delay-us must be 0 or more, got {max_queue_delay_us}.")
     if token is not None and not token:
         raise DeepcrlError("the bearer token is empty; set the variable named by --token-env to a secret.")
-    metrics = ServeMetrics(max_batch)
-    served = load_models(model_path, metrics, max_batch=max_batch, max_delay_us=max_delay_us,
+    metrics = ServeMetrics(max_batch_size)
+    served = load_models(model_path, metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
                          intra_op_threads=intra_op_threads, warmup=warmup)
-    default = default_model or next(iter(served))
+    default = model_name or next(iter(served))
     if default not in served:
-        raise DeepcrlError(f"--default-model {default!r} is not among the served models ({', '.join(served)}).")
+        raise DeepcrlError(f"--model-name {default!r} is not among the served models ({', '.join(served)}).")
     server = PolicyServer(served, default, metrics, token=token, max_body_bytes=max_body_bytes, timeout_s=timeout_s)
 
     @contextlib.asynccontextmanager
@@ -205,8 +206,9 @@ def serve(cfg: "ServeConfig") -> None:
                                "empty.")
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print(f"deepcrl serve: warning: listening on {cfg.host} without a token (--token-env).", file=sys.stderr)
-    app = create_app(cfg.model, max_batch=cfg.max_batch, max_delay_us=cfg.max_delay_us, token=token,
-                     max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, default_model=cfg.default_model,
+    app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
+                     token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
+                     model_name=cfg.model_name,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
@@ -217,7 +219,7 @@ def serve(cfg: "ServeConfig") -> None:
             await super().startup(sockets=sockets)
             if self.started:
                 print(f"deepcrl serve: ready at {url} (models: {names}; default {app.state.default}; "
-                      f"max_batch {cfg.max_batch}, max_delay_us {cfg.max_delay_us}, "
+                      f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
                       f"auth {'on' if token else 'off'})", flush=True)
 
     _Server(uvicorn_config(app, log_level=cfg.log_level)).run(sockets=[sock])

@@ -14,6 +14,7 @@ from typing import Any
 
 import http.client
 import json
+import warnings
 from urllib.parse import urlsplit
 
 import msgpack
@@ -46,6 +47,16 @@ def _rows(x, size: int, name: str) -> np.ndarray:
     return arr
 
 
+def _model_name(model_name: str | None, model: str | None) -> str | None:
+    """`model_name`, or the deprecated `model=` keyword (with a `DeprecationWarning` naming the new one)."""
+    if model is None:
+        return model_name
+    warnings.warn("model= is deprecated; use model_name=", DeprecationWarning, stacklevel=3)
+    if model_name is not None and model_name != model:
+        raise DeepcrlError(f"model_name={model_name!r} and model={model!r} disagree; pass only model_name.")
+    return model
+
+
 class _PolicyBase:
     """Shared by the HTTP and WebSocket clients: sizes from the metadata and the batched policy call."""
 
@@ -64,8 +75,15 @@ class _PolicyBase:
         return int(self.info["action_size"])
 
     @property
+    def max_batch_size(self) -> int:
+        """Most rows the server takes per request (larger batches are split by `__call__`)."""
+        return int(self.info.get("max_batch_size", self.info.get("max_batch")))  # a previous release's server
+
+    @property
     def max_batch(self) -> int:
-        return int(self.info["max_batch"])
+        """Deprecated: `max_batch_size`."""
+        warnings.warn("max_batch is deprecated; use max_batch_size", DeprecationWarning, stacklevel=2)
+        return self.max_batch_size
 
     def act_batch(self, observations, goals) -> np.ndarray:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
@@ -79,9 +97,9 @@ class _PolicyBase:
         """The policy signature: [B, obs], [B, goal] -> [B, act]; batches above the server's limit are split."""
         obs = _rows(observation, self.obs_size, "observation")
         goal = _rows(goal, self.goal_size, "goal")
-        if obs.shape[0] <= self.max_batch:
+        if obs.shape[0] <= self.max_batch_size:
             return self.act_batch(obs, goal)
-        step = self.max_batch
+        step = self.max_batch_size
         return np.concatenate([self.act_batch(obs[i:i + step], goal[i:i + step]) for i in range(0, len(obs), step)])
 
 
@@ -95,22 +113,24 @@ class PolicyClient(_PolicyBase):
     Args:
         url: server base URL, e.g. ``http://127.0.0.1:8000`` (https too).
         token: bearer token, if the server was started with ``--token-env``.
-        model: a model name of a multi-model server (None: the server's default model).
+        model_name: a model name of a multi-model server (None: the server's default model).
         use_json: send and receive JSON instead of msgpack (v2 always uses JSON tensors).
         timeout: seconds per request.
-        protocol: "v1" (deepcrl's own) or "v2" (the Open Inference Protocol, KServe v2); v2 needs `model`.
+        protocol: "v1" (deepcrl's own) or "v2" (the Open Inference Protocol, KServe v2); v2 needs `model_name`.
+        model: deprecated spelling of `model_name`.
     """
 
-    def __init__(self, url: str, token: str | None = None, model: str | None = None, use_json: bool = False,
-                 timeout: float = 10.0, protocol: str = "v1"):
+    def __init__(self, url: str, token: str | None = None, model_name: str | None = None, use_json: bool = False,
+                 timeout: float = 10.0, protocol: str = "v1", *, model: str | None = None):
+        model = _model_name(model_name, model)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DeepcrlError(f"{url!r} is not an http:// or https:// URL of a deepcrl server.")
         if protocol not in ("v1", "v2"):
             raise DeepcrlError(f"the protocol is 'v1' or 'v2', not {protocol!r}.")
         if protocol == "v2" and not model:
-            raise DeepcrlError("the v2 protocol addresses a model by name; pass model=NAME (deepcrl eval: "
-                               "--model-name NAME).")
+            raise DeepcrlError("the v2 protocol addresses a model by name; pass model_name=NAME (deepcrl "
+                               "eval: --model-name NAME).")
         self.url, self.protocol = url.rstrip("/"), protocol
         self._connect_args = (parts.hostname, parts.port, timeout)
         self._https = parts.scheme == "https"
@@ -159,13 +179,13 @@ class PolicyClient(_PolicyBase):
         return body
 
     def metadata(self) -> dict[str, Any]:
-        """The served model's facts: sizes, max_batch and the ONNX file's metadata_props (under "metadata")."""
+        """The served model's facts: sizes, max_batch_size and the ONNX file's metadata_props (under "metadata")."""
         if self.protocol == "v2":
             return self._v2_metadata()
         return self._roundtrip("GET", "/metadata", None, self._get_headers)
 
     def _v2_metadata(self) -> dict[str, Any]:
-        """The /v1 metadata's facts from a v2 server: sizes from the model's tensors; max_batch and the file's
+        """The /v1 metadata's facts from a v2 server: sizes from the model's tensors; max_batch_size and the file's
         metadata from the metadata's parameters (deepcrl) or the model configuration (Triton's extension)."""
         meta = self._roundtrip("GET", "", None, self._get_headers)
         tensors = {t.get("name"): t.get("shape") for t in [*meta.get("inputs", []), *meta.get("outputs", [])]
@@ -177,7 +197,10 @@ class PolicyClient(_PolicyBase):
             raise DeepcrlError(f"the model {meta.get('name')!r} at {self.url} does not have the deepcrl policy "
                                f"signature (inputs {OBSERVATION}, {GOAL}; output {ACTION}).") from exc
         params = dict(meta.get("parameters") or {})
-        if "max_batch" not in params:
+        if "max_batch" in params and "max_batch_size" not in params:  # a previous release's deepcrl server
+            params["max_batch_size"] = params["max_batch"]
+        params.pop("max_batch", None)
+        if "max_batch_size" not in params:
             try:
                 config = self._roundtrip("GET", "/config", None, self._get_headers)
             except ServerError:  # not Triton: no model configuration to read
@@ -185,9 +208,9 @@ class PolicyClient(_PolicyBase):
             params.update({k.removeprefix("deepcrl_"): v.get("string_value") for k, v in
                            (config.get("parameters") or {}).items() if isinstance(v, dict)})
             if config.get("max_batch_size"):
-                params["max_batch"] = config["max_batch_size"]
-        max_batch = int(params.pop("max_batch", 0) or 2**31 - 1)  # unknown: never split
-        return {"name": meta.get("name"), **sizes, "max_batch": max_batch, "metadata": params}
+                params["max_batch_size"] = config["max_batch_size"]
+        max_batch_size = int(params.pop("max_batch_size", 0) or 2**31 - 1)  # unknown: never split
+        return {"name": meta.get("name"), **sizes, "max_batch_size": max_batch_size, "metadata": params}
 
     def act_batch(self, observations, goals) -> np.ndarray:
         """Actions [B, act] for observations [B, obs] and goals [B, goal] in one request."""
@@ -231,11 +254,14 @@ class StreamClient(_PolicyBase):
     Args:
         url: server base URL (http:// or ws://).
         token: bearer token, if the server requires one.
-        model: a model name of a multi-model server (None: the default model).
+        model_name: a model name of a multi-model server (None: the default model).
         timeout: seconds to wait for each answer.
+        model: deprecated spelling of `model_name`.
     """
 
-    def __init__(self, url: str, token: str | None = None, model: str | None = None, timeout: float = 10.0):
+    def __init__(self, url: str, token: str | None = None, model_name: str | None = None, timeout: float = 10.0,
+                 *, model: str | None = None):
+        model = _model_name(model_name, model)
         from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 

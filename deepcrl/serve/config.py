@@ -16,9 +16,9 @@ class ServeConfig:
     """Address to bind. Loopback by default; `0.0.0.0` exposes the server to the network (set a token)."""
     port: int = 8000
     """TCP port (0 picks a free one; the ready line prints it)."""
-    max_batch: int = 64
+    max_batch_size: int = 64
     """Most rows gathered into one ONNX Runtime call (also the largest batch one request may send)."""
-    max_delay_us: int = 0
+    max_queue_delay_us: int = 0
     """Longest a request waits for others to share its call, in microseconds (0: never wait; requests that
     arrive while a call runs still share the next one)."""
     token_env: str | None = None
@@ -27,7 +27,7 @@ class ServeConfig:
     """Largest request body or WebSocket frame accepted (413 above it)."""
     timeout_s: float = 2.0
     """Per-request limit on waiting for inference (504 past it)."""
-    default_model: str | None = None
+    model_name: str | None = None
     """With a directory of models: the one /v1/act serves (default: the first name in sorted order)."""
     intra_op_threads: int = 1
     """ONNX Runtime threads per call (1 is fastest for small policies and leaves cores to the server)."""

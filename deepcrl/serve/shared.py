@@ -33,15 +33,18 @@ NEEDS_TOKEN = "a valid bearer token is required (Authorization: Bearer <token>).
 class Served:
     """One model, its batcher, and the facts /v1/metadata reports about it."""
 
-    def __init__(self, model: OnnxPolicy, batcher: MicroBatcher, max_batch: int, max_delay_us: int):
+    def __init__(self, model: OnnxPolicy, batcher: MicroBatcher, max_batch_size: int, max_queue_delay_us: int):
         self.model, self.batcher = model, batcher
         self.info = {
             "name": model.name,
             contract.OBS_SIZE: model.obs_size,
             contract.GOAL_SIZE: model.goal_size,
             contract.ACTION_SIZE: model.action_size,
-            "max_batch": max_batch,
-            "max_delay_us": max_delay_us,
+            "max_batch_size": max_batch_size,
+            "max_queue_delay_us": max_queue_delay_us,
+            # the same facts under their old keys, for clients of the previous release (drop in the next one)
+            "max_batch": max_batch_size,
+            "max_delay_us": max_queue_delay_us,
             "metadata": model.metadata,
         }
 
@@ -59,15 +62,15 @@ def model_paths(model_path: Path) -> list[Path]:
     return [model_path]
 
 
-def load_models(model_path: str | Path, metrics: ServeMetrics, *, max_batch: int, max_delay_us: int,
+def load_models(model_path: str | Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int,
                 intra_op_threads: int, warmup: int) -> dict[str, Served]:
     """Load and warm up every model once (CPU sessions), each with its batcher (not started yet)."""
     served: dict[str, Served] = {}
     for path in model_paths(Path(model_path)):
         model = OnnxPolicy(path, providers=["CPUExecutionProvider"], intra_op_threads=intra_op_threads)
-        model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch), max_batch})))
-        batcher = MicroBatcher(model, max_batch=max_batch, max_delay_us=max_delay_us, metrics=metrics)
-        served[model.name] = Served(model, batcher, max_batch, max_delay_us)
+        model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))
+        batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics)
+        served[model.name] = Served(model, batcher, max_batch_size, max_queue_delay_us)
     return served
 
 

@@ -2,7 +2,7 @@
 
 - ``GET /v2``: server metadata; ``GET /v2/health/live``, ``GET /v2/health/ready``.
 - ``GET /v2/models/{name}`` (metadata: tensors ``observation`` [-1, obs] and ``goal`` [-1, goal] in,
-  ``action`` [-1, act] out, FP32; ``parameters`` carry max_batch and the ONNX file's metadata_props),
+  ``action`` [-1, act] out, FP32; ``parameters`` carry max_batch_size and the ONNX file's metadata_props),
   ``GET /v2/models/{name}/ready``.
 - ``POST /v2/models/{name}/infer``: JSON tensors (``name``, ``shape``, ``datatype``, ``data`` flat or nested,
   row-major), or the binary tensor extension (an ``Inference-Header-Content-Length`` header; the JSON header
@@ -50,7 +50,10 @@ def model_metadata(s: Served) -> dict[str, Any]:
     return {"name": m.name, "versions": [VERSION], "platform": PLATFORM,
             "inputs": [_tensor(OBSERVATION, m.obs_size), _tensor(GOAL, m.goal_size)],
             "outputs": [_tensor(ACTION, m.action_size)],
-            "parameters": {"max_batch": s.info["max_batch"], "max_delay_us": s.info["max_delay_us"], **m.metadata}}
+            "parameters": {"max_batch_size": s.info["max_batch_size"],
+                           "max_queue_delay_us": s.info["max_queue_delay_us"],
+                           "max_batch": s.info["max_batch_size"],  # the old key, for the previous release's client
+                           **m.metadata}}
 
 
 def _shape(value: Any, name: str, size: int, max_batch: int) -> list[int]:

@@ -48,8 +48,9 @@ def _token(cfg: ServeConfig) -> str | None:
 def _build(cfg: ServeConfig):
     from deepcrl.serve.app import create_app
 
-    return create_app(cfg.model, max_batch=cfg.max_batch, max_delay_us=cfg.max_delay_us, token=_token(cfg),
-                      max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, default_model=cfg.default_model,
+    return create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
+                      token=_token(cfg), max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
+                      model_name=cfg.model_name,
                       intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
 
 
@@ -83,7 +84,7 @@ def serve_workers(cfg: ServeConfig) -> int:
 
     def ready() -> None:
         print(f"deepcrl serve: ready at {url} ({cfg.workers} workers; models: {names}; default {default}; "
-              f"max_batch {cfg.max_batch}, max_delay_us {cfg.max_delay_us}, "
+              f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
               f"auth {'on' if cfg.token_env else 'off'})", flush=True)
 
     class Supervisor(Multiprocess):

@@ -26,7 +26,7 @@ class DistillConfig:
     """Distil a deep teacher into a shallow MLP student (action matching, optional representation
     matching, offline or DAgger data); writes a student artifact and report.json."""
 
-    teacher: Path
+    run: Path
     """Teacher run directory (written by `deepcrl train`)."""
     out: Path
     """Student run directory to write (not the teacher's)."""
@@ -42,17 +42,17 @@ class DistillConfig:
     """Action loss: MSE of the squashed actions, or KL to the teacher's Gaussian (makes the student Gaussian)."""
     layer_norm: bool = False
     """LayerNorm after every hidden Dense of the student."""
-    steps: int = 6000
-    """Gradient steps in total (split evenly over the rounds)."""
+    distill_steps: int = 6000
+    """The student's gradient steps in total (split evenly over the rounds)."""
     batch_size: int = 256
     """Minibatch size."""
     learning_rate: float = 1e-3
     """Adam learning rate (cosine-decayed to 5% over the run)."""
     rounds: int = 4
-    """Data-collection rounds; each adds num_envs x rollout_length labelled states (DAgger iterations)."""
+    """Data-collection rounds; each adds num_envs x unroll_length labelled states (DAgger iterations)."""
     num_envs: int = 64
     """Parallel environments per collection round."""
-    rollout_length: int | None = None
+    unroll_length: int | None = None
     """Steps per environment per round; the env's episode length if None."""
     beta_decay: float = 0.5
     """DAgger: the teacher acts with probability beta_decay**round (round 0 is all teacher)."""
@@ -72,19 +72,21 @@ class DistillConfig:
     """Student evaluation episodes after every round, for the curves (0 = skip)."""
     seed: int = 0
     """Seed of the student's initialisation, data collection and minibatches."""
+    json: bool = False
+    """Print the report as one JSON object on stdout (progress goes to stderr)."""
 
     def hidden_sizes(self) -> tuple[int, ...]:
         return parse_hidden(self.hidden)
 
     def __post_init__(self) -> None:
         """Check every field (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
-        for name in ("teacher", "out"):
+        for name in ("run", "out"):
             object.__setattr__(self, name, Path(getattr(self, name)))
         self.hidden_sizes()
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "rounds": self.rounds,
+        positive = {"distill_steps": self.distill_steps, "batch_size": self.batch_size, "rounds": self.rounds,
                     "num_envs": self.num_envs, "eval_episodes": self.eval_episodes}
-        if self.rollout_length is not None:
-            positive["rollout_length"] = self.rollout_length
+        if self.unroll_length is not None:
+            positive["unroll_length"] = self.unroll_length
         for name, value in positive.items():
             if value < 1:
                 raise DeepcrlError(f"--{name.replace('_', '-')} must be a positive integer; got {value}.")
@@ -94,5 +96,5 @@ class DistillConfig:
             raise DeepcrlError(f"--beta-decay must lie in [0, 1]; got {self.beta_decay}.")
         if self.noise < 0 or self.round_eval_episodes < 0:
             raise DeepcrlError("--noise and --round-eval-episodes must not be negative.")
-        if self.out.absolute() == self.teacher.absolute():
-            raise DeepcrlError("--out must differ from --teacher: the student would overwrite its teacher.")
+        if self.out.absolute() == self.run.absolute():
+            raise DeepcrlError("--out must differ from --run: the student would overwrite its teacher.")

@@ -2,7 +2,7 @@
 
 The run is a few data-collection rounds, each followed by gradient steps on everything collected so far:
 
-    for round r:   collect   num_envs x rollout_length states; at each step the teacher acts with
+    for round r:   collect   num_envs x unroll_length states; at each step the teacher acts with
                              probability beta_r (+ exploration noise), the student otherwise; every visited
                              state is labelled with the teacher's deterministic action (and, with
                              --represent, its critic representations and actor features)
@@ -114,14 +114,14 @@ def make_train_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation,
 # ---- the run ---------------------------------------------------------------------------------------------
 
 
-def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) -> dict[str, Any]:
-    """Distil ``cfg.teacher`` into a student at ``cfg.out``.
+def distill(cfg: DistillConfig, progress_fn: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Distil ``cfg.run`` (the teacher) into a student at ``cfg.out``.
 
     Args:
         cfg: the run's configuration (checked when it was built).
-        progress_fn: called after every chunk of gradient steps as ``progress_fn(steps_done, round="r/R",
-            loss=..., heldout_mse=...)`` (out of ``cfg.steps``), e.g. a `deepcrl.cli.progress.Display`'s
-            ``update``.
+        progress_fn: called after every chunk of gradient steps with that chunk's record (one dict, the line
+            written to metrics.jsonl: ``step`` out of ``cfg.distill_steps``, ``round`` (0-based) out of
+            ``cfg.rounds``, ``loss``, ``heldout_action_mse``, ...), as `deepcrl.teacher.train.train`'s is.
 
     Returns:
         The report (also written to ``out/report.json``): teacher vs student vs random evaluation on the same
@@ -131,7 +131,7 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
     hidden = cfg.hidden_sizes()
     out = cfg.out.absolute()
     wall0 = time.perf_counter()
-    teacher = Teacher(cfg.teacher, need_critic=cfg.represent)
+    teacher = Teacher(cfg.run, need_critic=cfg.represent)
     m = teacher.manifest
     sizes = {"obs_size": m.obs_size, "goal_size": m.goal_size, "action_size": m.action_size}
     actor_cfg = {**sizes, "hidden": list(hidden), "layer_norm": cfg.layer_norm, "gaussian": cfg.loss == "kl"}
@@ -146,7 +146,7 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
     actor_gd = nnx.split(model.actor)[0]
 
     env = teacher.env
-    length = int(cfg.rollout_length or env.goal_spec.episode_length)
+    length = int(cfg.unroll_length or env.goal_spec.episode_length)
     benv = wrap_for_training(env)
     reset = jax.jit(benv.reset)
     collect = make_collector(benv, teacher.actor, teacher.critic, actor_gd, length, cfg.noise,
@@ -166,8 +166,9 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
         actor = nnx.merge(actor_gd, actor_state)
         return losses.action_mse(actor(jnp.concatenate([held["obs"], held["goal"]], -1))[0], held["t_mean"])
 
-    steps_per_round = [cfg.steps // cfg.rounds + (r < cfg.steps % cfg.rounds) for r in range(cfg.rounds)]
-    schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.steps, 1), alpha=0.05)
+    steps_per_round = [cfg.distill_steps // cfg.rounds + (r < cfg.distill_steps % cfg.rounds)
+                       for r in range(cfg.rounds)]
+    schedule = optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.distill_steps, 1), alpha=0.05)
     optimizer = optax.adam(schedule)
     opt_state = optimizer.init(params)
     train_chunk = {}
@@ -219,8 +220,7 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 if progress_fn is not None:
-                    progress_fn(step, round=f"{r + 1}/{cfg.rounds}", loss=record["loss"],
-                                heldout_mse=record["heldout_action_mse"])
+                    progress_fn(dict(record))
             summary = {"step": step, "round": r, "beta": beta, "data": int(size)}
             if cfg.round_eval_episodes:
                 res = evaluate(eval_env, student_policy(), cfg.round_eval_episodes, cfg.eval_seed)
@@ -236,7 +236,7 @@ def distill(cfg: DistillConfig, progress_fn: Callable[..., None] | None = None) 
                                             m.action_low, m.action_high), cfg.eval_episodes, cfg.eval_seed)
     final_error = float(heldout_mse(params["actor"]))
     t_info = describe(teacher_policy, teacher.actor, res_t,
-                      {"dir": str(cfg.teacher.absolute()), "checkpoint_hash": m.checkpoint_hash,
+                      {"dir": str(cfg.run.absolute()), "checkpoint_hash": m.checkpoint_hash,
                        "network": m.network["actor"]})
     s_info = describe(student, student.module, res_s, {"network": actor_cfg})
     report = {

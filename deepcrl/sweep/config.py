@@ -47,6 +47,9 @@ class SweepConfig:
     with the geodesic and the straight-line distance, and OUT/CELL/probe.png."""
     dry_run: bool = False
     """Check the grid and print each cell's `deepcrl train` command and state without training anything."""
+    json: bool = False
+    """Print the result (sweep.json's rows; with --dry-run, each cell's state and command) as one JSON object on
+    stdout (progress goes to stderr)."""
 
     def __post_init__(self) -> None:
         """Check the grid (one `DeepcrlError` sentence for the first problem); `out` becomes a `Path`."""

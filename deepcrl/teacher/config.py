@@ -103,6 +103,8 @@ class TrainConfig:
     """Stop after this much wall time (checkpoint, artifact and plots are written as at the end)."""
     tensorboard: bool = False
     """Also write TensorBoard event files (losses every iteration, evaluations) into --out."""
+    json: bool = False
+    """Print the run's summary as one JSON object on stdout (progress goes to stderr)."""
 
     # -- multi-process training (jax.distributed); see deepcrl/teacher/distributed.py ----------------------------
     coordinator: str | None = None

@@ -23,7 +23,7 @@ def _fails(capsys, *args: str) -> str:
 
 
 def test_missing_checkpoint(capsys, tmp_path):
-    err = _fails(capsys, "--ckpt", tmp_path / "nope", "--out", tmp_path / "p.onnx")
+    err = _fails(capsys, "--run", tmp_path / "nope", "--out", tmp_path / "p.onnx")
     assert "does not exist" in err and not (tmp_path / "p.onnx").exists()
 
 
@@ -31,7 +31,7 @@ def test_corrupt_checkpoint(capsys, tmp_path, tiny_onnx_source):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_onnx_source, bad)
     (bad / "manifest.json").write_text("{not json")
-    assert "is corrupt" in _fails(capsys, "--ckpt", bad, "--out", tmp_path / "p.onnx")
+    assert "is corrupt" in _fails(capsys, "--run", bad, "--out", tmp_path / "p.onnx")
 
 
 def test_incompatible_checkpoint(capsys, tmp_path, tiny_onnx_source):
@@ -40,17 +40,17 @@ def test_incompatible_checkpoint(capsys, tmp_path, tiny_onnx_source):
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["network"]["actor"]["hidden"] = [3]  # the checkpoint holds other shapes
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    assert "does not match its manifest" in _fails(capsys, "--ckpt", bad, "--out", tmp_path / "p.onnx")
+    assert "does not match its manifest" in _fails(capsys, "--run", bad, "--out", tmp_path / "p.onnx")
 
 
 def test_unwritable_output(capsys, tmp_path, tiny_onnx_source):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert "cannot write to" in _fails(capsys, "--ckpt", tiny_onnx_source, "--out", blocker / "p.onnx")
+    assert "cannot write to" in _fails(capsys, "--run", tiny_onnx_source, "--out", blocker / "p.onnx")
 
 
 def test_output_must_be_onnx(capsys, tmp_path, tiny_onnx_source):
-    assert "must end in .onnx" in _fails(capsys, "--ckpt", tiny_onnx_source, "--out", tmp_path / "p.pt")
+    assert "must end in .onnx" in _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "p.pt")
 
 
 def test_savedmodel_without_tensorflow(capsys, tmp_path, tiny_onnx_source):
@@ -60,14 +60,14 @@ def test_savedmodel_without_tensorflow(capsys, tmp_path, tiny_onnx_source):
         pass
     else:
         pytest.skip("TensorFlow is installed here")
-    err = _fails(capsys, "--ckpt", tiny_onnx_source, "--out", tmp_path / "sm", "--format", "savedmodel")
+    err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "sm", "--format", "savedmodel")
     assert "pip install deepcrl[tf]" in err
     assert not (tmp_path / "sm").exists()  # a refused export leaves nothing behind
 
 
 def test_cli_writes_a_verified_model(capsys, tmp_path, tiny_onnx_source):
     out = tmp_path / "sub" / "p.onnx"
-    assert main(["export", "--ckpt", str(tiny_onnx_source), "--out", str(out), "--json"]) == 0
+    assert main(["export", "--run", str(tiny_onnx_source), "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["path"] == str(out) and report["size_bytes"] == out.stat().st_size
     assert report["max_abs_diff"] <= 1e-5 and set(report["parity"]["fp32"]) == {"random", "rollout"}
@@ -104,7 +104,7 @@ def test_onnx_policy_rejects_bad_shapes(tiny_onnx):
 
 
 def test_thresholds_must_be_positive(capsys, tmp_path, tiny_onnx_source):
-    err = _fails(capsys, "--ckpt", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--max-int8-error", "0")
+    err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--max-int8-error", "0")
     assert "--max-int8-error must be a positive number" in err
 
 
@@ -116,7 +116,7 @@ def test_bf16_remat_teacher_exports_in_float32_with_parity(tmp_path):
 
     init_artifact(tmp_path / "t", "teacher", "point_maze", {"depth": 4, "width": 16, "dtype": "bfloat16",
                                                            "remat": True})
-    report = export(ExportConfig(ckpt=tmp_path / "t", out=tmp_path / "t.onnx"))
+    report = export(ExportConfig(run=tmp_path / "t", out=tmp_path / "t.onnx"))
     assert report["max_abs_diff"] <= 1e-5
     assert (tmp_path / "t.onnx").is_file()
 

@@ -81,13 +81,13 @@ def test_eval_of_onnx_equals_eval_of_checkpoint(tiny_onnx, source):
 def test_parity_failure_writes_nothing(tiny_onnx_source, tmp_path):
     out = tmp_path / "p.onnx"
     with pytest.raises(DeepcrlError, match=r"max \|ONNX - JAX\| = .* at batch \d+ \(tolerance 1e-12\); nothing"):
-        export(ExportConfig(ckpt=Path(tiny_onnx_source), out=out, max_diff=1e-12))
+        export(ExportConfig(run=Path(tiny_onnx_source), out=out, max_diff=1e-12))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_within_bound_and_refused_beyond(tiny_onnx_source, source, states, tmp_path):
     out = tmp_path / "q.onnx"
-    report = export(ExportConfig(ckpt=Path(tiny_onnx_source), out=out, quantize="int8"))
+    report = export(ExportConfig(run=Path(tiny_onnx_source), out=out, quantize="int8"))
     policy = OnnxPolicy(out)
     assert policy.metadata["precision"] == "int8"
     ops = {n.op_type for n in onnx.load(out).graph.node}
@@ -99,13 +99,13 @@ def test_int8_within_bound_and_refused_beyond(tiny_onnx_source, source, states, 
 
     refused = tmp_path / "r.onnx"
     with pytest.raises(DeepcrlError, match=r"int8 model's actions differ .* more than --max-int8-error 1e-06"):
-        export(ExportConfig(ckpt=Path(tiny_onnx_source), out=refused, quantize="int8", max_int8_error=1e-6))
+        export(ExportConfig(run=Path(tiny_onnx_source), out=refused, quantize="int8", max_int8_error=1e-6))
     assert not refused.exists()
 
 
 def test_fp16_keeps_float32_io(tiny_onnx_source, source, states, tmp_path):
     out = tmp_path / "h.onnx"
-    export(ExportConfig(ckpt=Path(tiny_onnx_source), out=out, fp16=True))
+    export(ExportConfig(run=Path(tiny_onnx_source), out=out, fp16=True))
     model = onnx.load(out)
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     policy = OnnxPolicy(out)
@@ -119,7 +119,7 @@ def test_scanned_teacher_exports_as_loop(tmp_path):
     ckpt = tmp_path / "teacher"
     init_artifact(ckpt, "teacher", "point_maze", {"depth": 8, "width": 32})
     out = tmp_path / "t.onnx"
-    report = export(ExportConfig(ckpt=ckpt, out=out))
+    report = export(ExportConfig(run=ckpt, out=out))
     loops = [n for n in onnx.load(out).graph.node if n.op_type == "Loop"]
     # one Loop over the blocks, carrying only the activations: the stacked weights are read from outer scope
     assert len(loops) == 1 and len(loops[0].input) == 3 and len(loops[0].output) == 1
@@ -128,7 +128,7 @@ def test_scanned_teacher_exports_as_loop(tmp_path):
     obs = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
     np.testing.assert_allclose(policy(obs, obs[::-1].copy()), teacher(obs, obs[::-1].copy()), atol=1e-5, rtol=0)
     with pytest.raises(DeepcrlError, match="--fp16 does not support a scanned teacher"):
-        export(ExportConfig(ckpt=ckpt, out=tmp_path / "t16.onnx", fp16=True))
+        export(ExportConfig(run=ckpt, out=tmp_path / "t16.onnx", fp16=True))
 
 
 @pytest.mark.slow
@@ -136,7 +136,7 @@ def test_deep_teacher_exports(tmp_path):
     """A 64-layer scanned teacher: one Loop, export time and file size independent of unrolling, parity holds."""
     ckpt = tmp_path / "teacher64"
     init_artifact(ckpt, "teacher", "point_maze", {"depth": 64, "width": 64})
-    report = export(ExportConfig(ckpt=ckpt, out=tmp_path / "t64.onnx"))
+    report = export(ExportConfig(run=ckpt, out=tmp_path / "t64.onnx"))
     assert report["max_abs_diff"] <= 1e-5
     model = onnx.load(tmp_path / "t64.onnx")
     assert [n.op_type for n in model.graph.node].count("Loop") == 1

@@ -69,7 +69,7 @@ def test_savedmodel_loads_in_tensorflow_and_matches_jax(which, request, tmp_path
 
     ckpt = request.getfixturevalue("tiny_onnx_source" if which == "student" else "small_teacher")
     out = tmp_path / f"{which}_savedmodel"
-    assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--format", "savedmodel", "--json"]) == 0
+    assert main(["export", "--run", str(ckpt), "--out", str(out), "--format", "savedmodel", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "savedmodel" and report["kind"] == which and report["path"] == str(out)
     assert report["max_abs_diff"] <= TOLERANCE

@@ -25,7 +25,7 @@ from deepcrl.policy import load_policy
 
 def test_triton_repository(tmp_path, tiny_onnx_source):
     repo = tmp_path / "models"
-    report = export(ExportConfig(ckpt=Path(tiny_onnx_source), out=repo, format="triton", name="maze_policy",
+    report = export(ExportConfig(run=Path(tiny_onnx_source), out=repo, format="triton", model_name="maze_policy",
                                  max_batch_size=64))
     files = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
     assert files == ["maze_policy/1/model.onnx", "maze_policy/config.pbtxt"]
@@ -152,7 +152,7 @@ def triton(tiny_onnx_source, tmp_path_factory):
     """A real Triton serving `deepcrl export --format triton`'s repository as written, plus three broken copies."""
     root = tmp_path_factory.mktemp("triton")
     repository = root / "models"
-    export(ExportConfig(ckpt=Path(tiny_onnx_source), out=repository, format="triton", name="policy"))
+    export(ExportConfig(run=Path(tiny_onnx_source), out=repository, format="triton", model_name="policy"))
     policy = OnnxPolicy(repository / "policy/1/model.onnx")
     text = (repository / "policy/config.pbtxt").read_text()
     sizes = {"obs": policy.obs_size, "obs_plus": policy.obs_size + 1}
@@ -248,7 +248,7 @@ def test_eval_through_triton_equals_eval_model(triton, capsys):
     model = triton.repository / "policy" / "1" / "model.onnx"
     results = []
     for source in (["--model", str(model)], ["--url", triton.url, "--protocol", "v2", "--model-name", "policy"]):
-        assert main(["eval", *source, "--episodes", "64", "--json"]) == 0
+        assert main(["eval", *source, "--eval-episodes", "64", "--json"]) == 0
         results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     with capsys.disabled():
         print(f"\neval --model: {results[0]}\neval --url (Triton, v2): {results[1]}")

@@ -29,10 +29,10 @@ def reference(policy_onnx):
 
 @pytest.fixture(scope="session")
 def server(policy_onnx):
-    """No auth, max_batch 8, never waits for company."""
+    """No auth, max_batch_size 8, never waits for company."""
     from deepcrl.serve.app import RunningServer, create_app
 
-    with RunningServer(create_app(policy_onnx, max_batch=8, max_body_bytes=20_000, warmup=2)) as running:
+    with RunningServer(create_app(policy_onnx, max_batch_size=8, max_body_bytes=20_000, warmup=2)) as running:
         yield running
 
 
@@ -50,7 +50,7 @@ def batching_server(policy_onnx):
     """Waits up to 30 ms for company, so concurrent requests share ORT calls."""
     from deepcrl.serve.app import RunningServer, create_app
 
-    with RunningServer(create_app(policy_onnx, max_batch=16, max_delay_us=30_000, warmup=2)) as running:
+    with RunningServer(create_app(policy_onnx, max_batch_size=16, max_queue_delay_us=30_000, warmup=2)) as running:
         yield running
 
 

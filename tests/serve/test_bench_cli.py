@@ -19,7 +19,7 @@ from deepcrl.bench.config import BenchServeConfig
 
 def test_bench_against_a_running_server_writes_json_and_png(server, tmp_path):
     cfg = BenchServeConfig(url=server.url, out=tmp_path / "lat", duration_s=0.25, concurrency=(1, 4), rates=(200,),
-                           time_limit_s=60)
+                           max_minutes=1)
     results = run(cfg)
     saved = json.loads((tmp_path / "lat.json").read_text())
     assert (tmp_path / "lat.png").stat().st_size > 10_000
@@ -41,7 +41,7 @@ def test_bench_against_a_running_server_writes_json_and_png(server, tmp_path):
 
 def test_bench_time_limit_skips_cells(server, tmp_path):
     results = run(BenchServeConfig(url=server.url, out=tmp_path / "lat", duration_s=0.2, concurrency=(1,),
-                                   rates=(), protocols=("json",), time_limit_s=0.1))
+                                   rates=(), protocols=("json",), max_minutes=0.1 / 60))
     assert results["cells"] == [] and "closed c=1" in results["skipped"]
 
 
@@ -57,7 +57,7 @@ def test_bench_refuses_non_loopback_and_bad_arguments(tmp_path):
 @pytest.mark.slow
 def test_bench_starts_its_own_servers_and_the_baseline(policy_onnx, tmp_path):
     results = run(BenchServeConfig(model=policy_onnx, out=tmp_path / "lat", duration_s=0.3, concurrency=(1, 16),
-                                   rates=(200,), time_limit_s=120))
+                                   rates=(200,), max_minutes=2))
     assert results["floors"]["ort_in_process"]["p50_us"] > 0
     assert {c["server"] for c in results["cells"]} == {"deepcrl", "baseline"}
     ratio = results["summary"]["vs_baseline"]["json_c16"]

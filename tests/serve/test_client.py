@@ -25,14 +25,30 @@ def test_policy_client_equals_in_process_policy(server, reference, inputs, use_j
         assert client.metadata()["metadata"]["env_id"]
 
 
-def test_policy_call_splits_batches_above_max_batch(server, reference):
+def test_policy_call_splits_batches_above_max_batch_size(server, reference):
     rng = np.random.default_rng(3)
-    obs = rng.uniform(-1, 1, (19, reference.obs_size)).astype(np.float32)  # server max_batch is 8
+    obs = rng.uniform(-1, 1, (19, reference.obs_size)).astype(np.float32)  # server max_batch_size is 8
     goal = rng.uniform(-1, 1, (19, reference.goal_size)).astype(np.float32)
     with PolicyClient(server.url) as client:
+        assert client.max_batch_size == 8
         out = client(obs, goal)
     assert out.shape == (19, reference.action_size)
     np.testing.assert_allclose(out, reference(obs, goal), atol=1e-6)
+
+
+def test_old_keyword_model_still_works_with_a_deprecation_warning(server, reference, inputs):
+    obs, goal = inputs
+    name = PolicyClient(server.url).metadata()["name"]
+    with pytest.warns(DeprecationWarning, match="use model_name="):
+        client = PolicyClient(server.url, model=name)
+    with client:
+        np.testing.assert_allclose(client(obs, goal), reference(obs, goal), atol=1e-6)
+        with pytest.warns(DeprecationWarning, match="use max_batch_size"):
+            assert client.max_batch == 8
+    with pytest.warns(DeprecationWarning, match="use model_name="), StreamClient(server.url, model=name) as stream:
+        np.testing.assert_allclose(stream(obs, goal), reference(obs, goal), atol=1e-6)
+    with pytest.warns(DeprecationWarning), pytest.raises(DeepcrlError, match="disagree"):
+        PolicyClient(server.url, model_name=name, model="other")
 
 
 def test_stream_client_equals_in_process_policy(server, reference, inputs):
@@ -106,7 +122,7 @@ def test_cli_eval_through_the_server_and_the_file_agree(server, policy_onnx, cap
 
     from deepcrl.cli import main
 
-    args = ["--episodes", "4", "--episode-length", "20", "--seed", "2", "--json"]
+    args = ["--eval-episodes", "4", "--episode-length", "20", "--seed", "2", "--json"]
     assert main(["eval", "--url", server.url, *args]) == 0
     remote = json.loads(capsys.readouterr().out)
     assert main(["eval", "--model", str(policy_onnx), *args]) == 0

@@ -41,7 +41,7 @@ def test_health_ready_and_metadata(server, reference):
     meta = httpx.get(server.url + "/v1/metadata").json()
     assert (meta["obs_size"], meta["goal_size"], meta["action_size"]) == (reference.obs_size, reference.goal_size,
                                                                           reference.action_size)
-    assert meta["max_batch"] == 8
+    assert meta["max_batch_size"] == 8
     for key in ("kind", "env_id", "format_version", "action_low", "action_high", "source_hash"):
         assert key in meta["metadata"]
     name = meta["name"]
@@ -224,7 +224,7 @@ def test_timeout_is_504_and_the_server_keeps_answering(policy_onnx, reference):
     from deepcrl.serve.app import RunningServer, create_app
 
     # Waiting 300 ms for company, with a 50 ms request limit: every lone request times out.
-    app = create_app(policy_onnx, max_delay_us=300_000, timeout_s=0.05, warmup=1)
+    app = create_app(policy_onnx, max_queue_delay_us=300_000, timeout_s=0.05, warmup=1)
     with RunningServer(app) as running:
         body = json.dumps({"observation": [0.0] * reference.obs_size, "goal": [0.0] * reference.goal_size})
         r = _post(running.url, body, JSON)
@@ -236,7 +236,7 @@ def test_graceful_shutdown_drains_in_flight_requests(policy_onnx, reference):
     from deepcrl.serve.app import RunningServer, create_app
 
     # A lone request waits 1.5 s for company: long enough to stop the server while three are queued.
-    running = RunningServer(create_app(policy_onnx, max_delay_us=1_500_000, timeout_s=20, warmup=1))
+    running = RunningServer(create_app(policy_onnx, max_queue_delay_us=1_500_000, timeout_s=20, warmup=1))
     body = json.dumps({"observation": [0.0] * reference.obs_size, "goal": [0.0] * reference.goal_size})
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(_post, running.url, body, JSON) for _ in range(3)]
@@ -261,7 +261,7 @@ def test_directory_of_models_is_addressed_by_name(tmp_path, reference):
     write_policy(tmp_path / "alpha.onnx", hidden=(8,), seed=1)
     write_policy(tmp_path / "beta.onnx", hidden=(8,), seed=2)
     (tmp_path / "notes.txt").write_text("ignored")
-    with RunningServer(create_app(tmp_path, default_model="beta", warmup=1)) as running:
+    with RunningServer(create_app(tmp_path, model_name="beta", warmup=1)) as running:
         listing = httpx.get(running.url + "/v1/models").json()
         assert listing["default"] == "beta" and [m["name"] for m in listing["models"]] == ["alpha", "beta"]
         obs, goal = np.full((1, 2), 0.3, np.float32), np.full((1, 2), -0.2, np.float32)

@@ -55,7 +55,7 @@ def test_tritonclient_metadata_and_health(server, reference):
         ("observation", "FP32", [-1, reference.obs_size]), ("goal", "FP32", [-1, reference.goal_size])]
     assert [(t["name"], t["datatype"], t["shape"]) for t in meta["outputs"]] == [
         ("action", "FP32", [-1, reference.action_size])]
-    assert meta["parameters"]["max_batch"] == 8 and meta["parameters"]["env_id"] == reference.metadata["env_id"]
+    assert meta["parameters"]["max_batch_size"] == 8 and meta["parameters"]["env_id"] == reference.metadata["env_id"]
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
@@ -152,8 +152,8 @@ def test_auth_metrics_and_the_shared_batcher(auth_server, batching_server, refer
 
 def test_policy_client_speaks_v2(server, auth_server, reference):
     obs, goal = _rows(reference, 19, seed=5)  # above the server's max_batch of 8: the client splits
-    with PolicyClient(server.url, protocol="v2", model=NAME) as client:
-        assert (client.obs_size, client.goal_size, client.action_size, client.max_batch) == (
+    with PolicyClient(server.url, protocol="v2", model_name=NAME) as client:
+        assert (client.obs_size, client.goal_size, client.action_size, client.max_batch_size) == (
             reference.obs_size, reference.goal_size, reference.action_size, 8)
         assert client.metadata()["metadata"]["env_id"] == reference.metadata["env_id"]
         np.testing.assert_allclose(client(obs, goal), reference(obs, goal), atol=1e-6, rtol=0)
@@ -162,12 +162,12 @@ def test_policy_client_speaks_v2(server, auth_server, reference):
         assert info.value.status == 400
         np.testing.assert_allclose(client.act(obs[0], goal[0]), reference(obs[:1], goal[:1])[0], atol=1e-6)
     with pytest.raises(ServerError, match="bearer token"):
-        PolicyClient(auth_server.url, protocol="v2", model=NAME)
-    with PolicyClient(auth_server.url, token=auth_server.token, protocol="v2", model=NAME) as client:
+        PolicyClient(auth_server.url, protocol="v2", model_name=NAME)
+    with PolicyClient(auth_server.url, token=auth_server.token, protocol="v2", model_name=NAME) as client:
         np.testing.assert_allclose(client(obs[:2], goal[:2]), reference(obs[:2], goal[:2]), atol=1e-6)
     with pytest.raises(ServerError, match="no model named 'nope'"):
-        PolicyClient(server.url, protocol="v2", model="nope")
-    with pytest.raises(DeepcrlError, match="model=NAME"):
+        PolicyClient(server.url, protocol="v2", model_name="nope")
+    with pytest.raises(DeepcrlError, match="model_name=NAME"):
         PolicyClient(server.url, protocol="v2")
 
 
@@ -175,7 +175,7 @@ def test_cli_eval_url_v2_equals_eval_model(server, policy_onnx, capsys):
     """`deepcrl eval --url URL --protocol v2 --model-name NAME` scores what `deepcrl eval --model` scores."""
     from deepcrl.cli import main
 
-    args = ["--episodes", "4", "--episode-length", "20", "--seed", "2", "--json"]
+    args = ["--eval-episodes", "4", "--episode-length", "20", "--seed", "2", "--json"]
     results = []
     for source in (["--model", str(policy_onnx)], ["--url", server.url, "--protocol", "v2", "--model-name", NAME]):
         assert main(["eval", *source, *args]) == 0

@@ -88,7 +88,7 @@ def test_student_artifact_on_disk(oracle_student_report, oracle_teacher_dir, cap
     policy = load_policy(out)
     obs, goal = np.full((1, 2), 1.5, np.float32), np.full((1, 2), 3.5, np.float32)
     assert policy(obs, goal).shape == (1, 2)
-    assert main(["eval", "--ckpt", str(out), "--episodes", "128", "--seed", str(report["eval"]["seed"]),
+    assert main(["eval", "--run", str(out), "--eval-episodes", "128", "--seed", str(report["eval"]["seed"]),
                  "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["success"] == report["student"]["eval"]["success"]
@@ -113,7 +113,7 @@ def _error(capsys, *argv) -> str:
 
 
 def test_missing_teacher(capsys, tmp_path):
-    err = _error(capsys, "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "s"))
+    err = _error(capsys, "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "s"))
     assert "does not exist" in err
 
 
@@ -121,7 +121,7 @@ def test_student_is_not_a_teacher(capsys, tmp_path):
     from deepcrl.policy import init_artifact
 
     init_artifact(tmp_path / "s0", "student", "point_maze", {"hidden": [8]})
-    err = _error(capsys, "--teacher", str(tmp_path / "s0"), "--out", str(tmp_path / "s"))
+    err = _error(capsys, "--run", str(tmp_path / "s0"), "--out", str(tmp_path / "s"))
     assert "holds a student, but a teacher is needed" in err
 
 
@@ -133,18 +133,18 @@ def test_env_sizes_no_longer_match(capsys, tmp_path, oracle_teacher_dir):
     raw = json.loads((bad / "manifest.json").read_text())
     raw["obs_size"] = 3  # as if point_maze had changed since the teacher was trained
     (bad / "manifest.json").write_text(json.dumps(raw))
-    err = _error(capsys, "--teacher", str(bad), "--out", str(tmp_path / "s"))
+    err = _error(capsys, "--run", str(bad), "--out", str(tmp_path / "s"))
     assert "sizes 3/2/2" in err and "now has 2/2/2" in err
 
 
 @pytest.mark.parametrize("hidden", ["256,abc", "", "64,0", "-3"])
 def test_hidden_sizes_that_do_not_parse(capsys, tmp_path, hidden):
-    err = _error(capsys, "--teacher", str(tmp_path), "--out", str(tmp_path / "s"), "--hidden", hidden)
+    err = _error(capsys, "--run", str(tmp_path), "--out", str(tmp_path / "s"), "--hidden", hidden)
     assert "--hidden must be comma-separated positive integers" in err
 
 
 def test_out_must_not_be_the_teacher(capsys, oracle_teacher_dir):
-    err = _error(capsys, "--teacher", str(oracle_teacher_dir), "--out", str(oracle_teacher_dir))
+    err = _error(capsys, "--run", str(oracle_teacher_dir), "--out", str(oracle_teacher_dir))
     assert "would overwrite its teacher" in err
 
 
@@ -155,7 +155,7 @@ def test_kl_objective_trains_a_gaussian_student():
     from deepcrl.student.distill import Student, make_loss, make_train_chunk
     from deepcrl.student.losses import gaussian_kl
 
-    cfg = DistillConfig(teacher=Path("t"), out=Path("s"), loss="kl")
+    cfg = DistillConfig(run=Path("t"), out=Path("s"), loss="kl")
     sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
     model = Student({**sizes, "hidden": [32], "gaussian": True}, None, None, seed=0)
     graphdef, params = nnx.split(model)
@@ -175,11 +175,11 @@ def test_kl_objective_trains_a_gaussian_student():
     assert float(last["action_kl"]) * 10 < float(first["action_kl"])
 
 
-@pytest.mark.parametrize("flag, value, words", [("--steps", "0", "--steps must be a positive integer"),
+@pytest.mark.parametrize("flag, value, words", [("--distill-steps", "0", "--distill-steps must be a positive integer"),
                                                 ("--beta-decay", "1.5", "--beta-decay must lie in [0, 1]"),
                                                 ("--learning-rate", "-1", "--learning-rate must be positive")])
 def test_bad_numbers(capsys, tmp_path, flag, value, words):
-    err = _error(capsys, "--teacher", str(tmp_path), "--out", str(tmp_path / "s"), flag, value)
+    err = _error(capsys, "--run", str(tmp_path), "--out", str(tmp_path / "s"), flag, value)
     assert words in err
 
 
@@ -192,13 +192,15 @@ def test_progress_reaches_the_callback_and_the_cli_display(oracle_teacher_dir, t
     from deepcrl.student.distill import distill
 
     calls = []
-    small = {"hidden": "8", "steps": 150, "rounds": 2, "num_envs": 4, "rollout_length": 10, "eval_episodes": 4,
-             "round_eval_episodes": 0}
-    distill(DistillConfig(teacher=oracle_teacher_dir, out=tmp_path / "a", **small),
-            progress_fn=lambda done, **fields: calls.append((done, fields)))
-    assert [done for done, _ in calls] == [75, 150]  # one update per chunk of gradient steps, out of --steps
-    assert [f["round"] for _, f in calls] == ["1/2", "2/2"]
-    assert all(np.isfinite(f["loss"]) and np.isfinite(f["heldout_mse"]) for _, f in calls)
+    small = {"hidden": "8", "distill_steps": 150, "rounds": 2, "num_envs": 4, "unroll_length": 10,
+             "eval_episodes": 4, "round_eval_episodes": 0}
+    distill(DistillConfig(run=oracle_teacher_dir, out=tmp_path / "a", **small), progress_fn=calls.append)
+    # one record (a dict, as train's) per chunk of gradient steps, out of --distill-steps: the metrics.jsonl lines
+    assert [r["step"] for r in calls] == [75, 150]
+    assert [r["round"] for r in calls] == [0, 1]
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["heldout_action_mse"]) for r in calls)
+    logged = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in logged if "step" in r and "round_summary" not in r] == calls
 
     shown = []
 
@@ -216,7 +218,7 @@ def test_progress_reaches_the_callback_and_the_cli_display(oracle_teacher_dir, t
             shown.append(("update", completed, sorted(fields)))
 
     monkeypatch.setitem(sys.modules, "deepcrl.cli.progress", types.SimpleNamespace(Display=Display))
-    argv = ["distill", "--teacher", str(oracle_teacher_dir), "--out", str(tmp_path / "b")]
+    argv = ["distill", "--run", str(oracle_teacher_dir), "--out", str(tmp_path / "b")]
     for key, value in small.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     assert main(argv) == 0

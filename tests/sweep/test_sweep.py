@@ -90,6 +90,14 @@ def test_dry_run_prints_each_cells_state_and_command(first_cell, capsys):
     assert not (out / "d8_w16_s0").exists()
 
 
+def test_dry_run_json_is_one_object(tmp_path, capsys):
+    assert main(["sweep", "--depths", "4", "8", "--widths", "16", "--seeds", "0", "--steps", "200",
+                 "--out", str(tmp_path / "grid"), f"--train-args={TINY}", "--dry-run", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(c["cell"], c["state"]) for c in result["cells"]] == [("d4_w16_s0", "new"), ("d8_w16_s0", "new")]
+    assert result["cells"][1]["command"][:6] == ["-m", "deepcrl.cli", "train", "--env", "point_maze", "--depth"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--depths", "4", "6"], "--depths must be multiples of 4 between 4 and 1024, got 6."),
     (["--env", "point_mase"], "unknown env id 'point_mase'; valid ids are: point_maze"),

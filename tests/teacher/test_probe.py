@@ -143,14 +143,14 @@ def test_eval_probe_on_the_command_line(oracle_teacher_dir, tmp_path, capsys):
     from deepcrl.policy import init_artifact
 
     png = tmp_path / "heat.png"
-    assert main(["eval", "--ckpt", str(oracle_teacher_dir), "--probe", "--probe-png", str(png), "--json",
-                 "--episodes", "4"]) == 0
+    assert main(["eval", "--run", str(oracle_teacher_dir), "--probe", "--probe-png", str(png), "--json",
+                 "--eval-episodes", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["episodes"] == 4 and out["probe"]["png"] == str(png) and png.read_bytes()[:8] == PNG
     assert out["probe"]["pairs"] == 42 and -1.0 <= out["probe"]["spearman_geodesic"] <= 1.0  # 7 cells, 7 x 6
     init_artifact(tmp_path / "student", "student", "point_maze", {"hidden": [8]})
-    assert main(["eval", "--ckpt", str(tmp_path / "student"), "--probe"]) == 2
+    assert main(["eval", "--run", str(tmp_path / "student"), "--probe"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "student artifact; the probe needs a teacher's critic" in err
     assert main(["eval", "--model", str(tmp_path / "x.onnx"), "--probe"]) == 2
-    assert "--probe needs --ckpt DIR" in " ".join(capsys.readouterr().err.split())
+    assert "--probe needs --run DIR" in " ".join(capsys.readouterr().err.split())

@@ -64,7 +64,7 @@ def half_run(tiny_teacher_dir, tmp_path_factory):  # after the fixture: its comp
     return out
 
 
-def test_resume_equals_an_uninterrupted_run(half_run, tmp_path):
+def test_resume_equals_an_uninterrupted_run(half_run, tmp_path, capsys):
     from deepcrl.teacher.iteration import iteration
 
     compiled = iteration._cache_size()
@@ -72,7 +72,10 @@ def test_resume_equals_an_uninterrupted_run(half_run, tmp_path):
     shutil.copytree(half_run, resumed)
     assert _train(resumed, 4 * ITER_STEPS, "--resume") == 0
     straight = tmp_path / "straight"
-    assert _train(straight, 4 * ITER_STEPS) == 0
+    capsys.readouterr()
+    assert _train(straight, 4 * ITER_STEPS, "--json") == 0
+    summary = json.loads(capsys.readouterr().out)  # --json: stdout is the summary alone, progress went to stderr
+    assert summary["env_steps"] == 4 * ITER_STEPS and summary["run_dir"] == str(straight.absolute())
     assert iteration._cache_size() == compiled  # same shapes: JAX's cache serves both runs, nothing compiles
     (ma, pa), (mb, pb) = artifacts.load(resumed), artifacts.load(straight)
     assert ma.step == mb.step == 4 * ITER_STEPS
