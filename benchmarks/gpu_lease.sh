@@ -4,8 +4,9 @@
 #
 #   bash benchmarks/gpu_lease.sh setup            # call 1: install .gpu/whl, start ant depth 4 and 64 training
 #   bash benchmarks/gpu_lease.sh chunk K          # calls 2-6: park part K of the onnxruntime-gpu wheel
-#   bash benchmarks/gpu_lease.sh final            # last call: install onnxruntime-gpu, wait for the teachers,
-#                                                 # distil + export + serve (CUDA provider), seeds, serve_gpu
+#   bash benchmarks/gpu_lease.sh final            # last call: install onnxruntime-gpu, wait for the chain,
+#                                                 # then latency (CUDA vs CPU provider), serve, serve_gpu
+# setup starts a detached chain: train both -> gpu_bodies.py curves,distill,export (beside seeds.py) -> done.
 #   bash benchmarks/gpu_lease.sh smoke            # every stage on this CPU, tiny (no wheels, CPU provider)
 #
 # Wheels (made on the developer machine, ignored by git; see the README's GPU section for the commands):
@@ -17,10 +18,12 @@ stage=${1:?usage: gpu_lease.sh setup|chunk K|final|smoke}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LEASE=${DEEPCRL_LEASE_DIR:-/tmp/lease}
-TRAIN_MINUTES=${TRAIN_MINUTES:-5}
+TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}
 OUTDIR=${OUT:-$ROOT/benchmarks/results}
-mkdir -p "$LEASE" "$OUTDIR"
+RES=$LEASE/results
+mkdir -p "$LEASE" "$RES" "$OUTDIR"
 export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.3}  # processes share the one GPU
 
 site_path() {
   local p=$ROOT
@@ -29,43 +32,68 @@ site_path() {
   echo "$p"
 }
 
-start_training() {  # $1: extra train flags (smoke: tiny)
-  for depth in 4 64; do
-    # two processes share the GPU: neither may take JAX's default 75% of its memory
-    setsid nohup env PYTHONPATH="$(site_path)" XLA_PYTHON_CLIENT_MEM_FRACTION=0.35 \
-      python3 -m deepcrl.cli train --env ant --depth "$depth" --max-minutes "$TRAIN_MINUTES" \
-      --out "$LEASE/ant_d$depth" $1 >"$LEASE/ant_d$depth.log" 2>&1 </dev/null &
-    echo $! >"$LEASE/ant_d$depth.pid"
-  done
-  echo "training started: ant depth 4 and 64, $TRAIN_MINUTES min each, logs in $LEASE"
+train_one() {  # $1: run name; the rest: train flags. Five runs share the GPU: none takes JAX's default 75%.
+  local name=$1; shift
+  setsid nohup env PYTHONPATH="$(site_path)" XLA_PYTHON_CLIENT_MEM_FRACTION=0.15 \
+    python3 -m deepcrl.cli train --max-minutes "$TRAIN_MINUTES" --out "$LEASE/$name" "$@" \
+    >"$LEASE/$name.log" 2>&1 </dev/null &
+  echo $! >"$LEASE/$name.pid"
+}
+
+start_training() {  # $1: extra train flags (smoke: tiny); $2: reacher steps
+  for depth in 4 64; do train_one "ant_d$depth" --env ant --depth "$depth" $1; done
+  # reacher teachers (3 seeds) for the CPU distillation study: ~1.0 success in ~2 minutes on a GPU
+  for seed in 0 1 2; do train_one "reacher_s$seed" --env reacher --seed "$seed" --steps "$2" $1; done
+  echo "training started: ant depth 4 and 64, reacher seeds 0-2, $TRAIN_MINUTES min each, logs in $LEASE"
 }
 
 progress() {
-  for f in "$LEASE"/ant_d*/metrics.jsonl; do
+  for f in "$LEASE"/*/metrics.jsonl; do
     [ -f "$f" ] && echo "$f: $(wc -l <"$f") records, last: $(tail -n 1 "$f" | cut -c1-300)"
   done
-  for f in "$LEASE"/ant_d*.log; do [ -f "$f" ] && echo "== $f" && tail -n 3 "$f" | cut -c1-300; done
+  for f in "$LEASE"/*.log; do [ -f "$f" ] && echo "== $f" && tail -n 3 "$f" | cut -c1-300; done
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 }
 
 wait_training() {  # $1: the most seconds to wait
   local deadline=$((SECONDS + $1))
-  for depth in 4 64; do
-    local pid; pid=$(cat "$LEASE/ant_d$depth.pid" 2>/dev/null) || continue
+  for f in "$LEASE"/*.pid; do
+    local pid; pid=$(cat "$f" 2>/dev/null) || continue
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 2; done
-    kill -0 "$pid" 2>/dev/null && { echo "ant depth $depth still training at the deadline: stopping it"; kill -INT "$pid"; sleep 20; }
+    kill -0 "$pid" 2>/dev/null && { echo "$f still training at the deadline: stopping it"; kill -INT "$pid"; sleep 20; }
   done
 }
 
-run_rest() {  # $1: --smoke or empty; each stage bounded, a failing stage recorded, the next one still runs
-  local smoke=$1 py; py="env PYTHONPATH=$(site_path) python3"
-  [ -f benchmarks/gpu_bodies.py ] && timeout 300 $py benchmarks/gpu_bodies.py $smoke --runs-dir "$LEASE" \
-    --out "$OUTDIR/gpu_bodies.json" 2>&1 | tail -n 40
-  [ -f benchmarks/serve_gpu.py ] && timeout 150 $py benchmarks/serve_gpu.py $smoke \
-    --out "$OUTDIR/serve_gpu.json" 2>&1 | tail -n 20
-  [ -f benchmarks/seeds.py ] && timeout 240 $py benchmarks/seeds.py $smoke --out "$OUTDIR/seeds.json" 2>&1 | tail -n 20
-  tar czf "$OUTDIR/gpu_lease_runs.tar.gz" -C "$LEASE" --exclude='train_state' --exclude='checkpoint' . 2>/dev/null
-  true
+chain() {  # $1: train flags; $2: --smoke or empty; $3 reacher steps. Detached: train -> distil + export, seeds -> done
+  local py; py="env PYTHONPATH=$(site_path) python3"
+  start_training "$1" "$3"
+  wait_training 900
+  # `deepcrl train --seeds` (issue 19) is on a branch: its snapshot travels in .gpu/paper
+  [ -f .gpu/paper/benchmarks/seeds.py ] && { (cd .gpu/paper && timeout 300 env PYTHONPATH="/tmp/site:$ROOT/.gpu/paper" \
+    python3 benchmarks/seeds.py $2 --out "$RES/seeds_gpu.json" >"$LEASE/seeds.log" 2>&1) & }
+  timeout 600 $py benchmarks/gpu_bodies.py $2 --stages curves,distill,export --runs-dir "$LEASE" \
+    --out "$RES/gpu_bodies.json" >"$LEASE/bodies.log" 2>&1
+  wait
+  touch "$LEASE/chain.done"
+}
+
+finish() {  # $1: --smoke or empty; each stage bounded, a failing one recorded, the next still runs
+  local py; py="env PYTHONPATH=$(site_path) python3"
+  local deadline=$((SECONDS + ${CHAIN_WAIT_S:-200}))
+  while [ ! -f "$LEASE/chain.done" ] && [ $SECONDS -lt $deadline ]; do sleep 3; done
+  [ -f "$LEASE/chain.done" ] || echo "the chain is still running at the deadline; measuring what is there"
+  timeout 120 $py benchmarks/gpu_bodies.py $1 --stages latency,serve --runs-dir "$LEASE" \
+    --out "$RES/gpu_bodies.json" 2>&1 | tail -n 8
+  # `serve --device` (issue 20) is on a branch: its snapshot travels in .gpu/fleet (cwd: its serve subprocesses)
+  [ -f .gpu/fleet/benchmarks/serve_gpu.py ] && (cd .gpu/fleet && timeout 150 env \
+    PYTHONPATH="/tmp/site_ort:/tmp/site:$ROOT/.gpu/fleet" python3 benchmarks/serve_gpu.py $1 \
+    --out "$RES/serve_gpu.json" 2>&1 | tail -n 8)
+  tail -n 4 "$LEASE"/*.log >"$RES/gpu_lease_logs.txt" 2>&1; tail -n 30 "$RES/gpu_lease_logs.txt"
+  tar czf "$RES/runs_reacher.tar.gz" -C "$LEASE" --exclude='train_state' reacher_s0 reacher_s1 reacher_s2 2>/dev/null
+  tar czf "$RES/runs_ant.tar.gz" -C "$LEASE" --exclude='train_state' --exclude='checkpoint' --exclude='teacher_d64.onnx' \
+    ant_d4 ant_d64 bodies 2>/dev/null
+  cp "$RES"/* "$OUTDIR"/ 2>/dev/null
+  ls -la "$OUTDIR"
 }
 
 case "$stage" in
@@ -73,8 +101,11 @@ case "$stage" in
     nvidia-smi -L
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
     PYTHONPATH=$(site_path) python3 -c "import jax, brax, mujoco, mujoco.mjx, jax2onnx, fastapi, uvicorn, tyro, onnxruntime as o; print(jax.__version__, jax.devices(), o.__version__)" || exit 1
-    start_training "--eval-every 3"
+    setsid nohup bash "$ROOT/benchmarks/gpu_lease.sh" chain-gpu >"$LEASE/chain.log" 2>&1 </dev/null &
+    sleep 20; progress
     ;;
+  chain-gpu) chain "--eval-every 3" "" 1500000 ;;
+  chain-smoke) chain "--num-envs 8 --unroll-length 10 --batch-size 32 --sgd-steps 2 --width 32 --steps 800 --eval-every 2 --eval-episodes 8" --smoke 800 ;;
   chunk)
     mkdir -p /tmp/ortparts && cp .gpuc/c"${2:?chunk number}"/* /tmp/ortparts/ && ls -la /tmp/ortparts
     progress
@@ -86,16 +117,12 @@ case "$stage" in
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site_ort "$whl"
     PYTHONPATH=$(site_path) python3 -c "import onnxruntime as o; o.preload_dlls(); print(o.__version__, o.get_available_providers())"
     progress
-    wait_training 420
-    progress
-    run_rest ""
-    cp "$LEASE"/ant_d*.log "$OUTDIR"/ 2>/dev/null
+    finish ""
     ;;
   smoke)
-    TRAIN_MINUTES=0.5 start_training "--num-envs 8 --unroll-length 10 --batch-size 32 --sgd-steps 2 --width 32 --steps 800 --eval-every 2 --eval-episodes 8"
-    wait_training 600
-    progress
-    run_rest --smoke
+    TRAIN_MINUTES=0.5 CHAIN_WAIT_S=1800 bash "$ROOT/benchmarks/gpu_lease.sh" chain-smoke
+    CHAIN_WAIT_S=10 finish --smoke
     ;;
+  finish-smoke) CHAIN_WAIT_S=0 finish --smoke ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
