@@ -8,6 +8,10 @@
 #                                                 # then latency (CUDA vs CPU provider), serve, serve_gpu
 # setup starts a detached chain: train both -> gpu_bodies.py curves,distill,export (beside seeds.py) -> done.
 #   bash benchmarks/gpu_lease.sh smoke            # every stage on this CPU, tiny (no wheels, CPU provider)
+# Code from branches not yet merged travels as snapshots in .gpu/paper and .gpu/fleet (`git archive BRANCH
+# deepcrl benchmarks/...`), copied out of the tree at setup: a call that does not carry .gpu removes it there.
+# Measured 2026-12-04 (benchmarks/results/gpu_bodies.json): transfers take seconds; 5 training processes share
+# the GPU well; the chain's distil + export need ~5 min after training, so wait for chain.done before `final`.
 #
 # Wheels (made on the developer machine, ignored by git; see the README's GPU section for the commands):
 # .gpu/whl/*.whl (brax, mujoco, mujoco-mjx, jax2onnx, fastapi, uvicorn, tyro, ... for Python 3.12) and
@@ -68,8 +72,8 @@ chain() {  # $1: train flags; $2: --smoke or empty; $3 reacher steps. Detached: 
   local py; py="env PYTHONPATH=$(site_path) python3"
   start_training "$1" "$3"
   wait_training 900
-  # `deepcrl train --seeds` (issue 19) is on a branch: its snapshot travels in .gpu/paper
-  [ -f .gpu/paper/benchmarks/seeds.py ] && { (cd .gpu/paper && timeout 300 env PYTHONPATH="/tmp/site:$ROOT/.gpu/paper" \
+  # `deepcrl train --seeds` (issue 19) is on a branch: its snapshot travels in $LEASE/paper
+  [ -f "$LEASE"/paper/benchmarks/seeds.py ] && { (cd "$LEASE/paper" && timeout 300 env PYTHONPATH="/tmp/site:$LEASE/paper" \
     python3 benchmarks/seeds.py $2 --out "$RES/seeds_gpu.json" >"$LEASE/seeds.log" 2>&1) & }
   timeout 600 $py benchmarks/gpu_bodies.py $2 --stages curves,distill,export --runs-dir "$LEASE" \
     --out "$RES/gpu_bodies.json" >"$LEASE/bodies.log" 2>&1
@@ -82,11 +86,13 @@ finish() {  # $1: --smoke or empty; each stage bounded, a failing one recorded, 
   local deadline=$((SECONDS + ${CHAIN_WAIT_S:-200}))
   while [ ! -f "$LEASE/chain.done" ] && [ $SECONDS -lt $deadline ]; do sleep 3; done
   [ -f "$LEASE/chain.done" ] || echo "the chain is still running at the deadline; measuring what is there"
+  cp "$RES"/*.json "$RES"/*.png "$OUTDIR"/ 2>/dev/null
   timeout 120 $py benchmarks/gpu_bodies.py $1 --stages latency,serve --runs-dir "$LEASE" \
     --out "$RES/gpu_bodies.json" 2>&1 | tail -n 8
-  # `serve --device` (issue 20) is on a branch: its snapshot travels in .gpu/fleet (cwd: its serve subprocesses)
-  [ -f .gpu/fleet/benchmarks/serve_gpu.py ] && (cd .gpu/fleet && timeout 150 env \
-    PYTHONPATH="/tmp/site_ort:/tmp/site:$ROOT/.gpu/fleet" python3 benchmarks/serve_gpu.py $1 \
+  cp "$RES"/*.json "$RES"/*.png "$OUTDIR"/ 2>/dev/null
+  # `serve --device` (issue 20) is on a branch: its snapshot travels in $LEASE/fleet (cwd: its serve subprocesses)
+  [ -f "$LEASE"/fleet/benchmarks/serve_gpu.py ] && (cd "$LEASE/fleet" && timeout 150 env \
+    PYTHONPATH="/tmp/site_ort:/tmp/site:$LEASE/fleet" python3 benchmarks/serve_gpu.py $1 \
     --out "$RES/serve_gpu.json" 2>&1 | tail -n 8)
   tail -n 4 "$LEASE"/*.log >"$RES/gpu_lease_logs.txt" 2>&1; tail -n 30 "$RES/gpu_lease_logs.txt"
   tar czf "$RES/runs_reacher.tar.gz" -C "$LEASE" --exclude='train_state' reacher_s0 reacher_s1 reacher_s2 2>/dev/null
@@ -99,6 +105,8 @@ finish() {  # $1: --smoke or empty; each stage bounded, a failing one recorded, 
 case "$stage" in
   setup)
     nvidia-smi -L
+    # a later call that does not carry .gpu removes it on the device: keep what the chain reads outside the tree
+    for d in paper fleet; do [ -d .gpu/$d ] && cp -r .gpu/$d "$LEASE/"; done
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
     PYTHONPATH=$(site_path) python3 -c "import jax, brax, mujoco, mujoco.mjx, jax2onnx, fastapi, uvicorn, tyro, onnxruntime as o; print(jax.__version__, jax.devices(), o.__version__)" || exit 1
     setsid nohup bash "$ROOT/benchmarks/gpu_lease.sh" chain-gpu >"$LEASE/chain.log" 2>&1 </dev/null &

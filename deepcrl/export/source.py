@@ -70,8 +70,15 @@ def parity_inputs(policy, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarr
 
 
 def jax_actions(policy, inputs: dict) -> dict[str, dict[int, np.ndarray]]:
-    """Reference actions from the jitted JAX policy, per input set and batch size."""
-    return {name: {b: policy(o[:b], g[:b]) for b in PARITY_BATCHES} for name, (o, g) in inputs.items()}
+    """Reference actions from the jitted JAX policy, per input set and batch size, in full float32.
+
+    On a GPU, XLA runs float32 matmuls in TF32 by default: an H200 export of an ant student then "disagreed" with
+    ONNX Runtime by 3.6e-3 (a depth-64 teacher by 5.9e-4), the GPU's rounding rather than the export's.
+    """
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        return {name: {b: policy(o[:b], g[:b]) for b in PARITY_BATCHES} for name, (o, g) in inputs.items()}
 
 
 def worst(errors: dict[str, dict[int, float]]) -> tuple[float, str, int]:
