@@ -11,7 +11,8 @@
 A new protocol is one more module with an ``add_routes(app, server)``, called in `create_app`.
 Status codes: 400 malformed body, 401 token, 404 unknown model, 413 body too large, 415 content type,
 422 well-formed but invalid (sizes, NaN/Inf, non-numbers, nesting, empty or too large batch), 500 the model
-failed, 503 queue full or shutting down, 504 inference slower than the per-request timeout.
+failed, 503 + Retry-After too many requests in flight, queue full or shutting down, 504 the request's deadline
+passed (`admission.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve import stream, v1, v2
+from deepcrl.serve import protocol, stream, v1, v2
+from deepcrl.serve.admission import send_refusal
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.shared import PolicyServer, load_models
 
@@ -49,23 +51,36 @@ class PolicyApp(FastAPI):
     """
 
     fast_act = None
+    server: PolicyServer | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and self.fast_act is not None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self.server is not None:
             path = scope["path"]
-            if path == "/v1/act":
-                return await self.fast_act(scope, receive, send, None, "act")
-            if path == "/v1/noop":
-                return await self.fast_act(scope, receive, send, None, "noop")
-            if path.startswith("/v1/models/") and path.endswith("/act") and path.count("/") == 4:
-                return await self.fast_act(scope, receive, send, path[11:-4], "act")
+            v2 = path.startswith("/v2/models/") and path.endswith("/infer")
+            if v2 or path.startswith("/v1/"):  # an inference request: admitted before its body is read
+                admission = self.server.admission
+                if not admission.enter():
+                    self.server.metrics.refused.labels("in_flight").inc()
+                    message = admission.refusal()
+                    body = protocol.encode({"error": message} if v2 else {"error": message, "status": 503}, "json")
+                    return await send_refusal(send, body)
+                try:
+                    if path == "/v1/act":
+                        return await self.fast_act(scope, receive, send, None, "act")
+                    if path == "/v1/noop":
+                        return await self.fast_act(scope, receive, send, None, "noop")
+                    if path.startswith("/v1/models/") and path.endswith("/act") and path.count("/") == 4:
+                        return await self.fast_act(scope, receive, send, path[11:-4], "act")
+                    return await super().__call__(scope, receive, send)
+                finally:
+                    admission.leave()
         await super().__call__(scope, receive, send)
 
 
 def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_delay_us: int = 0,
                token: str | None = None, max_body_bytes: int = 1_000_000, timeout_s: float = 2.0,
                model_name: str | None = None,
-               intra_op_threads: int = 1, warmup: int = 32) -> FastAPI:
+               intra_op_threads: int = 1, warmup: int = 32, max_in_flight: int = 128) -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -78,6 +93,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         model_name: the model the short routes serve (default: first name in sorted order).
         intra_op_threads: ORT threads per call.
         warmup: inference calls per model before the app is returned.
+        max_in_flight: most inference requests held at a time (503 + Retry-After above; `admission.py`).
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -95,7 +111,10 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     default = model_name or next(iter(served))
     if default not in served:
         raise DeepcrlError(f"--model-name {default!r} is not among the served models ({', '.join(served)}).")
-    server = PolicyServer(served, default, metrics, token=token, max_body_bytes=max_body_bytes, timeout_s=timeout_s)
+    if max_in_flight < 1:
+        raise DeepcrlError(f"max_in_flight must be at least 1, got {max_in_flight}.")
+    server = PolicyServer(served, default, metrics, token=token, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
+                          max_in_flight=max_in_flight)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -117,6 +136,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     app.state.served, app.state.metrics, app.state.default = served, metrics, default
     app.state.max_body_bytes = max_body_bytes  # uvicorn_config applies it to WebSocket frames too
     app.fast_act = v1.add_routes(app, server)
+    app.server = server
     stream.add_routes(app, server)
     v2.add_routes(app, server)
     return app
@@ -209,7 +229,7 @@ def serve(cfg: "ServeConfig") -> None:
     app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
                      token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
                      model_name=cfg.model_name,
-                     intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
+                     intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
     names = ", ".join(app.state.served)

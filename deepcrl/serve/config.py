@@ -38,3 +38,7 @@ class ServeConfig:
     workers: int = 1
     """Server processes sharing the port, each with its own ONNX Runtime sessions and micro-batchers; /metrics
     sums over all of them and SIGTERM drains all of them (deepcrl/serve/workers.py)."""
+    max_in_flight: int = 128
+    """Most inference requests one server process holds at a time (reading, queued, computing); above it a
+    request is refused at once with 503 and Retry-After, before its body is read (deepcrl/serve/admission.py).
+    With --workers N the bound is per worker."""
