@@ -42,3 +42,11 @@ class ServeConfig:
     """Most inference requests one server process holds at a time (reading, queued, computing); above it a
     request is refused at once with 503 and Retry-After, before its body is read (deepcrl/serve/admission.py).
     With --workers N the bound is per worker."""
+    model_control: str = "none"
+    """Who changes the served models while the server runs (Triton's model control modes): none; explicit
+    (POST /v2/repository/models/NAME/load and /unload re-read NAME.onnx from --model's directory); poll (every
+    --repository-poll-s the directory is scanned: new or changed files load, removed ones unload). A load swaps
+    versions without dropping requests; a failed one keeps the old version (deepcrl/serve/repository.py).
+    Under --workers N, explicit control reaches only the worker that took the request: use poll there."""
+    repository_poll_s: float = 1.0
+    """Seconds between scans of the model directory with --model-control poll."""

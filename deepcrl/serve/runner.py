@@ -91,10 +91,16 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._work, name=f"deepcrl-batcher-{self.model.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish every queued request, then end the worker thread."""
+    def begin_stop(self) -> None:
+        """Refuse new requests from now on and tell the worker to finish (call it on the event loop's thread,
+        where `submit` runs, so that no request is queued behind the worker's last look at the queue)."""
         self._stopping = True
         self._queue.put(None)  # wakes the worker; it answers what is queued, then exits
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish every queued request, then end the worker thread."""
+        if not self._stopping:
+            self.begin_stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

@@ -72,15 +72,23 @@ def model_paths(model_path: Path) -> list[Path]:
     return [model_path]
 
 
+def load_one(path: Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int, intra_op_threads: int,
+             warmup: int, version: str = "1") -> Served:
+    """Load and warm up one model file (CPU session) with its batcher (not started yet)."""
+    model = OnnxPolicy(path, providers=["CPUExecutionProvider"], intra_op_threads=intra_op_threads)
+    model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))
+    batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics)
+    return Served(model, batcher, max_batch_size, max_queue_delay_us, version)
+
+
 def load_models(model_path: str | Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int,
                 intra_op_threads: int, warmup: int) -> dict[str, Served]:
     """Load and warm up every model once (CPU sessions), each with its batcher (not started yet)."""
     served: dict[str, Served] = {}
     for path in model_paths(Path(model_path)):
-        model = OnnxPolicy(path, providers=["CPUExecutionProvider"], intra_op_threads=intra_op_threads)
-        model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))
-        batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics)
-        served[model.name] = Served(model, batcher, max_batch_size, max_queue_delay_us)
+        s = load_one(path, metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                     intra_op_threads=intra_op_threads, warmup=warmup)
+        served[s.model.name] = s
     return served
 
 
