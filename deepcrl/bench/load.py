@@ -279,7 +279,8 @@ async def open_loop(connect: Callable[[], Awaitable], payloads: list[bytes], rat
     A timer thread (µs-precise sleeps, unlike the loop's ms timers) releases every request due by the time it
     wakes in one hand-off to the event loop. Latency runs from the due time, so a stall of the server or of
     this generator delays every request due during it (no coordinated omission); `run.lateness` records how
-    late the generator itself started each request (its share of the latency on a shared machine). Requests
+    late the generator itself sent each request (scheduling and waiting for a free connection: its share of the
+    latency on a shared machine). Requests
     not answered `grace_s` after the last one was due are cancelled and counted as ``timeout``; nothing
     escapes as an unretrieved task exception.
     """
@@ -356,6 +357,7 @@ async def open_loop(connect: Callable[[], Awaitable], payloads: list[bytes], rat
         conn, status, error = None, 0, None
         try:
             conn = await acquire()
+            late = clock() - due  # the generator's own delay: scheduling, plus waiting for a free connection
             status = await conn.roundtrip(payloads[i % n])
         except asyncio.CancelledError:
             if conn is not None:

@@ -33,7 +33,7 @@ from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.serve import protocol, repository, stream, v1, v2
-from deepcrl.serve.admission import send_refusal
+from deepcrl.serve.admission import refusing_protocol, send_refusal
 from deepcrl.serve.repository import CONTROL_MODES, Repository
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.shared import PolicyServer, load_models, load_one
@@ -83,7 +83,7 @@ class PolicyApp(FastAPI):
 def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_delay_us: int = 0, token: str | None = None,
                max_body_bytes: int = 1_000_000, timeout_s: float = 2.0, model_name: str | None = None,
                intra_op_threads: int = 1, warmup: int = 32, max_in_flight: int = 128, model_control: str = "none",
-               repository_poll_s: float = 1.0) -> FastAPI:
+               repository_poll_s: float = 1.0, device: str = "cpu") -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -99,6 +99,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         max_in_flight: most inference requests held at a time (503 + Retry-After above; `admission.py`).
         model_control: "none", "explicit" (load / unload routes) or "poll" (watch `model_path`); `repository.py`.
         repository_poll_s: seconds between scans of the repository in poll mode.
+        device: cpu, cuda or tensorrt; a session that does not run on its provider is refused (`device.py`).
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -111,8 +112,9 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     if token is not None and not token:
         raise DeepcrlError("the bearer token is empty; set the variable named by --token-env to a secret.")
     metrics = ServeMetrics(max_batch_size)
-    served = load_models(model_path, metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-                         intra_op_threads=intra_op_threads, warmup=warmup)
+    served = load_models(model_path, metrics, max_batch_size=max_batch_size,
+                         max_queue_delay_us=max_queue_delay_us,
+                         intra_op_threads=intra_op_threads, warmup=warmup, device=device)
     default = model_name or next(iter(served))
     if default not in served:
         raise DeepcrlError(f"--model-name {default!r} is not among the served models ({', '.join(served)}).")
@@ -127,7 +129,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
 
     repo = Repository(Path(model_path), server, functools.partial(
         _load_version, metrics=metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-        intra_op_threads=intra_op_threads, warmup=warmup), control=model_control, poll_s=repository_poll_s)
+        intra_op_threads=intra_op_threads, warmup=warmup, device=device), control=model_control,
+        poll_s=repository_poll_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -179,8 +182,11 @@ def uvicorn_config(app, *, log_level: str = "warning", max_body_bytes: int | Non
     if max_body_bytes is None:
         max_body_bytes = getattr(getattr(app, "state", None), "max_body_bytes", 1_000_000)
     has = importlib.util.find_spec
+    # With httptools, requests over the in-flight bound are refused right after their headers are parsed
+    # (`admission.refusing_protocol`); without it, `PolicyApp` refuses them.
+    http = refusing_protocol() if has("httptools") else "h11"
     return uvicorn.Config(
-        app, loop="uvloop" if has("uvloop") else "asyncio", http="httptools" if has("httptools") else "h11",
+        app, loop="uvloop" if has("uvloop") else "asyncio", http=http,
         ws="websockets-sansio", ws_max_size=max_body_bytes, ws_per_message_deflate=False, log_level=log_level,
         access_log=False, timeout_graceful_shutdown=graceful_timeout_s, lifespan="on", server_header=False,
         date_header=False)
@@ -250,7 +256,7 @@ def serve(cfg: "ServeConfig") -> None:
     app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us, token=token,
                      max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight,
-                     model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s)
+                     model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
     names = ", ".join(app.state.served)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,3 +51,7 @@ class ServeConfig:
     Under --workers N, explicit control reaches only the worker that took the request: use poll there."""
     repository_poll_s: float = 1.0
     """Seconds between scans of the model directory with --model-control poll."""
+    device: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    """Where the sessions run: ONNX Runtime's CPU, CUDA or TensorRT provider (cuda and tensorrt need the gpu
+    extra). The server refuses to start when a session does not run on the requested provider (ONNX Runtime
+    otherwise falls back to the CPU silently; deepcrl/serve/device.py)."""

@@ -23,6 +23,7 @@ from deepcrl.export import contract
 from deepcrl.export.runtime import OnnxPolicy
 from deepcrl.serve import protocol
 from deepcrl.serve.admission import Admission, deadline
+from deepcrl.serve.device import check_providers, providers_for
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.protocol import RequestError
 from deepcrl.serve.runner import DeadlineExceeded, MicroBatcher, Overloaded, Timing
@@ -72,22 +73,27 @@ def model_paths(model_path: Path) -> list[Path]:
     return [model_path]
 
 
-def load_one(path: Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int, intra_op_threads: int,
-             warmup: int, version: str = "1") -> Served:
-    """Load and warm up one model file (CPU session) with its batcher (not started yet)."""
-    model = OnnxPolicy(path, providers=["CPUExecutionProvider"], intra_op_threads=intra_op_threads)
+def load_one(path: Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int,
+             intra_op_threads: int, warmup: int, version: str = "1", device: str = "cpu") -> Served:
+    """Load and warm up one model file on `device` (its provider checked: `device.py`) with its batcher (not
+    started yet)."""
+    model = OnnxPolicy(path, providers=providers_for(device), intra_op_threads=intra_op_threads)
+    running = model.session.get_providers()
+    check_providers(device, running, path)
     model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))
     batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics)
-    return Served(model, batcher, max_batch_size, max_queue_delay_us, version)
+    served = Served(model, batcher, max_batch_size, max_queue_delay_us, version)
+    served.info["device"], served.info["providers"] = device, running
+    return served
 
 
 def load_models(model_path: str | Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int,
-                intra_op_threads: int, warmup: int) -> dict[str, Served]:
-    """Load and warm up every model once (CPU sessions), each with its batcher (not started yet)."""
+                intra_op_threads: int, warmup: int, device: str = "cpu") -> dict[str, Served]:
+    """Load and warm up every model once on `device`, each with its batcher (not started yet)."""
     served: dict[str, Served] = {}
     for path in model_paths(Path(model_path)):
         s = load_one(path, metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-                     intra_op_threads=intra_op_threads, warmup=warmup)
+                     intra_op_threads=intra_op_threads, warmup=warmup, device=device)
         served[s.model.name] = s
     return served
 
