@@ -94,73 +94,11 @@ def is_inference_path(path: bytes) -> bool:
     return path.startswith(b"/v1/") or (path.startswith(b"/v2/models/") and path.endswith(b"/infer"))
 
 
-class _Refused:
-    """Stands in for uvicorn's request cycle while a refused request's body streams past unread."""
-
-    response_complete = True
-    disconnected = False
-    keep_alive = True
-
-    class message_event:  # noqa: N801 - uvicorn calls .set() on it when the connection drops
-        @staticmethod
-        def set() -> None:
-            pass
-
-
-def refusing_protocol():
-    """uvicorn's httptools protocol, refusing an inference request over the bound as soon as its headers are
-    parsed: no ASGI task, no request cycle, one canned write (measured: a fraction of what the same refusal
-    costs through the ASGI app, which is what decides whether a server at 2x its capacity keeps up with
-    refusing). It relies on uvicorn internals (`on_headers_complete`, `cycle`, `on_response_complete`); any
-    surprise there falls back to uvicorn's normal path, where `PolicyApp` refuses the same request.
-    """
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class RefusingHttpToolsProtocol(HttpToolsProtocol):
-        _server = None
-
-        def _policy_server(self):
-            if RefusingHttpToolsProtocol._server is None:
-                app = self.app
-                while app is not None and getattr(app, "server", None) is None:
-                    app = getattr(app, "app", None)
-                RefusingHttpToolsProtocol._server = getattr(app, "server", None) or False
-            return RefusingHttpToolsProtocol._server
-
-        def on_headers_complete(self) -> None:
-            server = self._policy_server()
-            if server and server.admission.in_flight >= server.admission.max_in_flight:
-                try:
-                    if (self.parser.get_method() == b"POST" and (self.cycle is None or self.cycle.response_complete)
-                            and is_inference_path(self.url.split(b"?", 1)[0])):
-                        self._refuse(server)
-                        return
-                except AttributeError:  # another uvicorn: its normal path (and PolicyApp) refuses instead
-                    pass
-            super().on_headers_complete()
-
-        def _refuse(self, server) -> None:
-            server.metrics.refused.labels("in_flight").inc()
-            v2 = self.url.startswith(b"/v2/")
-            body = _refusal_body(server.admission, v2)
-            keep_alive = self.parser.should_keep_alive()
-            head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: "
-                    + str(len(body)).encode() + b"\r\nretry-after: " + str(RETRY_AFTER_S).encode() + b"\r\n"
-                    + (b"" if keep_alive else b"connection: close\r\n") + b"\r\n")
-            self.cycle = _Refused()
-            self.transport.write(head + body)
-            if keep_alive:
-                self.on_response_complete()
-            else:
-                self.transport.close()
-
-    return RefusingHttpToolsProtocol
-
-
 _BODIES: dict[tuple[int, bool], bytes] = {}
 
 
-def _refusal_body(admission: Admission, v2: bool) -> bytes:
+def refusal_body(admission: Admission, v2: bool) -> bytes:
+    """The JSON body of a refusal over the in-flight bound (/v1's shape, or v2's ``{"error"}``), made once."""
     key = (admission.max_in_flight, v2)
     body = _BODIES.get(key)
     if body is None:

@@ -33,7 +33,7 @@ from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.serve import protocol, repository, stream, v1, v2
-from deepcrl.serve.admission import refusing_protocol, send_refusal
+from deepcrl.serve.admission import send_refusal
 from deepcrl.serve.repository import CONTROL_MODES, Repository
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.shared import PolicyServer, load_models, load_one
@@ -182,9 +182,13 @@ def uvicorn_config(app, *, log_level: str = "warning", max_body_bytes: int | Non
     if max_body_bytes is None:
         max_body_bytes = getattr(getattr(app, "state", None), "max_body_bytes", 1_000_000)
     has = importlib.util.find_spec
-    # With httptools, requests over the in-flight bound are refused right after their headers are parsed
-    # (`admission.refusing_protocol`); without it, `PolicyApp` refuses them.
-    http = refusing_protocol() if has("httptools") else "h11"
+    # With httptools: refusals right after the headers, clean keep-alive closes (`connection.py`); without it,
+    # uvicorn's h11 protocol and `PolicyApp`'s refusals.
+    http = "h11"
+    if has("httptools"):
+        from deepcrl.serve.connection import PolicyHttpProtocol
+
+        http = PolicyHttpProtocol
     return uvicorn.Config(
         app, loop="uvloop" if has("uvloop") else "asyncio", http=http,
         ws="websockets-sansio", ws_max_size=max_body_bytes, ws_per_message_deflate=False, log_level=log_level,
