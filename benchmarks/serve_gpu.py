@@ -17,6 +17,8 @@ onnxruntime (and fastapi, uvicorn, httptools, uvloop, orjson, msgpack for the se
 without them).
 
 Usage: python benchmarks/serve_gpu.py [--smoke] [--devices cpu cuda] [--env ant]
+       python benchmarks/serve_gpu.py --export-to DIR   (here: make the two .onnx files)
+       python benchmarks/serve_gpu.py --models-dir DIR  (there: measure them; needs no JAX)
 Writes benchmarks/results/serve_gpu.json (--smoke: tiny policies, short cells, /tmp/serve_gpu_smoke.json).
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +57,11 @@ class ServeGpuConfig:
     on a CPU."""
     out: Path = Path("benchmarks/results/serve_gpu.json")
     """Result JSON."""
+    models_dir: Path | None = None
+    """Use student.onnx and teacher.onnx from this directory instead of exporting them (for a box without JAX
+    or jax2onnx: make them elsewhere with --export-to)."""
+    export_to: Path | None = None
+    """Only export the two policies into this directory (student.onnx, teacher.onnx) and stop."""
 
 
 def _make_onnx(folder: Path, kind: str, env: str, actor: dict[str, Any]) -> Path:
@@ -68,10 +76,20 @@ def _make_onnx(folder: Path, kind: str, env: str, actor: dict[str, Any]) -> Path
     init_artifact(run, kind, env, actor)
     policy = load_policy(run, deploy=True)
     model = to_onnx_model(policy)
-    set_metadata(model, contract.metadata_for(policy, {"precision": "fp32", "note": "random weights"}))
+    set_metadata(model, contract.metadata_for(policy, {"precision": "fp32", "note": "random weights",
+                                                       "network": json.dumps(actor)}))
     path = folder / f"{kind}.onnx"
     onnx.save(model, str(path))
     return path
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    """What the file is: its kind, env and network from the export metadata, and its size."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return {"bytes": os.path.getsize(path), **{k: meta.get(k) for k in ("kind", "env_id", "network", "obs_size",
+                                                                         "goal_size", "action_size")}}
 
 
 def _timed(fn, duration_s: float) -> np.ndarray:
@@ -106,7 +124,7 @@ def _direct(path: Path, device: str, duration_s: float) -> dict[str, Any]:
     return {"providers": running, "batch1_p50_us": round(float(np.percentile(lat, 50)) * 1e6, 1),
             "batch1_p99_us": round(float(np.percentile(lat, 99)) * 1e6, 1),
             "batch256_call_p50_us": round(float(np.percentile(big_lat, 50)) * 1e6, 1),
-            "batch256_rows_per_s": round(256 * len(big_lat) / big_lat.sum(), 0)}
+            "batch256_rows_per_s": round(float(256 * len(big_lat) / big_lat.sum()), 0)}
 
 
 def _through_server(path: Path, device: str, duration_s: float) -> dict[str, Any]:
@@ -168,12 +186,20 @@ def main(cfg: ServeGpuConfig) -> int:
         "machine": {**machine_facts(jax_devices=False), "gpu": _gpu_name()},
         "onnxruntime": {"version": ort.__version__, "available_providers": ort.get_available_providers()},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
-        "server_part": "measured" if has_server else "skipped: fastapi / uvicorn / httpx not installed",
+        "server_part": "measured" if has_server else "skipped: --no-server" if not cfg.server else
+                       "skipped: fastapi / uvicorn / httpx not installed",
         "cells": []}
     with tempfile.TemporaryDirectory() as tmp:
-        models = {"student_256x256": _make_onnx(Path(tmp), "student", env, {"hidden": [256, 256]}),
-                  f"teacher_depth{teacher['depth']}_width{teacher['width']}":
-                      _make_onnx(Path(tmp), "teacher", env, teacher)}
+        folder = cfg.export_to or cfg.models_dir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        if cfg.models_dir is None:
+            _make_onnx(folder, "student", env, {"hidden": [256, 256]})
+            _make_onnx(folder, "teacher", env, teacher)
+        if cfg.export_to is not None:
+            print(f"wrote {folder / 'student.onnx'} and {folder / 'teacher.onnx'}")
+            return 0
+        results["models"] = {k: _describe(folder / f"{k}.onnx") for k in ("student", "teacher")}
+        models = {"student": folder / "student.onnx", "teacher": folder / "teacher.onnx"}
         for name, path in models.items():
             for device in cfg.devices:
                 cell: dict[str, Any] = {"model": name, "device": device, "onnx_bytes": os.path.getsize(path),
