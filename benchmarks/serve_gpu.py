@@ -6,7 +6,7 @@ end of the recipe). For each policy and each device in `--devices`:
 
 - ONNX Runtime directly (`OnnxPolicy` with the device's providers): latency of one row (p50 / p99 over
   `--duration-s`) and throughput at batch 256 (rows per second);
-- through the server (`deepcrl serve --device D --max-batch 256` in its own process; this process is the load
+- through the server (`deepcrl serve --device D --max-batch-size 256` in its own process; this process is the load
   generator, raw keep-alive HTTP/1.1, msgpack bodies): latency of a one-row request at concurrency 1, and
   throughput with 256-row requests at concurrency 4 (rows per second).
 
@@ -137,7 +137,7 @@ def _through_server(path: Path, device: str, duration_s: float) -> dict[str, Any
 
     try:
         proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(path), "--port", "0",
-                            "--device", device, "--max-batch", "256", "--warmup", "8"], timeout=600)
+                            "--device", device, "--max-batch-size", "256", "--warmup", "8"], timeout=600)
     except DeepcrlError as exc:
         return {"skipped": str(exc)[-400:]}
     try:

@@ -80,10 +80,11 @@ class PolicyApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_delay_us: int = 0, token: str | None = None,
-               max_body_bytes: int = 1_000_000, timeout_s: float = 2.0, model_name: str | None = None,
-               intra_op_threads: int = 1, warmup: int = 32, max_in_flight: int = 128, model_control: str = "none",
-               repository_poll_s: float = 1.0, device: str = "cpu") -> FastAPI:
+def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_delay_us: int = 0,
+               token: str | None = None, max_body_bytes: int = 1_000_000, timeout_s: float = 2.0,
+               model_name: str | None = None, intra_op_threads: int = 1, warmup: int = 32,
+               max_in_flight: int = 128, model_control: str = "none", repository_poll_s: float = 1.0,
+               device: str = "cpu") -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -257,8 +258,8 @@ def serve(cfg: "ServeConfig") -> None:
                                "empty.")
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print(f"deepcrl serve: warning: listening on {cfg.host} without a token (--token-env).", file=sys.stderr)
-    app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us, token=token,
-                     max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
+    app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
+                     token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight,
                      model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device)
     sock = bind(cfg.host, cfg.port)

@@ -52,7 +52,7 @@ def gated(synthetic):
     """A server (max 3 in flight, default deadline 20 s) whose one model blocks until the test releases it."""
     from deepcrl.serve.app import RunningServer, create_app
 
-    app = create_app(synthetic, max_batch=4, timeout_s=20.0, max_in_flight=3, warmup=1)
+    app = create_app(synthetic, max_batch_size=4, timeout_s=20.0, max_in_flight=3, warmup=1)
     server = app.state.server
     (served,) = server.served.values()
     gate = served.batcher.model = Gate(served.model)

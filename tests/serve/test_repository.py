@@ -30,7 +30,7 @@ def repo_server(tmp_path, request):
 
     control = getattr(request, "param", "explicit")
     _write(tmp_path / "policy.onnx", seed=1)
-    app = create_app(tmp_path, max_batch=8, warmup=1, model_control=control, repository_poll_s=0.05)
+    app = create_app(tmp_path, max_batch_size=8, warmup=1, model_control=control, repository_poll_s=0.05)
     with RunningServer(app) as running:
         yield running, tmp_path
 
