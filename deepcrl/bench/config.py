@@ -86,6 +86,9 @@ class BenchServeConfig:
     """Seed of the random observations sent."""
     json: bool = False
     """Print the results as one JSON object on stdout instead of the summary."""
+    device: str = "cpu"
+    """The server's --device (cpu, cuda, tensorrt) and the providers of the in-process ORT floor; the results
+    record the providers that ran."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one)."""

@@ -83,10 +83,13 @@ def _payloads(obs_size: int, goal_size: int, seed: int, count: int = 64) -> tupl
     return ([json.dumps(p).encode() for p in pairs], [msgpack.packb(p) for p in pairs])
 
 
-def _ort_floor(model_path: Path, obs_size: int, goal_size: int, duration: float) -> dict[str, Any]:
+def _ort_floor(model_path: Path, obs_size: int, goal_size: int, duration: float,
+               device: str = "cpu") -> dict[str, Any]:
     from deepcrl.export.runtime import OnnxPolicy
+    from deepcrl.serve.device import check_providers, providers_for
 
-    model = OnnxPolicy(model_path, providers=["CPUExecutionProvider"])
+    model = OnnxPolicy(model_path, providers=providers_for(device))
+    check_providers(device, model.session.get_providers(), model_path)
     model.warmup()
     obs, goal = np.zeros((1, obs_size), np.float32), np.zeros((1, goal_size), np.float32)
     lat = []
@@ -95,7 +98,7 @@ def _ort_floor(model_path: Path, obs_size: int, goal_size: int, duration: float)
     while (t := time.perf_counter_ns()) < stop:
         model(obs, goal)
         lat.append(time.perf_counter_ns() - t)
-    return stats(lat, (time.perf_counter_ns() - start) / 1e9, 0)
+    return {**stats(lat, (time.perf_counter_ns() - start) / 1e9, 0), "providers": model.session.get_providers()}
 
 
 def _client_floor(make, obs_size: int, goal_size: int, duration: float) -> dict[str, Any]:
@@ -148,7 +151,7 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
         if cfg.url is None:
             proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(cfg.model), "--port",
                                 "0", "--max-batch-size", str(cfg.max_batch_size), "--max-queue-delay-us",
-                                str(cfg.max_queue_delay_us)])
+                                str(cfg.max_queue_delay_us), "--device", cfg.device])
             procs.append(proc)
             pids["deepcrl"] = proc.pid
             base_url = None
@@ -209,7 +212,7 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
 
     floors: dict[str, Any] = {}
     if cfg.model is not None:
-        floors["ort_in_process"] = _ort_floor(cfg.model, obs_size, goal_size, min(cfg.duration_s, 1.0))
+        floors["ort_in_process"] = _ort_floor(cfg.model, obs_size, goal_size, min(cfg.duration_s, 1.0), cfg.device)
     for name, label, (connect, payloads) in (
             ("noop_http_json", "noop http+json c=1", http_target(url, "/v1/noop", "json")),
             ("noop_ws", "noop ws c=1", ws_target([msgpack.packb({"type": "ping"})]))):
@@ -256,7 +259,8 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
                     "shared_machine": SHARED_MACHINE},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
         "model": {k: info.get(k) for k in ("name", contract.OBS_SIZE, contract.GOAL_SIZE, contract.ACTION_SIZE,
-                                            "max_batch_size", "max_queue_delay_us", "metadata")},
+                                            "max_batch_size", "max_queue_delay_us", "metadata",
+                                            "device", "providers")},
         "load_generator": "raw keep-alive HTTP/1.1 asyncio protocol (uvloop) with pre-encoded bodies; websockets "
                           "asyncio client for WS; servers in their own processes",
         "floors": floors,

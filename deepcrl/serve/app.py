@@ -6,18 +6,21 @@
 - `v1.py`: ``POST /v1/act``, ``POST /v1/noop``, ``GET /v1/metadata``, ``GET /v1/models``, ``/healthz``,
   ``/readyz``, ``/metrics``;
 - `stream.py`: ``WS /v1/stream``;
-- `v2.py`: the Open Inference Protocol (KServe v2): ``/v2/health/*``, ``/v2/models/{name}[/ready|/infer]``.
+- `v2.py`: the Open Inference Protocol (KServe v2): ``/v2/health/*``, ``/v2/models/{name}[/ready|/infer]``;
+- `repository.py`: ``/v2/repository/index``, ``/v2/repository/models/{name}/load|unload`` (model lifecycle).
 
 A new protocol is one more module with an ``add_routes(app, server)``, called in `create_app`.
 Status codes: 400 malformed body, 401 token, 404 unknown model, 413 body too large, 415 content type,
 422 well-formed but invalid (sizes, NaN/Inf, non-numbers, nesting, empty or too large batch), 500 the model
-failed, 503 queue full or shutting down, 504 inference slower than the per-request timeout.
+failed, 503 + Retry-After too many requests in flight, queue full or shutting down, 504 the request's deadline
+passed (`admission.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import sys
@@ -29,9 +32,11 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve import stream, v1, v2
+from deepcrl.serve import protocol, repository, stream, v1, v2
+from deepcrl.serve.admission import send_refusal
+from deepcrl.serve.repository import CONTROL_MODES, Repository
 from deepcrl.serve.metrics import ServeMetrics
-from deepcrl.serve.shared import PolicyServer, load_models
+from deepcrl.serve.shared import PolicyServer, load_models, load_one
 
 if TYPE_CHECKING:
     from deepcrl.serve.config import ServeConfig
@@ -49,23 +54,37 @@ class PolicyApp(FastAPI):
     """
 
     fast_act = None
+    server: PolicyServer | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and self.fast_act is not None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self.server is not None:
             path = scope["path"]
-            if path == "/v1/act":
-                return await self.fast_act(scope, receive, send, None, "act")
-            if path == "/v1/noop":
-                return await self.fast_act(scope, receive, send, None, "noop")
-            if path.startswith("/v1/models/") and path.endswith("/act") and path.count("/") == 4:
-                return await self.fast_act(scope, receive, send, path[11:-4], "act")
+            v2 = path.startswith("/v2/models/") and path.endswith("/infer")
+            if v2 or path.startswith("/v1/"):  # an inference request: admitted before its body is read
+                admission = self.server.admission
+                if not admission.enter():
+                    self.server.metrics.refused.labels("in_flight").inc()
+                    message = admission.refusal()
+                    body = protocol.encode({"error": message} if v2 else {"error": message, "status": 503}, "json")
+                    return await send_refusal(send, body)
+                try:
+                    if path == "/v1/act":
+                        return await self.fast_act(scope, receive, send, None, "act")
+                    if path == "/v1/noop":
+                        return await self.fast_act(scope, receive, send, None, "noop")
+                    if path.startswith("/v1/models/") and path.endswith("/act") and path.count("/") == 4:
+                        return await self.fast_act(scope, receive, send, path[11:-4], "act")
+                    return await super().__call__(scope, receive, send)
+                finally:
+                    admission.leave()
         await super().__call__(scope, receive, send)
 
 
 def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_delay_us: int = 0,
                token: str | None = None, max_body_bytes: int = 1_000_000, timeout_s: float = 2.0,
-               model_name: str | None = None,
-               intra_op_threads: int = 1, warmup: int = 32) -> FastAPI:
+               model_name: str | None = None, intra_op_threads: int = 1, warmup: int = 32,
+               max_in_flight: int = 128, model_control: str = "none", repository_poll_s: float = 1.0,
+               device: str = "cpu") -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -78,6 +97,10 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         model_name: the model the short routes serve (default: first name in sorted order).
         intra_op_threads: ORT threads per call.
         warmup: inference calls per model before the app is returned.
+        max_in_flight: most inference requests held at a time (503 + Retry-After above; `admission.py`).
+        model_control: "none", "explicit" (load / unload routes) or "poll" (watch `model_path`); `repository.py`.
+        repository_poll_s: seconds between scans of the repository in poll mode.
+        device: cpu, cuda or tensorrt; a session that does not run on its provider is refused (`device.py`).
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -90,36 +113,58 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     if token is not None and not token:
         raise DeepcrlError("the bearer token is empty; set the variable named by --token-env to a secret.")
     metrics = ServeMetrics(max_batch_size)
-    served = load_models(model_path, metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
-                         intra_op_threads=intra_op_threads, warmup=warmup)
+    served = load_models(model_path, metrics, max_batch_size=max_batch_size,
+                         max_queue_delay_us=max_queue_delay_us,
+                         intra_op_threads=intra_op_threads, warmup=warmup, device=device)
     default = model_name or next(iter(served))
     if default not in served:
         raise DeepcrlError(f"--model-name {default!r} is not among the served models ({', '.join(served)}).")
-    server = PolicyServer(served, default, metrics, token=token, max_body_bytes=max_body_bytes, timeout_s=timeout_s)
+    if max_in_flight < 1:
+        raise DeepcrlError(f"max_in_flight must be at least 1, got {max_in_flight}.")
+    if model_control not in CONTROL_MODES:
+        raise DeepcrlError(f"--model-control is one of {', '.join(CONTROL_MODES)}, not {model_control!r}.")
+    if repository_poll_s <= 0:
+        raise DeepcrlError(f"--repository-poll-s must be positive, got {repository_poll_s}.")
+    server = PolicyServer(served, default, metrics, token=token, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
+                          max_in_flight=max_in_flight)
+
+    repo = Repository(Path(model_path), server, functools.partial(
+        _load_version, metrics=metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+        intra_op_threads=intra_op_threads, warmup=warmup, device=device), control=model_control,
+        poll_s=repository_poll_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         for s in served.values():
             s.batcher.start(loop)
+        poller = loop.create_task(repo.poll_forever()) if model_control == "poll" else None
         server.ready = True
         try:
             yield
         finally:
             # The ASGI server has drained in-flight requests by now; the batchers finish whatever is queued.
             server.ready = False
-            for s in served.values():
+            if poller is not None:
+                poller.cancel()
+            for s in list(served.values()):
                 await asyncio.to_thread(s.batcher.stop)
 
     app = PolicyApp(title="deepcrl policy server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                     openapi_url=None)
-    app.state.server = server
+    app.state.server, app.state.repository = server, repo
     app.state.served, app.state.metrics, app.state.default = served, metrics, default
     app.state.max_body_bytes = max_body_bytes  # uvicorn_config applies it to WebSocket frames too
     app.fast_act = v1.add_routes(app, server)
+    app.server = server
     stream.add_routes(app, server)
     v2.add_routes(app, server)
+    repository.add_routes(app, server, repo)
     return app
+
+
+def _load_version(path: Path, version: str, **kwargs):
+    return load_one(path, version=version, **kwargs)
 
 
 # ---- running it -------------------------------------------------------------------------------------------
@@ -138,8 +183,15 @@ def uvicorn_config(app, *, log_level: str = "warning", max_body_bytes: int | Non
     if max_body_bytes is None:
         max_body_bytes = getattr(getattr(app, "state", None), "max_body_bytes", 1_000_000)
     has = importlib.util.find_spec
+    # With httptools: refusals right after the headers, clean keep-alive closes (`connection.py`); without it,
+    # uvicorn's h11 protocol and `PolicyApp`'s refusals.
+    http = "h11"
+    if has("httptools"):
+        from deepcrl.serve.connection import PolicyHttpProtocol
+
+        http = PolicyHttpProtocol
     return uvicorn.Config(
-        app, loop="uvloop" if has("uvloop") else "asyncio", http="httptools" if has("httptools") else "h11",
+        app, loop="uvloop" if has("uvloop") else "asyncio", http=http,
         ws="websockets-sansio", ws_max_size=max_body_bytes, ws_per_message_deflate=False, log_level=log_level,
         access_log=False, timeout_graceful_shutdown=graceful_timeout_s, lifespan="on", server_header=False,
         date_header=False)
@@ -207,9 +259,9 @@ def serve(cfg: "ServeConfig") -> None:
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print(f"deepcrl serve: warning: listening on {cfg.host} without a token (--token-env).", file=sys.stderr)
     app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
-                     token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
-                     model_name=cfg.model_name,
-                     intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
+                     token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
+                     intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight,
+                     model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
     names = ", ".join(app.state.served)

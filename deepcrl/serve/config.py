@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,3 +39,19 @@ class ServeConfig:
     workers: int = 1
     """Server processes sharing the port, each with its own ONNX Runtime sessions and micro-batchers; /metrics
     sums over all of them and SIGTERM drains all of them (deepcrl/serve/workers.py)."""
+    max_in_flight: int = 128
+    """Most inference requests one server process holds at a time (reading, queued, computing); above it a
+    request is refused at once with 503 and Retry-After, before its body is read (deepcrl/serve/admission.py).
+    With --workers N the bound is per worker."""
+    model_control: str = "none"
+    """Who changes the served models while the server runs (Triton's model control modes): none; explicit
+    (POST /v2/repository/models/NAME/load and /unload re-read NAME.onnx from --model's directory); poll (every
+    --repository-poll-s the directory is scanned: new or changed files load, removed ones unload). A load swaps
+    versions without dropping requests; a failed one keeps the old version (deepcrl/serve/repository.py).
+    Under --workers N, explicit control reaches only the worker that took the request: use poll there."""
+    repository_poll_s: float = 1.0
+    """Seconds between scans of the model directory with --model-control poll."""
+    device: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    """Where the sessions run: ONNX Runtime's CPU, CUDA or TensorRT provider (cuda and tensorrt need the gpu
+    extra). The server refuses to start when a session does not run on the requested provider (ONNX Runtime
+    otherwise falls back to the CPU silently; deepcrl/serve/device.py)."""

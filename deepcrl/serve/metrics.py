@@ -36,6 +36,17 @@ class ServeMetrics:
                                  registry=self.registry, multiprocess_mode="livesum")
         self.in_flight = Gauge("deepcrl_in_flight_requests", "Requests being answered.", registry=self.registry,
                                multiprocess_mode="livesum")
+        self.refused = Counter("deepcrl_refused", "Requests refused with 503 before any work, by reason "
+                               "(in_flight: the process's bound; queue: the batcher's queue full).", ["reason"],
+                               registry=self.registry)
+        self.deadline_exceeded = Counter("deepcrl_deadline_exceeded", "Requests answered 504 because their deadline "
+                                         "passed, by where they were (arrival, queue: dropped uncomputed by the "
+                                         "batcher, waiting: queued or computing).", ["where"],
+                                         registry=self.registry)
+        self.model_version = Gauge("deepcrl_model_version", "The version of each model new requests go to.",
+                                   ["model"], registry=self.registry, multiprocess_mode="liveall")
+        self.answered = Counter("deepcrl_model_answers", "Inference requests answered, by model and the version "
+                                "that computed them.", ["model", "version"], registry=self.registry)
         # `.labels()` takes a lock and builds a key each time; the hot path caches the children.
         self._counters: dict[tuple[str, str, int], object] = {}
         self._histograms: dict[tuple[str, str], object] = {}

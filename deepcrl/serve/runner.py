@@ -30,16 +30,20 @@ class Timing:
 
 
 class _Item:
-    __slots__ = ("obs", "goals", "rows", "future", "enqueued")
+    __slots__ = ("obs", "goals", "rows", "future", "enqueued", "deadline")
 
-    def __init__(self, obs, goals, future):
-        self.obs, self.goals, self.future = obs, goals, future
+    def __init__(self, obs, goals, future, deadline):
+        self.obs, self.goals, self.future, self.deadline = obs, goals, future, deadline
         self.rows = obs.shape[0]
         self.enqueued = time.perf_counter()
 
 
 class Overloaded(Exception):
     """The queue is full: the server answers 503 instead of letting latency grow without bound."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed while it waited for a call: it was not computed (the server answers 504)."""
 
 
 class InferenceError(DeepcrlError):
@@ -73,6 +77,7 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.calls = 0
+        self.expired = 0  # requests dropped unanswered by the model because their deadline had passed
         if metrics is not None:
             self._m_batch = metrics.batch_size.labels(model.name)
             self._m_infer = metrics.inference.labels(model.name)
@@ -86,17 +91,24 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._work, name=f"deepcrl-batcher-{self.model.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish every queued request, then end the worker thread."""
+    def begin_stop(self) -> None:
+        """Refuse new requests from now on and tell the worker to finish (call it on the event loop's thread,
+        where `submit` runs, so that no request is queued behind the worker's last look at the queue)."""
         self._stopping = True
         self._queue.put(None)  # wakes the worker; it answers what is queued, then exits
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish every queued request, then end the worker thread."""
+        if not self._stopping:
+            self.begin_stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
-    def submit(self, observation: np.ndarray, goal: np.ndarray) -> asyncio.Future:
+    def submit(self, observation: np.ndarray, goal: np.ndarray, deadline: float = float("inf")) -> asyncio.Future:
         """Queue validated float32 rows (from the event loop's thread); the future resolves to
-        ``(action[B, a], Timing)``."""
+        ``(action[B, a], Timing)``, or fails with `DeadlineExceeded` when the worker reaches the request after
+        `deadline` (a `time.perf_counter()` instant): such a request is not computed."""
         if self._thread is None or self._stopping:
             raise Overloaded("the model's batcher is not running (starting up or shutting down)")
         waiting = self._rows_in - self._rows_out
@@ -105,7 +117,7 @@ class MicroBatcher:
             raise Overloaded(f"{waiting} rows are already waiting")
         future = self._loop.create_future()
         self._rows_in += rows
-        self._queue.put(_Item(observation, goal, future))
+        self._queue.put(_Item(observation, goal, future, deadline))
         return future
 
     def _take(self) -> list[_Item] | None:
@@ -120,7 +132,9 @@ class MicroBatcher:
         else:
             item = self._queue.get()
         batch: list[_Item] = []
+        expired: list[_Item] = []
         rows, deadline = 0, 0.0
+        now = time.perf_counter()
         while True:
             if item is None:
                 self._stop_seen = True
@@ -129,7 +143,9 @@ class MicroBatcher:
                 break
             else:
                 self._rows_out += item.rows
-                if not item.future.cancelled():  # a request that timed out while queued is not computed
+                if item.deadline < now:  # its deadline passed while it waited: not computed, answered 504
+                    expired.append(item)
+                elif not item.future.cancelled():  # a request that timed out while queued is not computed
                     if not batch:
                         deadline = item.enqueued + self.max_delay
                     batch.append(item)
@@ -148,6 +164,13 @@ class MicroBatcher:
                     item = self._queue.get(timeout=left)
                 except queue.Empty:
                     break
+                now = time.perf_counter()
+        if expired:
+            self.expired += len(expired)
+            try:
+                self._loop.call_soon_threadsafe(_expire, expired)
+            except RuntimeError:  # the event loop is closed: nobody waits for these answers any more
+                pass
         if self._m_queue is not None:
             self._m_queue.set(self._rows_in - self._rows_out)
         if not batch and self._stop_seen and self._carry is None:
@@ -180,6 +203,13 @@ class MicroBatcher:
                 self._loop.call_soon_threadsafe(_resolve, batch, actions, error, start, end)
             except RuntimeError:  # the event loop is closed: nobody is waiting for these answers any more
                 return
+
+
+def _expire(items: list[_Item]) -> None:
+    """Runs on the event loop: fail the requests whose deadline passed in the queue."""
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(DeadlineExceeded())
 
 
 def _resolve(batch: list[_Item], actions, error, start: float, end: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from deepcrl.errors import ArtifactError
 from deepcrl.export import contract
 from deepcrl.export.runtime import OnnxPolicy
 from deepcrl.serve import protocol
+from deepcrl.serve.admission import Admission, deadline
+from deepcrl.serve.device import check_providers, providers_for
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.protocol import RequestError
-from deepcrl.serve.runner import MicroBatcher, Overloaded, Timing
+from deepcrl.serve.runner import DeadlineExceeded, MicroBatcher, Overloaded, Timing
 
 MEDIA = {"json": protocol.JSON, "msgpack": protocol.MSGPACK}
 MEDIA_BYTES = {k: v.encode() for k, v in MEDIA.items()}
@@ -31,12 +34,20 @@ NEEDS_TOKEN = "a valid bearer token is required (Authorization: Bearer <token>).
 
 
 class Served:
-    """One model, its batcher, and the facts /v1/metadata reports about it."""
+    """One version of a model, its batcher, and the facts /v1/metadata reports about it.
 
-    def __init__(self, model: OnnxPolicy, batcher: MicroBatcher, max_batch_size: int, max_queue_delay_us: int):
-        self.model, self.batcher = model, batcher
+    A load that replaces it sets `replacement` (requests that looked it up before the swap go there) and
+    stops its batcher once the requests already queued on it are answered.
+    """
+
+    def __init__(self, model: OnnxPolicy, batcher: MicroBatcher, max_batch_size: int, max_queue_delay_us: int,
+                 version: str = "1"):
+        self.model, self.batcher, self.version = model, batcher, version
+        self.replacement: Served | None = None
+        self.retired = False
         self.info = {
             "name": model.name,
+            "version": version,
             contract.OBS_SIZE: model.obs_size,
             contract.GOAL_SIZE: model.goal_size,
             contract.ACTION_SIZE: model.action_size,
@@ -62,15 +73,28 @@ def model_paths(model_path: Path) -> list[Path]:
     return [model_path]
 
 
+def load_one(path: Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int,
+             intra_op_threads: int, warmup: int, version: str = "1", device: str = "cpu") -> Served:
+    """Load and warm up one model file on `device` (its provider checked: `device.py`) with its batcher (not
+    started yet)."""
+    model = OnnxPolicy(path, providers=providers_for(device), intra_op_threads=intra_op_threads)
+    running = model.session.get_providers()
+    check_providers(device, running, path)
+    model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))
+    batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics)
+    served = Served(model, batcher, max_batch_size, max_queue_delay_us, version)
+    served.info["device"], served.info["providers"] = device, running
+    return served
+
+
 def load_models(model_path: str | Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int,
-                intra_op_threads: int, warmup: int) -> dict[str, Served]:
-    """Load and warm up every model once (CPU sessions), each with its batcher (not started yet)."""
+                intra_op_threads: int, warmup: int, device: str = "cpu") -> dict[str, Served]:
+    """Load and warm up every model once on `device`, each with its batcher (not started yet)."""
     served: dict[str, Served] = {}
     for path in model_paths(Path(model_path)):
-        model = OnnxPolicy(path, providers=["CPUExecutionProvider"], intra_op_threads=intra_op_threads)
-        model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))
-        batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics)
-        served[model.name] = Served(model, batcher, max_batch_size, max_queue_delay_us)
+        s = load_one(path, metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+                     intra_op_threads=intra_op_threads, warmup=warmup, device=device)
+        served[s.model.name] = s
     return served
 
 
@@ -89,13 +113,15 @@ class PolicyServer:
         metrics: the app's Prometheus metrics.
         token: bearer token required on /v1/* and /metrics (None: no auth).
         max_body_bytes: largest accepted body or frame (413 above).
-        timeout_s: per-request limit on waiting for inference (504 past it).
+        timeout_s: the default deadline of a request, from its arrival (504 past it); a request may shorten it.
+        max_in_flight: most inference requests this process holds at a time (503 + Retry-After above it).
     """
 
     def __init__(self, served: dict[str, Served], default: str, metrics: ServeMetrics, *, token: str | None,
-                 max_body_bytes: int, timeout_s: float):
+                 max_body_bytes: int, timeout_s: float, max_in_flight: int = 128):
         self.served, self.default, self.metrics = served, default, metrics
         self.max_body_bytes, self.timeout_s = max_body_bytes, timeout_s
+        self.admission = Admission(max_in_flight)
         self.ready = False
         self._expected = f"Bearer {token}".encode() if token else None
 
@@ -140,18 +166,45 @@ class PolicyServer:
             if not message.get("more_body", False):
                 return body
 
-    async def infer(self, s: Served, obs, goal):
-        """Actions and `Timing` for validated rows: 503 when the queue is full, 504 past the time limit;
-        a model failure raises `InferenceError` (a 500)."""
+    async def infer(self, s: Served, obs, goal, *, start: float | None = None, timeout_s: float | None = None):
+        """``(actions, Timing, the Served version that computed them)`` for validated rows.
+
+        The deadline is `start` (the request's arrival; now when None) plus the server's timeout, or plus
+        `timeout_s` when the request asks for less. 504 once it passes (a request still queued then is not
+        computed), 503 when the queue is full; a model failure raises `InferenceError` (a 500).
+        """
+        while s.retired and s.replacement is not None:  # looked up before a load replaced it
+            s = s.replacement
+        now = time.perf_counter()
+        due = deadline(now if start is None else start, self.timeout_s, timeout_s)
+        budget = f"{due - (now if start is None else start):.6g} s"
+        if due <= now:
+            self.metrics.deadline_exceeded.labels("arrival").inc()
+            raise RequestError(504, f"the request's deadline ({budget}) passed before its inference started.")
+        while True:
+            try:
+                future = s.batcher.submit(obs, goal, due)
+                break
+            except Overloaded as exc:
+                if s.retired and s.replacement is not None:  # replaced while this request was read: the new one
+                    s = s.replacement
+                    continue
+                if s.retired:
+                    raise RequestError(404, f"the model {s.model.name!r} was unloaded.") from exc
+                self.metrics.refused.labels("queue").inc()
+                raise RequestError(503, f"the server is overloaded ({exc}); retry later.") from exc
+        loop = asyncio.get_running_loop()
         try:
-            future = s.batcher.submit(obs, goal)
-        except Overloaded as exc:
-            raise RequestError(503, f"the server is overloaded ({exc}); retry later.") from exc
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await future
+            async with asyncio.timeout_at(loop.time() + (due - time.perf_counter())):
+                actions, timing = await future
+        except DeadlineExceeded as exc:
+            self.metrics.deadline_exceeded.labels("queue").inc()
+            raise RequestError(504, f"the request's deadline ({budget}) passed while it was queued; it was not "
+                                    "computed.") from exc
         except TimeoutError as exc:
-            raise RequestError(504, f"inference did not finish within {self.timeout_s} s.") from exc
+            self.metrics.deadline_exceeded.labels("waiting").inc()
+            raise RequestError(504, f"inference did not finish within {budget} (the request's deadline).") from exc
+        return actions, timing, s
 
     # ---- answers ---------------------------------------------------------------------------------------------
 

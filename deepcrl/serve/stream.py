@@ -20,6 +20,7 @@ from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from deepcrl.serve import protocol
+from deepcrl.serve.admission import RETRY_AFTER_S, TIMEOUT_FIELD, requested_timeout_s
 from deepcrl.serve.protocol import RequestError
 from deepcrl.serve.runner import InferenceError
 from deepcrl.serve.shared import PolicyServer, Served, timing_fields
@@ -43,18 +44,33 @@ def frame_payload(message: dict[str, Any]) -> Any:
 
 
 async def answer_frame(server: PolicyServer, s: Served, payload: Any, frame_id: Any, start: float):
-    """The reply to one request frame and whether it reached the model: ``(reply, status, timed)``."""
+    """The reply to one request frame and whether it reached the model: ``(reply, status, timed)``.
+
+    A frame's ``timeout_us`` shortens its deadline (counted from its arrival); past the process's bound on
+    requests in flight the frame gets a 503 error frame with ``retry_after_s``.
+    """
+    admission = server.admission
+    if not admission.enter():
+        server.metrics.refused.labels("in_flight").inc()
+        return ({"type": "error", "id": frame_id, "status": 503, "error": admission.refusal(),
+                 "retry_after_s": RETRY_AFTER_S}, 503, False)
     try:
+        timeout_s = None
+        if isinstance(payload, dict) and TIMEOUT_FIELD in payload:
+            timeout_s = requested_timeout_s(payload.pop(TIMEOUT_FIELD), f"'{TIMEOUT_FIELD}'")
         obs, goal, batched = protocol.parse_act(payload, s.model.obs_size, s.model.goal_size, s.batcher.max_batch)
-        actions, timing = await server.infer(s, obs, goal)
+        actions, timing, s = await server.infer(s, obs, goal, start=start, timeout_s=timeout_s)
     except RequestError as exc:
         return {"type": "error", "id": frame_id, "status": exc.status, "error": str(exc)}, exc.status, False
     except InferenceError as exc:  # not the client's fault: an error frame, the connection stays open
         _log.error("%s", exc, exc_info=exc.__cause__)
         return {"type": "error", "id": frame_id, "status": 500, "error": str(exc)}, 500, False
+    finally:
+        admission.leave()
+    server.metrics.answered.labels(s.model.name, s.version).inc()
     actions = actions.tolist()
     reply = {"type": "action", "id": frame_id, **protocol.act_reply(actions, batched),
-             "timing": timing_fields((time.perf_counter() - start) * 1e6, timing)}
+             "model_version": s.version, "timing": timing_fields((time.perf_counter() - start) * 1e6, timing)}
     return reply, 200, True
 
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from deepcrl.serve import protocol
+from deepcrl.serve.admission import TIMEOUT_FIELD, TIMEOUT_HEADER, requested_timeout_s
 from deepcrl.serve.protocol import RequestError
 from deepcrl.serve.runner import InferenceError
 from deepcrl.serve.shared import MEDIA_BYTES, NEEDS_TOKEN, PolicyServer, timing_fields
@@ -49,15 +50,22 @@ def add_routes(app: FastAPI, server: PolicyServer):
             in_fmt = protocol.body_format(content_type.decode("latin-1") if content_type else None)
             fmt = protocol.reply_format(accept, in_fmt)
             s = server.lookup(name)
+            timeout_s = requested_timeout_s(get(TIMEOUT_HEADER), "the X-Timeout-Us header")
             length = get(b"content-length")
             body = await server.read_body(receive, length.decode("latin-1") if length is not None else None)
-            obs, goal, batched = protocol.parse_act(protocol.decode(body, in_fmt), s.model.obs_size,
-                                                    s.model.goal_size, s.batcher.max_batch)
+            payload = protocol.decode(body, in_fmt)
+            if isinstance(payload, dict) and TIMEOUT_FIELD in payload:
+                field_s = requested_timeout_s(payload.pop(TIMEOUT_FIELD), f"'{TIMEOUT_FIELD}'")
+                timeout_s = field_s if timeout_s is None else min(timeout_s, field_s)
+            obs, goal, batched = protocol.parse_act(payload, s.model.obs_size, s.model.goal_size,
+                                                    s.batcher.max_batch)
             if endpoint == "noop":
                 reply: dict[str, Any] = {"ok": True}
             else:
-                actions, timing = await server.infer(s, obs, goal)
+                actions, timing, s = await server.infer(s, obs, goal, start=start, timeout_s=timeout_s)
                 timed = True
+                extra.append((b"x-model-version", s.version.encode()))
+                metrics.answered.labels(s.model.name, s.version).inc()
                 total_us = (time.perf_counter() - start) * 1e6
                 if fmt == "msgpack":
                     actions = actions.tolist()
@@ -71,6 +79,8 @@ def add_routes(app: FastAPI, server: PolicyServer):
             content = server.error_body(exc, fmt)
             if status == 401:
                 extra.append((b"www-authenticate", b"Bearer"))
+            elif status == 503:
+                extra.append((b"retry-after", b"1"))
         except InferenceError as exc:  # not the client's fault: 500 with a sentence, the server lives on
             _log.error("%s", exc, exc_info=exc.__cause__)
             status = 500

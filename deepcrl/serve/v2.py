@@ -30,6 +30,7 @@ from fastapi.responses import Response
 import deepcrl
 from deepcrl.export.contract import ACTION, GOAL, OBSERVATION
 from deepcrl.serve import protocol
+from deepcrl.serve.admission import requested_timeout_s
 from deepcrl.serve.protocol import RequestError
 from deepcrl.serve.runner import InferenceError
 from deepcrl.serve.shared import NEEDS_TOKEN, PolicyServer, Served
@@ -47,7 +48,7 @@ def _tensor(name: str, size: int) -> dict[str, Any]:
 def model_metadata(s: Served) -> dict[str, Any]:
     """The v2 metadata of a served model."""
     m = s.model
-    return {"name": m.name, "versions": [VERSION], "platform": PLATFORM,
+    return {"name": m.name, "versions": [s.version], "platform": PLATFORM,
             "inputs": [_tensor(OBSERVATION, m.obs_size), _tensor(GOAL, m.goal_size)],
             "outputs": [_tensor(ACTION, m.action_size)],
             "parameters": {"max_batch_size": s.info["max_batch_size"],
@@ -166,7 +167,7 @@ def infer_reply(s: Served, request: dict, actions: np.ndarray, binary: bool) -> 
         out["parameters"] = {"binary_data_size": len(raw)}
     else:
         out["data"] = actions.reshape(-1)
-    reply: dict[str, Any] = {"model_name": s.model.name, "model_version": VERSION, "outputs": [out]}
+    reply: dict[str, Any] = {"model_name": s.model.name, "model_version": s.version, "outputs": [out]}
     if "id" in request:
         reply["id"] = request["id"]
     head = protocol.encode(reply, "json")
@@ -188,8 +189,8 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
         if not server.authorized(request.headers):
             raise RequestError(401, NEEDS_TOKEN)
         s = server.lookup(name)
-        if version not in (None, VERSION):
-            raise RequestError(404, f"model {name!r} has no version {version!r}; it has version {VERSION}.")
+        if version not in (None, s.version):
+            raise RequestError(404, f"model {name!r} has no version {version!r}; it serves version {s.version}.")
         return s
 
     def answer(request: Request, name: str, version: str | None, build) -> Response:
@@ -233,7 +234,11 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
             s = model(request, name, version)
             body = await server.read_body(request.receive, headers.get("content-length"))
             obs, goal, parsed, binary = parse_infer(body, header_length, s)
-            actions, timing = await server.infer(s, obs, goal)
+            params = parsed.get("parameters") or {}
+            timeout_s = requested_timeout_s(params.get("timeout") if isinstance(params, dict) else None,
+                                            "parameters.timeout")
+            actions, timing, s = await server.infer(s, obs, goal, start=start, timeout_s=timeout_s)
+            metrics.answered.labels(s.model.name, s.version).inc()
             timed = True
             content, extra = infer_reply(s, parsed, actions, binary)
             total_ms = (time.perf_counter() - start) * 1e3
@@ -244,6 +249,8 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
         except RequestError as exc:
             status = exc.status
             response = error(exc)
+            if status == 503:
+                response.headers["retry-after"] = "1"
         except InferenceError as exc:  # not the client's fault: 500 with a sentence, the server lives on
             _log.error("%s", exc, exc_info=exc.__cause__)
             status = 500

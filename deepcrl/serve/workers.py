@@ -50,8 +50,9 @@ def _build(cfg: ServeConfig):
 
     return create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
                       token=_token(cfg), max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
-                      model_name=cfg.model_name,
-                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
+                      model_name=cfg.model_name, intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup,
+                      max_in_flight=cfg.max_in_flight, model_control=cfg.model_control,
+                      repository_poll_s=cfg.repository_poll_s, device=cfg.device)
 
 
 def worker_app():

@@ -31,7 +31,7 @@ def test_json_text_frames_get_json_text_answers_beside_msgpack(server, reference
         for i in range(3):
             ws.send(json.dumps({"id": i, "observation": obs[i].tolist(), "goal": goal[i].tolist()}))
             reply = _json_reply(ws)
-            assert set(reply) == {"type", "id", "action", "timing"} and reply["type"] == "action"
+            assert set(reply) == {"type", "id", "action", "model_version", "timing"} and reply["type"] == "action"
             assert reply["id"] == i and set(reply["timing"]) == {"server_us", "queue_us", "infer_us", "batch_rows"}
             np.testing.assert_allclose(reply["action"], expected[i], atol=1e-6)
         ws.send(json.dumps({"id": "b", "observations": obs.tolist(), "goals": goal.tolist()}))
@@ -45,7 +45,7 @@ def test_json_text_frames_get_json_text_answers_beside_msgpack(server, reference
         packed = ws.recv(5)
         assert isinstance(packed, bytes)
         packed = msgpack.unpackb(packed)
-        assert set(packed) == {"type", "id", "action", "timing"} and packed["id"] == 0
+        assert set(packed) == {"type", "id", "action", "model_version", "timing"} and packed["id"] == 0
         np.testing.assert_allclose(packed["action"], expected[0], atol=1e-6)
         ws.send(json.dumps({"id": 0, "observation": obs[0].tolist(), "goal": goal[0].tolist()}))
         assert _json_reply(ws)["action"] == packed["action"]  # bit-equal floats either way

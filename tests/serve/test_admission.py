@@ -1,0 +1,198 @@
+"""Deadlines and admission control, shown with a model that blocks until the test lets it go (no timing asserts):
+a full server refuses with 503 + Retry-After before reading the body, and a request whose deadline has passed
+gets 504 without reaching the model."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import threading
+import time
+
+import httpx
+import msgpack
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from deepcrl.serve.runner import DeadlineExceeded, MicroBatcher
+
+JSON = {"content-type": "application/json"}
+
+
+class Gate:
+    """Wraps a model: records every batch it is called with and blocks each call until `release` is set."""
+
+    def __init__(self, model):
+        self.model, self.name = model, model.name
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[np.ndarray] = []
+
+    def __call__(self, observation, goal):
+        self.batches.append(observation.copy())
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the model"
+        return self.model(observation, goal)
+
+    def saw(self, value: float) -> bool:
+        return any(np.any(b[:, 0] == value) for b in self.batches)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from deepcrl.bench.synthetic import write_policy
+
+    return write_policy(tmp_path_factory.mktemp("admission") / "policy.onnx", hidden=(16,))
+
+
+@pytest.fixture
+def gated(synthetic):
+    """A server (max 3 in flight, default deadline 20 s) whose one model blocks until the test releases it."""
+    from deepcrl.serve.app import RunningServer, create_app
+
+    app = create_app(synthetic, max_batch_size=4, timeout_s=20.0, max_in_flight=3, warmup=1)
+    server = app.state.server
+    (served,) = server.served.values()
+    gate = served.batcher.model = Gate(served.model)
+    running = RunningServer(app)
+    try:
+        yield running, server, gate
+    finally:
+        gate.release.set()
+        running.stop()
+
+
+def _body(value: float, **extra) -> str:
+    return json.dumps({"observation": [value, 0.0], "goal": [0.0, 0.0], **extra})
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def _metric(url: str, line_start: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_full_server_refuses_with_503_and_retry_after_before_reading_the_body(gated):
+    running, server, gate = gated
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(httpx.post, running.url + "/v1/act", content=_body(float(i + 1)), headers=JSON,
+                            timeout=30) for i in range(3)]
+        _wait_for(lambda: server.admission.in_flight == 3 and gate.entered.is_set(), "3 requests in flight")
+        keep_alive = httpx.Client()
+        refused = keep_alive.post(running.url + "/v1/act", content=_body(9.0), headers=JSON, timeout=10)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json() == {"error": "the server is at its limit of 3 requests in flight; retry after 1 s.",
+                                  "status": 503}
+        # Not even parsed: a malformed body and a v2 request get the same refusal, not a 400 / 422.
+        assert httpx.post(running.url + "/v1/act", content=b"{not json", headers=JSON).status_code == 503
+        v2 = httpx.post(running.url + "/v2/models/policy/infer", content=b"[]", headers=JSON)
+        assert v2.status_code == 503 and "3 requests in flight" in v2.json()["error"] and "retry-after" in v2.headers
+        # Reads are not inference: metadata and health still answer.
+        assert httpx.get(running.url + "/v1/metadata").status_code == 200
+        assert _metric(running.url, 'deepcrl_refused_total{reason="in_flight"}') == 3.0
+        gate.release.set()
+        assert [f.result().status_code for f in held] == [200, 200, 200]
+    assert not gate.saw(9.0)
+    assert server.admission.in_flight == 0
+    # The refused request's body was skipped cleanly: the same keep-alive connection answers the next one.
+    assert keep_alive.post(running.url + "/v1/act", content=_body(5.0), headers=JSON).status_code == 200
+    keep_alive.close()
+
+
+def test_an_expired_deadline_is_answered_504_without_calling_the_model(gated):
+    running, server, gate = gated
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.post, running.url + "/v1/act", content=_body(1.0), headers=JSON, timeout=30)
+        _wait_for(gate.entered.is_set, "the model to be busy")
+        # Queued behind the busy model with a 2 ms deadline (header), 3 ms (body field), 1 ms (v2): each is
+        # answered 504 while the model is still blocked, so none of them can have been computed.
+        r = httpx.post(running.url + "/v1/act", content=_body(2.0), headers={**JSON, "x-timeout-us": "2000"})
+        assert r.status_code == 504 and "0.002 s" in r.json()["error"]
+        r = httpx.post(running.url + "/v1/act", content=_body(3.0, timeout_us=3000), headers=JSON)
+        assert r.status_code == 504 and "0.003 s" in r.json()["error"]
+        v2 = {"inputs": [{"name": "observation", "shape": [1, 2], "datatype": "FP32", "data": [4.0, 0.0]},
+                         {"name": "goal", "shape": [1, 2], "datatype": "FP32", "data": [0.0, 0.0]}],
+              "parameters": {"timeout": 1000}}
+        r = httpx.post(running.url + "/v2/models/policy/infer", json=v2)
+        assert r.status_code == 504 and "0.001 s" in r.json()["error"]
+        # A zero budget is over before the request is queued.
+        r = httpx.post(running.url + "/v1/act", content=_body(6.0), headers={**JSON, "x-timeout-us": "0"})
+        assert r.status_code == 504 and "before its inference started" in r.json()["error"]
+        with connect(running.url.replace("http", "ws") + "/v1/stream") as ws:
+            ws.recv(5)
+            ws.send(msgpack.packb({"id": 1, "observation": [7.0, 0.0], "goal": [0.0, 0.0], "timeout_us": 1500}))
+            frame = msgpack.unpackb(ws.recv(10))
+        assert frame["type"] == "error" and frame["status"] == 504 and frame["id"] == 1
+        assert gate.batches and len(gate.batches) == 1  # still blocked in the first call
+        gate.release.set()
+        assert first.result().status_code == 200
+    for value in (2.0, 3.0, 4.0, 6.0, 7.0):
+        assert not gate.saw(value), f"the request with observation {value} reached the model"
+    counted = sum(_metric(running.url, f'deepcrl_deadline_exceeded_total{{where="{w}"}}')
+                  for w in ("arrival", "queue", "waiting"))
+    assert counted == 5.0
+
+
+def test_a_request_may_only_shorten_the_servers_deadline(gated):
+    running, server, gate = gated
+    server.timeout_s = 0.2  # the server's default; the request asks for 10 s
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.post, running.url + "/v1/act", content=_body(1.0), headers=JSON, timeout=30)
+        _wait_for(gate.entered.is_set, "the model to be busy")
+        r = httpx.post(running.url + "/v1/act", content=_body(2.0), headers={**JSON, "x-timeout-us": "10000000"},
+                       timeout=30)
+        assert r.status_code == 504 and "within 0.2 s" in r.json()["error"]
+        gate.release.set()
+        assert first.result().status_code == 504  # it waited for the model longer than the 0.2 s default too
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "1e3"])
+def test_a_malformed_timeout_is_a_400(gated, value):
+    running, _, gate = gated
+    gate.release.set()
+    r = httpx.post(running.url + "/v1/act", content=_body(1.0), headers={**JSON, "x-timeout-us": value})
+    assert r.status_code == 400 and "X-Timeout-Us header must be a whole number of microseconds" in r.json()["error"]
+
+
+def test_the_batcher_drops_a_request_whose_deadline_passed_in_the_queue():
+    class Blocking:
+        name = "blocking"
+
+        def __init__(self):
+            self.release, self.rows = threading.Event(), []
+
+        def __call__(self, observation, goal):
+            self.rows.append(observation[:, 0].tolist())
+            self.release.wait(30)
+            return observation[:, :1]
+
+    async def main():
+        model = Blocking()
+        batcher = MicroBatcher(model, max_batch=8, max_delay_us=0)
+        batcher.start(asyncio.get_running_loop())
+        busy = batcher.submit(np.ones((1, 2), np.float32), np.zeros((1, 1), np.float32))
+        await asyncio.sleep(0.05)
+        late = batcher.submit(np.full((1, 2), 2.0, np.float32), np.zeros((1, 1), np.float32),
+                              deadline=time.perf_counter() - 1.0)
+        on_time = batcher.submit(np.full((1, 2), 3.0, np.float32), np.zeros((1, 1), np.float32),
+                                 deadline=time.perf_counter() + 60.0)
+        model.release.set()
+        await busy
+        with pytest.raises(DeadlineExceeded):
+            await late
+        await on_time
+        batcher.stop()
+        return model, batcher
+
+    model, batcher = asyncio.run(main())
+    assert model.rows == [[1.0], [3.0]] and batcher.expired == 1
