@@ -1,0 +1,280 @@
+"""Landmark planning with a contrastive critic ("search on the replay buffer", SoRB, over learned distances).
+
+The critic's distance d(s, g) = ||phi(s, 0) - psi(g)|| (the energy's negation, action zero: one phi per
+state, so a state's distances to all landmarks cost one encoder call and one norm per landmark) ranks how
+soon g is reached from s. It is trustworthy only over short ranges, so:
+
+1. **landmarks**: N states (env coverage: reset states, or any states given), each encoded once as a state
+   (phi) and as a goal (psi);
+2. **graph**: an edge i -> j weighted d(l_i, l_j) wherever that distance is at most the cutoff (default:
+   a quantile of all landmark pairs' distances);
+3. **all shortest paths once** (`scipy.sparse.csgraph.shortest_path`, Dijkstra from every node);
+4. **per goal** (encoded once and cached): the cost to the goal from each landmark, min over the last
+   landmark j of path(i, j) + d(l_j, g), over the j within the cutoff of g (the nearest one if none is);
+5. **per step**: the waypoint is the landmark i minimising d(s, l_i) + cost(i) over the landmarks within
+   the cutoff of s (the nearest if none is); the policy pursues the waypoint instead of the goal. A goal
+   within the cutoff of s is pursued directly.
+
+An unreachable goal (no path from any landmark near s to any landmark near g: a disconnected graph) falls
+back to pursuing the goal directly and is counted in `stats` (``unreachable_steps``); it is not refused,
+because the policy may still reach it and a robot should not stop on a planner's gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from deepcrl.errors import DeepcrlError
+
+
+class Encoder(Protocol):
+    """Anything with the critic's two encoders (`JaxCritic`, `deepcrl.export.critic.OnnxCritic`)."""
+
+    obs_size: int
+    goal_size: int
+
+    def phi(self, observation: np.ndarray, action: np.ndarray | None = None) -> np.ndarray: ...
+
+    def psi(self, goal: np.ndarray) -> np.ndarray: ...
+
+
+class JaxCritic:
+    """A run directory's critic as an `Encoder` (jitted phi and psi; the action defaults to zeros)."""
+
+    def __init__(self, run_dir: str | Path):
+        import jax
+
+        from deepcrl.export.critic import _encoders, load_critic
+
+        self.manifest, critic = load_critic(run_dir)
+        self.obs_size, self.goal_size = self.manifest.obs_size, self.manifest.goal_size
+        self.action_size = self.manifest.action_size
+        phi, psi, self._params = _encoders(critic)
+        self._phi, self._psi = jax.jit(phi), jax.jit(psi)
+
+    def phi(self, observation, action=None) -> np.ndarray:
+        o = np.asarray(observation, np.float32)
+        a = np.zeros((len(o), self.action_size), np.float32) if action is None else np.asarray(action, np.float32)
+        return np.asarray(self._phi(self._params, o, a))
+
+    def psi(self, goal) -> np.ndarray:
+        return np.asarray(self._psi(self._params, np.asarray(goal, np.float32)))
+
+
+def coverage_landmarks(env, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """N landmark states from the env's coverage: its reset states (a maze resets uniformly over free cells).
+
+    Returns:
+        (observations [n, obs], the goals they achieve [n, goal]).
+    """
+    import jax
+
+    from deepcrl import envs
+
+    if n < 1:
+        raise DeepcrlError(f"the planner needs at least one landmark, got {n} (an empty landmark set).")
+    spec = env.goal_spec
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(seed), n))
+    obs, _ = envs.split_obs(spec, state.obs)
+    return np.asarray(obs, np.float32), np.asarray(envs.achieved_goal(spec, obs), np.float32)
+
+
+def _cdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances [len(a), len(b)] (scipy's cdist; float32 result)."""
+    from scipy.spatial.distance import cdist
+
+    return cdist(a, b).astype(np.float32)
+
+
+@dataclasses.dataclass
+class PlanStats:
+    """What the planner decided, counted over `Planner.waypoints` calls (one count per row)."""
+
+    steps: int = 0
+    """Rows planned."""
+    direct_steps: int = 0
+    """Rows whose goal was within the cutoff: the goal itself was pursued."""
+    waypoint_steps: int = 0
+    """Rows that pursued a landmark."""
+    unreachable_steps: int = 0
+    """Rows whose goal had no path in the landmark graph: the goal was pursued directly (the fallback)."""
+    goals_encoded: int = 0
+    """Goals whose landmark costs were computed (the per-goal cache's misses)."""
+
+
+class Planner:
+    """Landmark graph over a critic's learned distances, its all-pairs shortest paths, and waypoints.
+
+    Args:
+        encoder: the critic's phi / psi.
+        landmark_obs: [N, obs] landmark states; landmark_goals: [N, goal] the goals they achieve.
+        cutoff: longest edge, in learned distance; None: the `cutoff_quantile` of all landmark pairs' distances.
+        cutoff_quantile: used when `cutoff` is None.
+        cache_goals: goals whose landmark costs are kept (least recently used dropped first).
+
+    Raises:
+        DeepcrlError: an empty landmark set, mismatched sizes, or a bad cutoff (one sentence).
+    """
+
+    def __init__(self, encoder: Encoder, landmark_obs: np.ndarray, landmark_goals: np.ndarray,
+                 cutoff: float | None = None, cutoff_quantile: float = 0.1, cache_goals: int = 4096):
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import connected_components, shortest_path
+
+        landmark_obs = np.asarray(landmark_obs, np.float32)
+        landmark_goals = np.asarray(landmark_goals, np.float32)
+        if landmark_obs.ndim != 2 or len(landmark_obs) == 0:
+            raise DeepcrlError("the planner has no landmarks (an empty landmark set); give at least one state.")
+        if landmark_obs.shape[1] != encoder.obs_size or landmark_goals.shape != (len(landmark_obs), encoder.goal_size):
+            raise DeepcrlError(f"the landmarks have shapes {landmark_obs.shape} / {landmark_goals.shape}; the critic "
+                               f"needs [N, {encoder.obs_size}] states and [N, {encoder.goal_size}] goals.")
+        if not (0.0 < cutoff_quantile <= 1.0):
+            raise DeepcrlError(f"the cutoff quantile must lie in (0, 1], got {cutoff_quantile}.")
+        self.encoder = encoder
+        self.landmark_obs, self.landmark_goals = landmark_obs, landmark_goals
+        self.l_phi = np.asarray(encoder.phi(landmark_obs), np.float32)
+        self.l_psi = np.asarray(encoder.psi(landmark_goals), np.float32)
+        n = len(landmark_obs)
+        self.pairwise = _cdist(self.l_phi, self.l_psi)  # [i, j] = d(l_i -> l_j)
+        off = self.pairwise[~np.eye(n, dtype=bool)]
+        if cutoff is None:
+            cutoff = float(np.quantile(off, cutoff_quantile)) if off.size else float(self.pairwise.max())
+        if not (np.isfinite(cutoff) and cutoff > 0):
+            raise DeepcrlError(f"the planner's cutoff must be a positive learned distance, got {cutoff}.")
+        self.cutoff = float(cutoff)
+        edges = (self.pairwise <= self.cutoff) & ~np.eye(n, dtype=bool)
+        # csgraph reads a stored 0 as "no edge": learned distances are > 0, the floor only guards the format
+        graph = csr_matrix((np.maximum(self.pairwise[edges], 1e-6), np.nonzero(edges)), shape=(n, n))
+        self.edges = int(edges.sum())
+        self.components = int(connected_components(graph, directed=True, connection="strong")[0])
+        self.paths = shortest_path(graph, method="D", directed=True).astype(np.float32)  # [i, j], inf if none
+        self.stats = PlanStats()
+        self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_goals = int(cache_goals)
+
+    def __len__(self) -> int:
+        return len(self.landmark_obs)
+
+    def _near(self, d: np.ndarray) -> np.ndarray:
+        """Edge weights of rows of distances [B, N]: those within the cutoff, else each row's nearest only."""
+        within = d <= self.cutoff
+        nearest = np.zeros_like(within)
+        nearest[np.arange(len(d)), d.argmin(axis=1)] = True
+        return np.where(within | (~within.any(axis=1, keepdims=True) & nearest), d, np.inf)
+
+    def goal_costs(self, goals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(psi(goals) [B, repr], cost from every landmark to each goal [B, N]; inf where unreachable)."""
+        goals = np.asarray(goals, np.float32)
+        if goals.ndim != 2 or goals.shape[1] != self.encoder.goal_size:
+            raise DeepcrlError(f"goal has shape {goals.shape}; the planner needs [batch, {self.encoder.goal_size}].")
+        psi_g = np.asarray(self.encoder.psi(goals), np.float32)
+        last = self._near(_cdist(psi_g, self.l_phi))  # [B, N]: d(l_j -> g_b) of the landmarks that enter g
+        costs = np.empty_like(last)
+        chunk = max(1, (1 << 22) // max(1, len(self) ** 2))
+        for k in range(0, len(goals), chunk):  # min over j of paths[i, j] + last[b, j], in bounded memory
+            costs[k:k + chunk] = (self.paths[None, :, :] + last[k:k + chunk, None, :]).min(axis=2)
+        self.stats.goals_encoded += len(goals)
+        return psi_g, costs
+
+    def _cached(self, goals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`goal_costs` row by row through the LRU cache (a goal held for an episode is planned once)."""
+        keys = [row.tobytes() for row in goals]
+        miss = [i for i, k in enumerate(keys) if k not in self._cache]
+        if miss:
+            uniq = list(dict.fromkeys(keys[i] for i in miss))
+            rows = np.stack([goals[keys.index(k)] for k in uniq])
+            psi_g, costs = self.goal_costs(rows)
+            for k, p, c in zip(uniq, psi_g, costs):
+                self._cache[k] = (p, c)
+        for k in keys:
+            self._cache.move_to_end(k)
+        while len(self._cache) > max(self._cache_goals, len(keys)):
+            self._cache.popitem(last=False)
+        psi_g = np.stack([self._cache[k][0] for k in keys])
+        costs = np.stack([self._cache[k][1] for k in keys])
+        return psi_g, costs
+
+    def waypoints(self, observation: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The goal each row should pursue now, and the landmark index pursued (-1: the goal itself).
+
+        Args:
+            observation: [B, obs]; goal: [B, goal] (the final goals; their costs are cached).
+        """
+        observation = np.asarray(observation, np.float32)
+        goal = np.asarray(goal, np.float32)
+        if observation.ndim != 2 or observation.shape[1] != self.encoder.obs_size:
+            raise DeepcrlError(f"observation has shape {observation.shape}; the planner needs "
+                               f"[batch, {self.encoder.obs_size}].")
+        if goal.ndim != 2 or len(goal) != len(observation):
+            raise DeepcrlError(f"goal has shape {goal.shape}; the planner needs [{len(observation)}, "
+                               f"{self.encoder.goal_size}].")
+        psi_g, costs = self._cached(goal)
+        phi_s = np.asarray(self.encoder.phi(observation), np.float32)
+        direct_d = np.linalg.norm(phi_s - psi_g, axis=1)
+        total = self._near(_cdist(phi_s, self.l_psi)) + costs  # [B, N]
+        best = total.argmin(axis=1)
+        reachable = np.isfinite(total[np.arange(len(best)), best])
+        direct = direct_d <= self.cutoff
+        unreachable = ~direct & ~reachable
+        index = np.where(direct | unreachable, -1, best)
+        out = np.where((index < 0)[:, None], goal, self.landmark_goals[np.maximum(index, 0)])
+        s = self.stats
+        s.steps += len(goal)
+        s.direct_steps += int(direct.sum())
+        s.unreachable_steps += int(unreachable.sum())
+        s.waypoint_steps += int((index >= 0).sum())
+        return out, index
+
+    def summary(self) -> dict:
+        """The graph's facts and the decisions counted so far."""
+        return {"landmarks": len(self), "cutoff": self.cutoff, "edges": self.edges,
+                "strong_components": self.components,
+                "unreachable_landmark_pairs": int((~np.isfinite(self.paths)).sum()),
+                **dataclasses.asdict(self.stats)}
+
+
+class PlannedPolicy:
+    """A goal-conditioned policy that pursues the planner's waypoint instead of the final goal.
+
+    Same signature as every policy (``policy(observation, goal) -> action``), so `deepcrl.evaluate` and the
+    server run it unchanged; `last_index` holds the landmark each row pursued at the last call (-1: the goal).
+    """
+
+    def __init__(self, policy, planner: Planner):
+        self.policy, self.planner = policy, planner
+        for name in ("obs_size", "goal_size", "action_size"):
+            if hasattr(policy, name):
+                setattr(self, name, getattr(policy, name))
+        self.last_index: np.ndarray | None = None
+
+    def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        target, self.last_index = self.planner.waypoints(observation, goal)
+        return np.asarray(self.policy(observation, target), np.float32)
+
+
+def build_planner(critic: str | Path, env, landmarks: int = 500, cutoff: float | None = None,
+                  cutoff_quantile: float = 0.1, seed: int = 0) -> Planner:
+    """A planner on `env`'s coverage landmarks with the critic of a run directory or an exported critic .onnx.
+
+    Raises:
+        DeepcrlError: no critic (a student or policy file: no distance head), an empty landmark set, or a
+            critic trained on other sizes than `env` (one sentence).
+    """
+    path = Path(critic)
+    if path.suffix == ".onnx":
+        from deepcrl.export.critic import OnnxCritic
+
+        encoder = OnnxCritic(path)
+    else:
+        encoder = JaxCritic(path)
+    spec = env.goal_spec
+    if (encoder.obs_size, encoder.goal_size) != (spec.obs_size, spec.goal_size):
+        raise DeepcrlError(f"the critic of {path} takes {encoder.obs_size}-d states and {encoder.goal_size}-d goals; "
+                           f"the env has {spec.obs_size} and {spec.goal_size}.")
+    obs, goals = coverage_landmarks(env, landmarks, seed)
+    return Planner(encoder, obs, goals, cutoff=cutoff, cutoff_quantile=cutoff_quantile)
