@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve import stream, v1, v2
+from deepcrl.serve import distance, stream, v1, v2
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.shared import PolicyServer, load_models
 
@@ -65,7 +65,8 @@ class PolicyApp(FastAPI):
 def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_delay_us: int = 0,
                token: str | None = None, max_body_bytes: int = 1_000_000, timeout_s: float = 2.0,
                model_name: str | None = None,
-               intra_op_threads: int = 1, warmup: int = 32) -> FastAPI:
+               intra_op_threads: int = 1, warmup: int = 32, critic: str | Path | None = None,
+               plan: dict | None = None) -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -78,6 +79,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         model_name: the model the short routes serve (default: first name in sorted order).
         intra_op_threads: ORT threads per call.
         warmup: inference calls per model before the app is returned.
+        critic: an exported critic .onnx: adds ``POST /v1/distance`` (`distance.py`).
+        plan: with `critic`, the planner's options (a dict, possibly empty): adds ``POST /v1/plan``.
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -119,6 +122,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     app.fast_act = v1.add_routes(app, server)
     stream.add_routes(app, server)
     v2.add_routes(app, server)
+    distance.add_routes(app, server, *distance.load(critic, plan))
     return app
 
 
@@ -209,7 +213,8 @@ def serve(cfg: "ServeConfig") -> None:
     app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
                      token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
                      model_name=cfg.model_name,
-                     intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
+                     intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, critic=cfg.critic,
+                     plan=cfg.plan_options())
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
     names = ", ".join(app.state.served)

@@ -51,7 +51,8 @@ def _build(cfg: ServeConfig):
     return create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
                       token=_token(cfg), max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
                       model_name=cfg.model_name,
-                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup)
+                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, critic=cfg.critic,
+                      plan=cfg.plan_options())
 
 
 def worker_app():
