@@ -3,9 +3,10 @@
 The critic scores f(s, a, g) = -||phi(s, a) - psi(g)||_2 (the InfoNCE energy). Its negation is a learned
 *distance*: small when g is reached soon from s after taking a. The file has three inputs with independent
 batch sizes, ``observation`` [batch_s, obs], ``action`` [batch_s, act] and ``goal`` [batch_g, goal], and two
-outputs, ``phi`` [batch_s, repr] and ``psi`` [batch_g, repr]. ONNX Runtime needs every input fed, so a
-caller that wants one encoder feeds zero rows to the other (`OnnxCritic.phi` / `.psi` do): goals can be
-encoded once and cached, and a distance is then one subtraction and norm per goal.
+outputs, ``phi`` [batch_s, repr] and ``psi`` [batch_g, repr]. ONNX Runtime needs every input fed, so a caller
+of the whole file that wants one encoder feeds zero rows to the other; `OnnxCritic` instead cuts the file into
+its two sub-graphs at load (one session each), so `phi` never runs the goal tower. Goals can be encoded once
+and cached; a distance is then one subtraction and norm per goal.
 
 Checked against JAX like the policy: max |ONNX - JAX| over random and env rows at several batch sizes
 (phi and psi at different batch sizes in one call), relative to the encoders' scale (max |value|, at least 1,
@@ -196,6 +197,20 @@ def export_critic(cfg) -> dict[str, Any]:
     return report
 
 
+def _part(model, inputs: list[str], output: str) -> bytes:
+    """The sub-graph of `model` computing `output` from `inputs` (onnx.utils.Extractor), serialised.
+
+    The Extractor does not follow names that `Loop` bodies read from the outer scope (the hoisted block
+    weights), so every initializer of the file is kept; ONNX Runtime drops the unused ones at load.
+    """
+    from onnx.utils import Extractor
+
+    part = Extractor(model).extract_model(inputs, [output])
+    have = {i.name for i in part.graph.initializer}
+    part.graph.initializer.extend(i for i in model.graph.initializer if i.name not in have)
+    return part.SerializeToString()
+
+
 class OnnxCritic:
     """An exported critic file run by ONNX Runtime: `phi`, `psi` and `distance` on numpy arrays.
 
@@ -205,31 +220,36 @@ class OnnxCritic:
     """
 
     def __init__(self, path: str | Path, intra_op_threads: int = 1):
+        import onnx
+
         from deepcrl.export.runtime import session
 
         self.path = Path(path)
         if not self.path.is_file():
             raise ArtifactError(f"no ONNX model at {self.path}: the file does not exist.")
         try:
-            self.session = session(self.path, intra_op_threads, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT's own exception types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise ArtifactError(f"{self.path} is not a loadable ONNX model ({first}).") from exc
-        inputs = sorted(i.name for i in self.session.get_inputs())
-        outputs = [o.name for o in self.session.get_outputs()]
+            model = onnx.load(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - protobuf's decode errors
+            raise ArtifactError(f"{self.path} is not a loadable ONNX model ({type(exc).__name__}).") from exc
+        inputs = sorted(i.name for i in model.graph.input)
+        outputs = [o.name for o in model.graph.output]
         if inputs != sorted(CRITIC_INPUTS) or not set(CRITIC_OUTPUTS) <= set(outputs):
             raise ArtifactError(f"{self.path} has no distance head (a critic file has inputs "
                                 f"{', '.join(CRITIC_INPUTS)} and outputs phi, psi; this one has inputs {inputs} and "
                                 f"outputs {outputs}); export one with `deepcrl export --part critic`.")
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.metadata = {p.key: p.value for p in model.metadata_props}
         try:
             self.obs_size, self.goal_size, self.action_size = (int(self.metadata[k]) for k in
                                                                ("obs_size", "goal_size", "action_size"))
         except (KeyError, ValueError) as exc:
             raise ArtifactError(f"{self.path} is not a deepcrl critic (its metadata lacks the sizes).") from exc
         self.env_id = self.metadata.get("env_id", "")
-        self._no_s = (np.zeros((0, self.obs_size), np.float32), np.zeros((0, self.action_size), np.float32))
-        self._no_g = np.zeros((0, self.goal_size), np.float32)
+        try:  # one session per encoder: the other one's tower is not run at all (a third faster per phi row)
+            self._phi = session(_part(model, [OBSERVATION, ACTION], PHI), intra_op_threads, ["CPUExecutionProvider"])
+            self._psi = session(_part(model, [GOAL], PSI), intra_op_threads, ["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT's own exception types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ArtifactError(f"{self.path} is not a loadable ONNX critic ({first}).") from exc
 
     def _rows(self, x, size: int, what: str) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -244,9 +264,9 @@ class OnnxCritic:
              else self._rows(action, self.action_size, "action"))
         if len(a) != len(o):
             raise DeepcrlError(f"observation and action batch sizes differ ({len(o)} vs {len(a)}).")
-        return self.session.run([PHI], {OBSERVATION: o, ACTION: a, GOAL: self._no_g})[0]
+        return self._phi.run(None, {OBSERVATION: o, ACTION: a})[0]
 
     def psi(self, goal) -> np.ndarray:
         """psi(g) [B, repr] (encode goals once, reuse them)."""
         g = self._rows(goal, self.goal_size, "goal")
-        return self.session.run([PSI], {OBSERVATION: self._no_s[0], ACTION: self._no_s[1], GOAL: g})[0]
+        return self._psi.run(None, {GOAL: g})[0]

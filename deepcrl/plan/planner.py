@@ -141,6 +141,8 @@ class Planner:
         self.l_psi = np.asarray(encoder.psi(landmark_goals), np.float32)
         n = len(landmark_obs)
         self.pairwise = _cdist(self.l_phi, self.l_psi)  # [i, j] = d(l_i -> l_j)
+        self._psi64 = self.l_psi.astype(np.float64)
+        self._psi_sq = np.square(self._psi64).sum(axis=1)
         off = self.pairwise[~np.eye(n, dtype=bool)]
         if cutoff is None:
             cutoff = float(np.quantile(off, cutoff_quantile)) if off.size else float(self.pairwise.max())
@@ -163,6 +165,8 @@ class Planner:
     def _near(self, d: np.ndarray) -> np.ndarray:
         """Edge weights of rows of distances [B, N]: those within the cutoff, else each row's nearest only."""
         within = d <= self.cutoff
+        if within.any(axis=1).all():  # the common case: every row has a landmark within the cutoff
+            return np.where(within, d, np.inf)
         nearest = np.zeros_like(within)
         nearest[np.arange(len(d)), d.argmin(axis=1)] = True
         return np.where(within | (~within.any(axis=1, keepdims=True) & nearest), d, np.inf)
@@ -216,7 +220,10 @@ class Planner:
         psi_g, costs = self._cached(goal)
         phi_s = np.asarray(self.encoder.phi(observation), np.float32)
         direct_d = np.linalg.norm(phi_s - psi_g, axis=1)
-        total = self._near(_cdist(phi_s, self.l_psi)) + costs  # [B, N]
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b in float64 (one matmul; scipy's cdist costs more at one row)
+        p64 = phi_s.astype(np.float64)
+        sq = np.square(p64).sum(axis=1, keepdims=True) + self._psi_sq[None, :] - 2.0 * (p64 @ self._psi64.T)
+        total = self._near(np.sqrt(np.maximum(sq, 0.0))) + costs  # [B, N]
         best = total.argmin(axis=1)
         reachable = np.isfinite(total[np.arange(len(best)), best])
         direct = direct_d <= self.cutoff
