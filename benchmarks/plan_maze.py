@@ -2,10 +2,12 @@
 
 For each teacher run directory (one per seed):
 
-- the cutoff is chosen on *validation* episodes (seed 500 + teacher seed, `val_episodes`) among
-  `quantiles` of the landmark pairs' learned distances (the best overall success), never on the test episodes;
+- the cutoff (`quantiles` of the landmark pairs' learned distances) and the patience (`PlannedPolicy`) are
+  chosen on *validation* episodes (seed 500 + teacher seed, `val_episodes`; the best overall success), never
+  on the test episodes;
 - the test: the same `episodes` episodes (seed 1000 + teacher seed, as benchmarks/depth_big_maze.py's final
-  evaluation) with and without planning: overall, detour-pair and direct-pair success;
+  evaluation) without planning, with the stateless planner (no patience) and with the chosen patience:
+  overall, detour-pair and direct-pair success;
 - why it does or does not pay: the Spearman rank correlation of the landmarks' learned pair distances with the
   maze's shortest path, the graph edges that jump a wall (their cells' shortest path > 1.5 x the straight
   line), the waypoint reach rate (landmarks pursued that the agent came within the success radius of), and the
@@ -41,12 +43,14 @@ class PlanMazeConfig:
     """Teacher run directories (one per seed; the seed is read from the directory's metrics)."""
     episodes: int = 1000
     """Test episodes per teacher (the same starts and goals with and without planning)."""
-    val_episodes: int = 256
-    """Validation episodes per cutoff candidate."""
+    val_episodes: int = 200
+    """Validation episodes per (cutoff, patience) candidate."""
     landmarks: int = 500
     """Landmarks (env coverage: reset states)."""
-    quantiles: tuple[float, ...] = (0.03, 0.05, 0.07, 0.1)
+    quantiles: tuple[float, ...] = (0.04, 0.07)
     """Cutoff candidates: quantiles of the landmark pairs' learned distances."""
+    patiences: tuple[int, ...] = (5, 10, 20)
+    """Patience candidates (steps an episode may pursue one landmark; `PlannedPolicy`)."""
     latency_landmarks: int = 500
     """Landmarks of the latency measurement."""
     distance_goals: int = 4096
@@ -207,16 +211,24 @@ def one_teacher(run_dir: Path, cfg: PlanMazeConfig, tmp: Path) -> tuple[dict, di
     out = {"run": str(run_dir), "seed": seed, "env_steps": json_step(run_dir), "validation": {}}
     for q in cfg.quantiles:
         planner = build_planner(run_dir, env, cfg.landmarks, cutoff_quantile=q, seed=seed + 1)
-        r = run_episodes(env, PlannedPolicy(policy, planner), cfg.val_episodes, 500 + seed)
-        out["validation"][str(q)] = {**rates(r), "cutoff": planner.cutoff}
-    best = max(cfg.quantiles, key=lambda q: out["validation"][str(q)]["success"])
+        for p in cfg.patiences:
+            r = run_episodes(env, PlannedPolicy(policy, planner, p), cfg.val_episodes, 500 + seed)
+            out["validation"][f"q{q}_p{p}"] = {**rates(r), "cutoff": planner.cutoff, "quantile": q, "patience": p}
+    best = max(out["validation"].values(), key=lambda v: v["success"])
     base = run_episodes(env, policy, cfg.episodes, 1000 + seed)
-    planner = build_planner(run_dir, env, cfg.landmarks, cutoff_quantile=best, seed=seed + 1)
-    planned = PlannedPolicy(policy, planner)
+    planner = build_planner(run_dir, env, cfg.landmarks, cutoff_quantile=best["quantile"], seed=seed + 1)
+    # the same planner without patience: what the learned distances alone do (stateless, as /v1/plan serves)
+    stateless = PlannedPolicy(policy, planner, 0)
+    alone = run_episodes(env, stateless, cfg.episodes, 1000 + seed, record=stateless)
+    planner.stats = type(planner.stats)()
+    planned = PlannedPolicy(policy, planner, best["patience"])
     t0 = time.perf_counter()
     plan = run_episodes(env, planned, cfg.episodes, 1000 + seed, record=planned)
-    out.update(cutoff_quantile=best, plan_eval_s=round(time.perf_counter() - t0, 1), base=rates(base),
-               plan={**rates(plan), **waypoint_reach(plan, planner.landmark_goals, env.goal_spec.success_radius)},
+    radius = env.goal_spec.success_radius
+    out.update(cutoff_quantile=best["quantile"], patience=best["patience"],
+               plan_eval_s=round(time.perf_counter() - t0, 1), base=rates(base),
+               plan_no_patience={**rates(alone), **waypoint_reach(alone, planner.landmark_goals, radius)},
+               plan={**rates(plan), **waypoint_reach(plan, planner.landmark_goals, radius)},
                planner=planner.summary(), distance_quality=distance_quality(planner, env.walls),
                latency=latency(run_dir, env, cfg, tmp))
     return out, {"base": base, "plan": plan, "planner": planner, "env": env}
@@ -274,8 +286,8 @@ def main(cfg: PlanMazeConfig) -> dict:
     import tempfile
 
     if cfg.smoke:
-        cfg = dataclasses.replace(cfg, episodes=32, val_episodes=16, landmarks=60, quantiles=(0.05, 0.1),
-                                  latency_landmarks=60, distance_goals=64)
+        cfg = dataclasses.replace(cfg, episodes=32, val_episodes=16, landmarks=60, quantiles=(0.05,),
+                                  patiences=(5, 10), latency_landmarks=60, distance_goals=64)
     load_start = os.getloadavg()
     teachers, first = [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,9 +295,10 @@ def main(cfg: PlanMazeConfig) -> dict:
             row, trace = one_teacher(Path(run_dir), cfg, Path(tmp))
             teachers.append(row)
             first = first or trace
-            print(f"{run_dir}: base {row['base']} plan {row['plan']} q={row['cutoff_quantile']}", flush=True)
+            print(f"{run_dir}: base {row['base']} plan {row['plan']} q={row['cutoff_quantile']} "
+                  f"p={row['patience']}", flush=True)
     table = {}
-    for cond in ("base", "plan"):
+    for cond in ("base", "plan_no_patience", "plan"):
         for k in ("success", "detour_success", "direct_success"):
             table[f"{cond}_{k}"] = _stats([t[cond][k] for t in teachers])
     table["detour_success_ratio"] = _stats([t["plan"]["detour_success"] / t["base"]["detour_success"]

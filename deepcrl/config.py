@@ -62,8 +62,11 @@ class EvalConfig:
     plan_cutoff: float | None = None
     """With --plan: longest graph edge in learned distance ||phi - psi||; unset: --plan-cutoff-quantile of the
     landmark pairs' distances."""
-    plan_cutoff_quantile: float = 0.1
+    plan_cutoff_quantile: float = 0.05
     """With --plan and no --plan-cutoff: the quantile of landmark pair distances used as the cutoff."""
+    plan_patience: int = 10
+    """With --plan: steps an episode may pursue one landmark before it stops choosing it (a learned distance
+    can be short across a wall the policy cannot pass); 0: never give up on a landmark."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
@@ -84,6 +87,8 @@ class EvalConfig:
             raise DeepcrlError("--plan needs a critic: --run DIR of a teacher, or --plan-critic DIR|FILE.onnx.")
         if self.plan_landmarks < 1:
             raise DeepcrlError(f"--plan-landmarks must be at least 1 (an empty landmark set), got {self.plan_landmarks}.")
+        if self.plan_patience < 0:
+            raise DeepcrlError(f"--plan-patience must be 0 or more, got {self.plan_patience}.")
         if self.plan_critic is not None:
             object.__setattr__(self, "plan_critic", Path(self.plan_critic))
         if self.probe and self.run is None:

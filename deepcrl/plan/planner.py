@@ -13,7 +13,8 @@ soon g is reached from s. It is trustworthy only over short ranges, so:
    landmark j of path(i, j) + d(l_j, g), over the j within the cutoff of g (the nearest one if none is);
 5. **per step**: the waypoint is the landmark i minimising d(s, l_i) + cost(i) over the landmarks within
    the cutoff of s (the nearest if none is); the policy pursues the waypoint instead of the goal. A goal
-   within the cutoff of s is pursued directly.
+   within the cutoff of s is pursued directly. `PlannedPolicy` adds patience: an episode stops choosing a
+   landmark it has pursued for `patience` steps (a learned distance can be short across a wall).
 
 An unreachable goal (no path from any landmark near s to any landmark near g: a disconnected graph) falls
 back to pursuing the goal directly and is counted in `stats` (``unreachable_steps``); it is not refused,
@@ -122,7 +123,7 @@ class Planner:
     """
 
     def __init__(self, encoder: Encoder, landmark_obs: np.ndarray, landmark_goals: np.ndarray,
-                 cutoff: float | None = None, cutoff_quantile: float = 0.1, cache_goals: int = 4096):
+                 cutoff: float | None = None, cutoff_quantile: float = 0.05, cache_goals: int = 4096):
         from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import connected_components, shortest_path
 
@@ -203,11 +204,13 @@ class Planner:
         costs = np.stack([self._cache[k][1] for k in keys])
         return psi_g, costs
 
-    def waypoints(self, observation: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def waypoints(self, observation: np.ndarray, goal: np.ndarray,
+                  banned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The goal each row should pursue now, and the landmark index pursued (-1: the goal itself).
 
         Args:
             observation: [B, obs]; goal: [B, goal] (the final goals; their costs are cached).
+            banned: optional [B, N] bool, landmarks a row may not pursue (see `PlannedPolicy`'s patience).
         """
         observation = np.asarray(observation, np.float32)
         goal = np.asarray(goal, np.float32)
@@ -224,6 +227,8 @@ class Planner:
         p64 = phi_s.astype(np.float64)
         sq = np.square(p64).sum(axis=1, keepdims=True) + self._psi_sq[None, :] - 2.0 * (p64 @ self._psi64.T)
         total = self._near(np.sqrt(np.maximum(sq, 0.0))) + costs  # [B, N]
+        if banned is not None:
+            total[banned] = np.inf
         best = total.argmin(axis=1)
         reachable = np.isfinite(total[np.arange(len(best)), best])
         direct = direct_d <= self.cutoff
@@ -248,24 +253,43 @@ class Planner:
 class PlannedPolicy:
     """A goal-conditioned policy that pursues the planner's waypoint instead of the final goal.
 
-    Same signature as every policy (``policy(observation, goal) -> action``), so `deepcrl.evaluate` and the
-    server run it unchanged; `last_index` holds the landmark each row pursued at the last call (-1: the goal).
+    Same signature as every policy (``policy(observation, goal) -> action``), so `deepcrl.evaluate` runs it
+    unchanged; `last_index` holds the landmark each row pursued at the last call (-1: the goal).
+
+    Patience: a row that has pursued one landmark for `patience` steps of its episode (a row's episode lasts
+    while its goal stays the same) stops choosing it. A learned distance can be short across a wall the policy
+    cannot pass; without this the agent pushes against that wall for the rest of the episode, or oscillates
+    between two such landmarks. 0 turns it off (the planner alone: stateless, as the server runs it).
     """
 
-    def __init__(self, policy, planner: Planner):
-        self.policy, self.planner = policy, planner
+    def __init__(self, policy, planner: Planner, patience: int = 0):
+        self.policy, self.planner, self.patience = policy, planner, int(patience)
         for name in ("obs_size", "goal_size", "action_size"):
             if hasattr(policy, name):
                 setattr(self, name, getattr(policy, name))
         self.last_index: np.ndarray | None = None
+        self._goal: np.ndarray | None = None
+        self._spent: np.ndarray | None = None
 
     def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        target, self.last_index = self.planner.waypoints(observation, goal)
+        banned = None
+        if self.patience > 0:
+            goal = np.asarray(goal, np.float32)
+            if self._goal is None or self._goal.shape != goal.shape:
+                self._spent = np.zeros((len(goal), len(self.planner)), np.int32)
+            else:
+                self._spent[(self._goal != goal).any(axis=1)] = 0  # a new goal: a new episode for that row
+            self._goal = goal.copy()
+            banned = self._spent >= self.patience
+        target, self.last_index = self.planner.waypoints(observation, goal, banned)
+        if self.patience > 0:
+            rows = np.nonzero(self.last_index >= 0)[0]
+            self._spent[rows, self.last_index[rows]] += 1
         return np.asarray(self.policy(observation, target), np.float32)
 
 
 def build_planner(critic: str | Path, env, landmarks: int = 500, cutoff: float | None = None,
-                  cutoff_quantile: float = 0.1, seed: int = 0) -> Planner:
+                  cutoff_quantile: float = 0.05, seed: int = 0) -> Planner:
     """A planner on `env`'s coverage landmarks with the critic of a run directory or an exported critic .onnx.
 
     Raises:

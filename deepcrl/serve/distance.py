@@ -10,6 +10,8 @@ Served beside the policies when the server is given a critic file (`deepcrl expo
 - ``POST /v1/plan`` (with ``--plan``): ``{"observation", "goal"}`` -> ``{"action", "waypoint", "landmark"}``:
   the robot sends only its final goal; the server plans over landmarks (`deepcrl.plan.planner`) and answers
   the default policy's action toward the current waypoint (through the same micro-batcher as /v1/act).
+  Stateless: the server keeps no episode, so the eval-side patience (`PlannedPolicy`) does not apply; a
+  robot that sees no progress toward the answered ``waypoint`` can fall back to /v1/act with its goal.
 
 The same rules as /v1/act: bearer token, body limit (413), content types (415), JSON or msgpack both ways,
 422 for well-formed but invalid bodies (sizes, NaN, too many goals), 404 when the server has no critic,
@@ -160,7 +162,7 @@ def load(critic_path, plan: dict | None = None):
         from deepcrl import envs
         from deepcrl.plan.planner import Planner, coverage_landmarks
 
-        opts = {"landmarks": 500, "cutoff": None, "cutoff_quantile": 0.1, "seed": 0, **plan}
+        opts = {"landmarks": 500, "cutoff": None, "cutoff_quantile": 0.05, "seed": 0, **plan}
         obs, goals = coverage_landmarks(envs.make(critic.env_id), opts["landmarks"], opts["seed"])
         planner = Planner(critic, obs, goals, cutoff=opts["cutoff"], cutoff_quantile=opts["cutoff_quantile"])
     critic.psi(np.zeros((4, critic.goal_size), np.float32))  # warm the session

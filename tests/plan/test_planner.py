@@ -91,6 +91,20 @@ def test_planned_policy_pursues_the_waypoint():
     assert policy.last_index.tolist() == [1]
 
 
+def test_patience_gives_up_a_landmark_and_resets_on_a_new_goal():
+    from deepcrl.plan.planner import PlannedPolicy
+
+    policy = PlannedPolicy(lambda o, g: np.zeros((len(o), 2)), planner(), patience=3)
+    s, g = np.array([[0.0, 0.3]]), np.array([[2.0, 0.0]])
+    chosen = []
+    for _ in range(4):  # the agent never moves: landmark 1 is pursued 3 times, then given up
+        policy(s, g)
+        chosen.append(int(policy.last_index[0]))
+    assert chosen[:3] == [1, 1, 1] and chosen[3] == 0  # next best: the landmark it stands on
+    policy(s, np.array([[2.0, 0.1]]))  # a new goal: a new episode, nothing banned
+    assert int(policy.last_index[0]) == 1
+
+
 def test_eval_plan_cli_on_a_teacher(fresh_teacher_dir, capsys):
     import json
 
