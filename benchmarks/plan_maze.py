@@ -128,7 +128,8 @@ def distance_quality(planner, walls) -> dict:
 def latency(run_dir: Path, env, cfg: PlanMazeConfig, tmp: Path) -> dict:
     """Planner step (ONNX critic, one row) vs the policy's own step, and /v1/distance's work for K goals."""
     from deepcrl.export.config import ExportConfig
-    from deepcrl.export.critic import OnnxCritic, export_critic
+    from deepcrl.export.critic import export_critic
+    from deepcrl.plan.critic import OnnxCritic
     from deepcrl.export.onnx import export
     from deepcrl.export.runtime import OnnxPolicy
     from deepcrl.plan.planner import Planner, coverage_landmarks
@@ -145,8 +146,8 @@ def latency(run_dir: Path, env, cfg: PlanMazeConfig, tmp: Path) -> dict:
         return float(np.median(t) * 1e6)
 
     critic_path, policy_path = tmp / f"{run_dir.name}_critic.onnx", tmp / f"{run_dir.name}_policy.onnx"
-    export_critic(ExportConfig(ckpt=run_dir, out=critic_path, part="critic"))
-    export(ExportConfig(ckpt=run_dir, out=policy_path))
+    export_critic(ExportConfig(run=run_dir, out=critic_path, part="critic"))
+    export(ExportConfig(run=run_dir, out=policy_path))
     critic, policy = OnnxCritic(critic_path), OnnxPolicy(policy_path)
     obs, goals = coverage_landmarks(env, cfg.latency_landmarks, seed=3)
     planner = Planner(critic, obs, goals, cutoff_quantile=0.05)
@@ -191,7 +192,7 @@ def _student_size_critic(run_dir: Path, out: Path) -> Path:
     critic = critic_from_config(cfg)
     m = m.model_copy(update={"network": {**m.network, "critic": cfg}})
     artifacts.save(src, m, {**p, "critic": nnx.to_pure_dict(nnx.state(critic, nnx.Param))})
-    export_critic(ExportConfig(ckpt=src, out=out, part="critic"))
+    export_critic(ExportConfig(run=src, out=out, part="critic"))
     return out
 
 
@@ -202,7 +203,8 @@ def teacher_seed(run_dir: Path) -> int:
 
 def one_teacher(run_dir: Path, cfg: PlanMazeConfig, tmp: Path) -> tuple[dict, dict]:
     from deepcrl import envs
-    from deepcrl.plan.planner import PlannedPolicy, build_planner
+    from deepcrl.plan.build import build_planner
+    from deepcrl.plan.planner import PlannedPolicy
     from deepcrl.policy import load_policy
 
     env = envs.make("point_maze_big")

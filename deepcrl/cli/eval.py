@@ -21,7 +21,8 @@ def run(cfg: EvalConfig) -> int:
     env = envs.make(env_id)
     planner = None
     if cfg.plan:
-        from deepcrl.plan.planner import PlannedPolicy, build_planner
+        from deepcrl.plan.build import build_planner
+        from deepcrl.plan.planner import PlannedPolicy
 
         planner = build_planner(cfg.plan_critic or cfg.run, env, cfg.plan_landmarks, cfg.plan_cutoff,
                                 cfg.plan_cutoff_quantile, seed=cfg.seed + 1)

@@ -154,7 +154,7 @@ def load(critic_path, plan: dict | None = None):
     (``landmarks``, ``cutoff``, ``cutoff_quantile``, ``seed``); landmarks come from the critic's env."""
     if critic_path is None:
         return None, None
-    from deepcrl.export.critic import OnnxCritic
+    from deepcrl.plan.critic import OnnxCritic
 
     critic = OnnxCritic(critic_path)
     planner = None

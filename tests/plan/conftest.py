@@ -42,4 +42,4 @@ def critic_onnx(fresh_teacher_dir, tmp_path_factory):
     from deepcrl.export.critic import export_critic
 
     out = tmp_path_factory.mktemp("plan") / "critic.onnx"
-    return export_critic(ExportConfig(ckpt=fresh_teacher_dir, out=out, part="critic")), out
+    return export_critic(ExportConfig(run=fresh_teacher_dir, out=out, part="critic")), out

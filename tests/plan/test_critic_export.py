@@ -9,8 +9,8 @@ from deepcrl.errors import ArtifactError, DeepcrlError
 
 
 def test_critic_file_matches_jax_and_encodes_parts_separately(critic_onnx, fresh_teacher_dir):
-    from deepcrl.export.critic import DISTANCE_MEANING, OnnxCritic
-    from deepcrl.plan.planner import JaxCritic
+    from deepcrl.plan.critic import DISTANCE_MEANING, OnnxCritic
+    from deepcrl.plan.build import JaxCritic
 
     report, path = critic_onnx
     assert path.is_file() and report["part"] == "critic"
@@ -31,10 +31,10 @@ def test_critic_file_matches_jax_and_encodes_parts_separately(critic_onnx, fresh
 def test_student_without_critic_is_one_sentence(fresh_student_dir, tmp_path):
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.critic import export_critic
-    from deepcrl.plan.planner import JaxCritic
+    from deepcrl.plan.build import JaxCritic
 
     with pytest.raises(ArtifactError, match="holds no critic"):
-        export_critic(ExportConfig(ckpt=fresh_student_dir, out=tmp_path / "c.onnx", part="critic"))
+        export_critic(ExportConfig(run=fresh_student_dir, out=tmp_path / "c.onnx", part="critic"))
     assert not (tmp_path / "c.onnx").exists()
     with pytest.raises(ArtifactError, match="no distance head"):
         JaxCritic(fresh_student_dir)
@@ -42,15 +42,16 @@ def test_student_without_critic_is_one_sentence(fresh_student_dir, tmp_path):
 
 def test_policy_file_is_not_a_critic(tmp_path, fresh_teacher_dir):
     from deepcrl.export.config import ExportConfig
-    from deepcrl.export.critic import OnnxCritic, export_critic
+    from deepcrl.export.critic import export_critic
+    from deepcrl.plan.critic import OnnxCritic
     from deepcrl.export.onnx import export
 
     policy = tmp_path / "policy.onnx"
-    export(ExportConfig(ckpt=fresh_teacher_dir, out=policy))
+    export(ExportConfig(run=fresh_teacher_dir, out=policy))
     with pytest.raises(ArtifactError, match="has no distance head"):
         OnnxCritic(policy)
     with pytest.raises(DeepcrlError, match="float32 .onnx file only"):
-        export_critic(ExportConfig(ckpt=fresh_teacher_dir, out=tmp_path / "c.onnx", part="critic", fp16=True))
+        export_critic(ExportConfig(run=fresh_teacher_dir, out=tmp_path / "c.onnx", part="critic", fp16=True))
 
 
 def test_cli_part_critic(fresh_teacher_dir, tmp_path, capsys):
@@ -59,6 +60,6 @@ def test_cli_part_critic(fresh_teacher_dir, tmp_path, capsys):
     from deepcrl.cli import main
 
     out = tmp_path / "critic.onnx"
-    assert main(["export", "--ckpt", str(fresh_teacher_dir), "--out", str(out), "--part", "critic", "--json"]) == 0
+    assert main(["export", "--run", str(fresh_teacher_dir), "--out", str(out), "--part", "critic", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["path"] == str(out) and out.is_file() and report["metadata"]["part"] == "critic"

@@ -110,7 +110,7 @@ def test_eval_plan_cli_on_a_teacher(fresh_teacher_dir, capsys):
 
     from deepcrl.cli import main
 
-    code = main(["eval", "--ckpt", str(fresh_teacher_dir), "--plan", "--plan-landmarks", "40", "--episodes", "8",
+    code = main(["eval", "--run", str(fresh_teacher_dir), "--plan", "--plan-landmarks", "40", "--eval-episodes", "8",
                  "--episode-length", "10", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["plan"]["landmarks"] == 40 and out["plan"]["steps"] == 80
@@ -120,7 +120,7 @@ def test_eval_plan_cli_on_a_teacher(fresh_teacher_dir, capsys):
 def test_eval_plan_refuses_a_student_and_no_landmarks(fresh_student_dir, capsys):
     from deepcrl.cli import main
 
-    assert main(["eval", "--ckpt", str(fresh_student_dir), "--plan", "--episodes", "2"]) == 2
+    assert main(["eval", "--run", str(fresh_student_dir), "--plan", "--eval-episodes", "2"]) == 2
     assert "no distance head" in capsys.readouterr().err
-    assert main(["eval", "--ckpt", str(fresh_student_dir), "--plan", "--plan-landmarks", "0"]) == 2
+    assert main(["eval", "--run", str(fresh_student_dir), "--plan", "--plan-landmarks", "0"]) == 2
     assert "empty landmark set" in capsys.readouterr().err

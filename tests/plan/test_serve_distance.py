@@ -15,7 +15,7 @@ def served(fresh_teacher_dir, critic_onnx, tmp_path_factory):
     from deepcrl.serve.app import RunningServer, create_app
 
     policy = tmp_path_factory.mktemp("plan_serve") / "policy.onnx"
-    export(ExportConfig(ckpt=fresh_teacher_dir, out=policy))
+    export(ExportConfig(run=fresh_teacher_dir, out=policy))
     app = create_app(policy, token=TOKEN, warmup=2, critic=critic_onnx[1], plan={"landmarks": 30})
     with RunningServer(app) as running:
         yield running, app
@@ -29,7 +29,7 @@ def _post(url, path, body, token=TOKEN, **kw):
 
 
 def test_distances_equal_the_critic_and_goal_blocks_are_cached(served, critic_onnx):
-    from deepcrl.export.critic import OnnxCritic
+    from deepcrl.plan.critic import OnnxCritic
 
     running, _ = served
     critic = OnnxCritic(critic_onnx[1])
@@ -85,7 +85,7 @@ def test_no_critic_is_404(tmp_path, fresh_teacher_dir):
     from deepcrl.serve.app import RunningServer, create_app
 
     policy = tmp_path / "policy.onnx"
-    export(ExportConfig(ckpt=fresh_teacher_dir, out=policy))
+    export(ExportConfig(run=fresh_teacher_dir, out=policy))
     with RunningServer(create_app(policy, warmup=1)) as running:
         r = _post(running.url, "/v1/distance", {"observation": [1, 1], "goals": [[2, 2]]}, token=None)
     assert r.status_code == 404 and "no critic" in r.json()["error"]
