@@ -6,8 +6,8 @@ For each teacher run directory (one per seed):
   chosen on *validation* episodes (seed 500 + teacher seed, `val_episodes`; the best overall success), never
   on the test episodes;
 - the test: the same `episodes` episodes (seed 1000 + teacher seed, as benchmarks/depth_big_maze.py's final
-  evaluation) without planning, with the stateless planner (no patience) and with the chosen patience:
-  overall, detour-pair and direct-pair success;
+  evaluation) without and with planning: overall, detour-pair and direct-pair success; the stateless
+  planner (no patience) on `diag_episodes` other episodes;
 - why it does or does not pay: the Spearman rank correlation of the landmarks' learned pair distances with the
   maze's shortest path, the graph edges that jump a wall (their cells' shortest path > 1.5 x the straight
   line), the waypoint reach rate (landmarks pursued that the agent came within the success radius of), and the
@@ -43,13 +43,15 @@ class PlanMazeConfig:
     """Teacher run directories (one per seed; the seed is read from the directory's metrics)."""
     episodes: int = 1000
     """Test episodes per teacher (the same starts and goals with and without planning)."""
+    diag_episodes: int = 200
+    """Episodes of the stateless planner (no patience; seed 2000 + teacher seed): why patience is needed."""
     val_episodes: int = 200
     """Validation episodes per (cutoff, patience) candidate."""
     landmarks: int = 500
     """Landmarks (env coverage: reset states)."""
     quantiles: tuple[float, ...] = (0.04, 0.07)
     """Cutoff candidates: quantiles of the landmark pairs' learned distances."""
-    patiences: tuple[int, ...] = (5, 10, 20)
+    patiences: tuple[int, ...] = (5, 10)
     """Patience candidates (steps an episode may pursue one landmark; `PlannedPolicy`)."""
     latency_landmarks: int = 500
     """Landmarks of the latency measurement."""
@@ -211,17 +213,19 @@ def one_teacher(run_dir: Path, cfg: PlanMazeConfig, tmp: Path) -> tuple[dict, di
     seed = teacher_seed(run_dir)
     policy = load_policy(run_dir)
     out = {"run": str(run_dir), "seed": seed, "env_steps": json_step(run_dir), "validation": {}}
-    for q in cfg.quantiles:
+    candidates = [(q, p) for q in cfg.quantiles for p in cfg.patiences]
+    for q in (cfg.quantiles if len(candidates) > 1 else ()):  # one candidate: nothing to choose
         planner = build_planner(run_dir, env, cfg.landmarks, cutoff_quantile=q, seed=seed + 1)
         for p in cfg.patiences:
             r = run_episodes(env, PlannedPolicy(policy, planner, p), cfg.val_episodes, 500 + seed)
             out["validation"][f"q{q}_p{p}"] = {**rates(r), "cutoff": planner.cutoff, "quantile": q, "patience": p}
-    best = max(out["validation"].values(), key=lambda v: v["success"])
+    best = (max(out["validation"].values(), key=lambda v: v["success"]) if out["validation"] else
+            {"quantile": candidates[0][0], "patience": candidates[0][1]})
     base = run_episodes(env, policy, cfg.episodes, 1000 + seed)
     planner = build_planner(run_dir, env, cfg.landmarks, cutoff_quantile=best["quantile"], seed=seed + 1)
     # the same planner without patience: what the learned distances alone do (stateless, as /v1/plan serves)
     stateless = PlannedPolicy(policy, planner, 0)
-    alone = run_episodes(env, stateless, cfg.episodes, 1000 + seed, record=stateless)
+    alone = run_episodes(env, stateless, cfg.diag_episodes, 2000 + seed, record=stateless)
     planner.stats = type(planner.stats)()
     planned = PlannedPolicy(policy, planner, best["patience"])
     t0 = time.perf_counter()
@@ -283,22 +287,8 @@ def plot(trace: dict, path: Path) -> Path:
     return path
 
 
-def main(cfg: PlanMazeConfig) -> dict:
-    import os
-    import tempfile
-
-    if cfg.smoke:
-        cfg = dataclasses.replace(cfg, episodes=32, val_episodes=16, landmarks=60, quantiles=(0.05,),
-                                  patiences=(5, 10), latency_landmarks=60, distance_goals=64)
-    load_start = os.getloadavg()
-    teachers, first = [], None
-    with tempfile.TemporaryDirectory() as tmp:
-        for run_dir in cfg.runs:
-            row, trace = one_teacher(Path(run_dir), cfg, Path(tmp))
-            teachers.append(row)
-            first = first or trace
-            print(f"{run_dir}: base {row['base']} plan {row['plan']} q={row['cutoff_quantile']} "
-                  f"p={row['patience']}", flush=True)
+def summarise(cfg: PlanMazeConfig, teachers: list[dict], load_start) -> dict:
+    """Mean and spread over the teachers so far, and the targets."""
     table = {}
     for cond in ("base", "plan_no_patience", "plan"):
         for k in ("success", "detour_success", "direct_success"):
@@ -307,16 +297,34 @@ def main(cfg: PlanMazeConfig) -> dict:
                                             for t in teachers if t["base"]["detour_success"]])
     for k in ("planner_step_us", "planner_new_goal_us", "policy_step_us"):
         table[k] = _stats([t["latency"][k] for t in teachers])
-    result = {"config": {k: (list(map(str, v)) if k == "runs" else v) for k, v in dataclasses.asdict(cfg).items()},
-              "machine": {**machine_facts(), "loadavg_start": load_start},
-              "table": table, "teachers": teachers,
-              "targets": {"detour_success_doubled": bool(table["detour_success_ratio"]
-                                                         and table["detour_success_ratio"]["mean"] >= 2.0),
-                          "overall_success_at_least_0.85": table["plan_success"]["mean"] >= 0.85,
-                          "planner_step_at_most_100_us": table["planner_step_us"]["mean"] <= 100}}
-    png = plot(first, RESULTS / f"{cfg.name}.png")
-    result["png"] = str(png)
-    write_result(RESULTS / f"{cfg.name}.json", result)
+    ratio = table["detour_success_ratio"]
+    return {"config": {k: (list(map(str, v)) if k == "runs" else v) for k, v in dataclasses.asdict(cfg).items()},
+            "machine": {**machine_facts(), "loadavg_start": list(load_start)}, "table": table,
+            "teachers": teachers, "png": str(RESULTS / f"{cfg.name}.png"),
+            "targets": {"detour_success_doubled": bool(ratio and ratio["mean"] >= 2.0),
+                        "overall_success_at_least_0.85": table["plan_success"]["mean"] >= 0.85,
+                        "planner_step_at_most_100_us": table["planner_step_us"]["mean"] <= 100}}
+
+
+def main(cfg: PlanMazeConfig) -> dict:
+    import os
+    import tempfile
+
+    if cfg.smoke:
+        cfg = dataclasses.replace(cfg, episodes=32, val_episodes=16, diag_episodes=16, landmarks=60, quantiles=(0.05,),
+                                  patiences=(5, 10), latency_landmarks=60, distance_goals=64)
+    load_start = os.getloadavg()
+    teachers, result = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_dir in cfg.runs:
+            row, trace = one_teacher(Path(run_dir), cfg, Path(tmp))
+            teachers.append(row)
+            print(f"{run_dir}: base {row['base']} plan {row['plan']} q={row['cutoff_quantile']} "
+                  f"p={row['patience']}", flush=True)
+            if len(teachers) == 1:
+                plot(trace, RESULTS / f"{cfg.name}.png")
+            result = summarise(cfg, teachers, load_start)  # written after every teacher: a partial study counts
+            write_result(RESULTS / f"{cfg.name}.json", result)
     return result
 
 
