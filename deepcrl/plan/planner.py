@@ -119,8 +119,8 @@ class Planner:
         self.l_psi = np.asarray(encoder.psi(landmark_goals), np.float32)
         n = len(landmark_obs)
         self.pairwise = _cdist(self.l_phi, self.l_psi)  # [i, j] = d(l_i -> l_j)
-        self._psi64 = self.l_psi.astype(np.float64)
-        self._psi_sq = np.square(self._psi64).sum(axis=1)
+        self._psi_t = np.ascontiguousarray(self.l_psi.T)
+        self._psi_sq = np.square(self.l_psi).sum(axis=1)
         off = self.pairwise[~np.eye(n, dtype=bool)]
         if cutoff is None:
             cutoff = float(np.quantile(off, cutoff_quantile)) if off.size else float(self.pairwise.max())
@@ -199,24 +199,30 @@ class Planner:
                                f"{self.encoder.goal_size}].")
         psi_g, costs = self._cached(goal)
         phi_s = np.asarray(self.encoder.phi(observation), np.float32)
-        direct_d = np.linalg.norm(phi_s - psi_g, axis=1)
-        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b in float64 (one matmul; scipy's cdist costs more at one row)
-        p64 = phi_s.astype(np.float64)
-        sq = np.square(p64).sum(axis=1, keepdims=True) + self._psi_sq[None, :] - 2.0 * (p64 @ self._psi64.T)
-        total = self._near(np.sqrt(np.maximum(sq, 0.0))) + costs  # [B, N]
+        direct = np.square(phi_s - psi_g).sum(axis=1) <= self.cutoff ** 2
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matmul (scipy's cdist costs more at one row); squared distances
+        # are compared with the squared cutoff, so only the kept entries need a square root
+        sq = np.square(phi_s).sum(axis=1, keepdims=True) + self._psi_sq[None, :] - 2.0 * (phi_s @ self._psi_t)
+        near = sq <= self.cutoff ** 2
+        total = np.sqrt(np.maximum(sq, 0.0, out=sq), out=sq)
+        total += costs
+        total[~near] = np.inf
+        lost = ~near.any(axis=1)
+        if lost.any():  # no landmark within the cutoff of s: its nearest one only (rare: landmarks cover the env)
+            total[lost] = self._near(_cdist(phi_s[lost], self.l_psi)) + costs[lost]
         if banned is not None:
             total[banned] = np.inf
         best = total.argmin(axis=1)
         reachable = np.isfinite(total[np.arange(len(best)), best])
-        direct = direct_d <= self.cutoff
         unreachable = ~direct & ~reachable
         index = np.where(direct | unreachable, -1, best)
         out = np.where((index < 0)[:, None], goal, self.landmark_goals[np.maximum(index, 0)])
         s = self.stats
+        n_direct, n_unreachable = int(direct.sum()), int(unreachable.sum())
         s.steps += len(goal)
-        s.direct_steps += int(direct.sum())
-        s.unreachable_steps += int(unreachable.sum())
-        s.waypoint_steps += int((index >= 0).sum())
+        s.direct_steps += n_direct
+        s.unreachable_steps += n_unreachable
+        s.waypoint_steps += len(goal) - n_direct - n_unreachable
         return out, index
 
     def summary(self) -> dict:
