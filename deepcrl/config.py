@@ -62,7 +62,7 @@ class EvalConfig:
     plan_cutoff: float | None = None
     """With --plan: longest graph edge in learned distance ||phi - psi||; unset: --plan-cutoff-quantile of the
     landmark pairs' distances."""
-    plan_cutoff_quantile: float = 0.05
+    plan_cutoff_quantile: float = 0.07
     """With --plan and no --plan-cutoff: the quantile of landmark pair distances used as the cutoff."""
     plan_patience: int = 10
     """With --plan: steps an episode may pursue one landmark before it stops choosing it (a learned distance

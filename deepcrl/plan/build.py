@@ -39,7 +39,7 @@ class JaxCritic:
 
 
 def build_planner(critic: str | Path, env, landmarks: int = 500, cutoff: float | None = None,
-                  cutoff_quantile: float = 0.05, seed: int = 0) -> Planner:
+                  cutoff_quantile: float = 0.07, seed: int = 0) -> Planner:
     """A planner on `env`'s coverage landmarks with the critic of a run directory or an exported critic .onnx.
 
     Raises:

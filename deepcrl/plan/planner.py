@@ -100,7 +100,7 @@ class Planner:
     """
 
     def __init__(self, encoder: Encoder, landmark_obs: np.ndarray, landmark_goals: np.ndarray,
-                 cutoff: float | None = None, cutoff_quantile: float = 0.05, cache_goals: int = 4096):
+                 cutoff: float | None = None, cutoff_quantile: float = 0.07, cache_goals: int = 4096):
         from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import connected_components, shortest_path
 

@@ -48,7 +48,7 @@ class ServeConfig:
     """With --plan: landmark states drawn from the critic's env."""
     plan_cutoff: float | None = None
     """With --plan: longest graph edge in learned distance (unset: --plan-cutoff-quantile of landmark pairs)."""
-    plan_cutoff_quantile: float = 0.05
+    plan_cutoff_quantile: float = 0.07
     """With --plan and no --plan-cutoff: the quantile of landmark pair distances used as the cutoff."""
 
     def plan_options(self) -> dict | None:

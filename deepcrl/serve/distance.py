@@ -162,7 +162,7 @@ def load(critic_path, plan: dict | None = None):
         from deepcrl import envs
         from deepcrl.plan.planner import Planner, coverage_landmarks
 
-        opts = {"landmarks": 500, "cutoff": None, "cutoff_quantile": 0.05, "seed": 0, **plan}
+        opts = {"landmarks": 500, "cutoff": None, "cutoff_quantile": 0.07, "seed": 0, **plan}
         obs, goals = coverage_landmarks(envs.make(critic.env_id), opts["landmarks"], opts["seed"])
         planner = Planner(critic, obs, goals, cutoff=opts["cutoff"], cutoff_quantile=opts["cutoff_quantile"])
     critic.psi(np.zeros((4, critic.goal_size), np.float32))  # warm the session
