@@ -52,6 +52,21 @@ class EvalConfig:
     """With --probe: where to draw the heatmap (default: probe.png in the --run directory)."""
     probe_action: Literal["actor", "zero"] = "actor"
     """With --probe: the action in phi(s, a): the actor's deterministic action for (s, g), or zero."""
+    plan: bool = False
+    """Pursue waypoints planned over the critic's learned distances (landmark graph + shortest paths) instead
+    of the goal itself; the critic is --plan-critic, else the --run teacher's."""
+    plan_critic: Path | None = None
+    """With --plan: a teacher run directory or an exported critic .onnx (`deepcrl export --part critic`)."""
+    plan_landmarks: int = 500
+    """With --plan: landmark states drawn from the env's coverage (its reset states)."""
+    plan_cutoff: float | None = None
+    """With --plan: longest graph edge in learned distance ||phi - psi||; unset: --plan-cutoff-quantile of the
+    landmark pairs' distances."""
+    plan_cutoff_quantile: float = 0.07
+    """With --plan and no --plan-cutoff: the quantile of landmark pair distances used as the cutoff."""
+    plan_patience: int = 10
+    """With --plan: steps an episode may pursue one landmark before it stops choosing it (a learned distance
+    can be short across a wall the policy cannot pass); 0: never give up on a landmark."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
@@ -68,6 +83,14 @@ class EvalConfig:
             raise DeepcrlError(f"--eval-episodes must be at least 1, got {self.eval_episodes}.")
         if self.episode_length is not None and self.episode_length < 1:
             raise DeepcrlError(f"--episode-length must be at least 1, got {self.episode_length}.")
+        if self.plan and self.plan_critic is None and self.run is None:
+            raise DeepcrlError("--plan needs a critic: --run DIR of a teacher, or --plan-critic DIR|FILE.onnx.")
+        if self.plan_landmarks < 1:
+            raise DeepcrlError(f"--plan-landmarks must be at least 1 (an empty landmark set), got {self.plan_landmarks}.")
+        if self.plan_patience < 0:
+            raise DeepcrlError(f"--plan-patience must be 0 or more, got {self.plan_patience}.")
+        if self.plan_critic is not None:
+            object.__setattr__(self, "plan_critic", Path(self.plan_critic))
         if self.probe and self.run is None:
             raise DeepcrlError("--probe needs --run DIR: the probe reads a teacher's critic from its run directory.")
 

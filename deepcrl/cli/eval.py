@@ -19,8 +19,18 @@ def run(cfg: EvalConfig) -> int:
     from deepcrl.evaluate import evaluate
 
     env = envs.make(env_id)
+    planner = None
+    if cfg.plan:
+        from deepcrl.plan.build import build_planner
+        from deepcrl.plan.planner import PlannedPolicy
+
+        planner = build_planner(cfg.plan_critic or cfg.run, env, cfg.plan_landmarks, cfg.plan_cutoff,
+                                cfg.plan_cutoff_quantile, seed=cfg.seed + 1)
+        policy = PlannedPolicy(policy, planner, cfg.plan_patience)
     result = evaluate(env, policy, episodes=cfg.eval_episodes, seed=cfg.seed, episode_length=cfg.episode_length)
     out = {"source": source, "env": env_id, "seed": cfg.seed, **result.as_dict()}
+    if planner is not None:
+        out["plan"] = planner.summary()
     if cfg.render:
         from deepcrl.evaluate import render_episode
 
@@ -86,6 +96,13 @@ def _print_table(out: dict) -> None:
         table.add_row(f"direct pairs ({out['episodes'] - out['detour_episodes']})", pct(out["direct_success"]))
     if out.get("render"):
         table.add_row("replay", out["render"])
+    plan = out.get("plan")
+    if plan:
+        steps = max(1, plan["steps"])
+        table.add_row(f"plan: landmarks / edges (cutoff {plan['cutoff']:.3g})", f"{plan['landmarks']} / {plan['edges']}")
+        table.add_row("plan: steps toward a waypoint / the goal / unreachable",
+                      f"{pct(plan['waypoint_steps'] / steps)} / {pct(plan['direct_steps'] / steps)} / "
+                      f"{pct(plan['unreachable_steps'] / steps)}")
     probe = out.get("probe")
     if probe:
         def rho(v):

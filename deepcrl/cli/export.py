@@ -9,7 +9,12 @@ from deepcrl.export.config import ExportConfig
 def run(cfg: ExportConfig) -> int:
     from deepcrl.export.onnx import export, print_report
 
-    report = export(cfg)
+    if cfg.part == "critic":
+        from deepcrl.export.critic import export_critic
+
+        report = export_critic(cfg)
+    else:
+        report = export(cfg)
     if cfg.json:
         print_json(report)
     else:

@@ -43,4 +43,7 @@ class ExportConfig:
     """Seed of the random and rollout inputs used for the parity check."""
     json: bool = False
     """Print the export report as one JSON object on stdout."""
+    part: Literal["policy", "critic"] = "policy"
+    """policy: the actor (observation, goal -> action); critic: a teacher's distance head, the encoders phi(s, a)
+    and psi(g) as two outputs (distance = ||phi - psi||), float32 .onnx only."""
 

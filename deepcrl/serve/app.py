@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve import protocol, repository, stream, v1, v2
+from deepcrl.serve import distance, protocol, repository, stream, v1, v2
 from deepcrl.serve.admission import send_refusal
 from deepcrl.serve.repository import CONTROL_MODES, Repository
 from deepcrl.serve.metrics import ServeMetrics
@@ -84,7 +84,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
                token: str | None = None, max_body_bytes: int = 1_000_000, timeout_s: float = 2.0,
                model_name: str | None = None, intra_op_threads: int = 1, warmup: int = 32,
                max_in_flight: int = 128, model_control: str = "none", repository_poll_s: float = 1.0,
-               device: str = "cpu") -> FastAPI:
+               device: str = "cpu", critic: str | Path | None = None,
+               plan: dict | None = None) -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -101,6 +102,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         model_control: "none", "explicit" (load / unload routes) or "poll" (watch `model_path`); `repository.py`.
         repository_poll_s: seconds between scans of the repository in poll mode.
         device: cpu, cuda or tensorrt; a session that does not run on its provider is refused (`device.py`).
+        critic: an exported critic .onnx: adds ``POST /v1/distance`` (`distance.py`).
+        plan: with `critic`, the planner's options (a dict, possibly empty): adds ``POST /v1/plan``.
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -160,6 +163,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     stream.add_routes(app, server)
     v2.add_routes(app, server)
     repository.add_routes(app, server, repo)
+    distance.add_routes(app, server, *distance.load(critic, plan))
     return app
 
 
@@ -261,7 +265,8 @@ def serve(cfg: "ServeConfig") -> None:
     app = create_app(cfg.model, max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
                      token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight,
-                     model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device)
+                     model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device,
+                     critic=cfg.critic, plan=cfg.plan_options())
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
     names = ", ".join(app.state.served)

@@ -55,3 +55,28 @@ class ServeConfig:
     """Where the sessions run: ONNX Runtime's CPU, CUDA or TensorRT provider (cuda and tensorrt need the gpu
     extra). The server refuses to start when a session does not run on the requested provider (ONNX Runtime
     otherwise falls back to the CPU silently; deepcrl/serve/device.py)."""
+    critic: Path | None = None
+    """An exported critic .onnx (`deepcrl export --part critic`): adds POST /v1/distance (learned distances
+    from one observation to up to 4096 goals)."""
+    plan: bool = False
+    """With --critic: adds POST /v1/plan, where the robot sends only its final goal and the server answers the
+    default policy's action toward the current waypoint of a landmark plan."""
+    plan_landmarks: int = 500
+    """With --plan: landmark states drawn from the critic's env."""
+    plan_cutoff: float | None = None
+    """With --plan: longest graph edge in learned distance (unset: --plan-cutoff-quantile of landmark pairs)."""
+    plan_cutoff_quantile: float = 0.07
+    """With --plan and no --plan-cutoff: the quantile of landmark pair distances used as the cutoff."""
+
+    def plan_options(self) -> dict | None:
+        """The planner's options for `create_app` (None without --plan)."""
+        if not self.plan:
+            return None
+        return {"landmarks": self.plan_landmarks, "cutoff": self.plan_cutoff,
+                "cutoff_quantile": self.plan_cutoff_quantile}
+
+    def __post_init__(self) -> None:
+        from deepcrl.errors import DeepcrlError
+
+        if self.plan and self.critic is None:
+            raise DeepcrlError("--plan needs --critic FILE.onnx (`deepcrl export --part critic`).")

@@ -52,7 +52,8 @@ def _build(cfg: ServeConfig):
                       token=_token(cfg), max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s,
                       model_name=cfg.model_name, intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup,
                       max_in_flight=cfg.max_in_flight, model_control=cfg.model_control,
-                      repository_poll_s=cfg.repository_poll_s, device=cfg.device)
+                      repository_poll_s=cfg.repository_poll_s, device=cfg.device,
+                      critic=cfg.critic, plan=cfg.plan_options())
 
 
 def worker_app():
