@@ -59,6 +59,10 @@ REGISTRY: dict[str, EnvEntry] = {
                             "the paper's reacher: 3-D tip goal, success < 0.05, 1000 steps", paper=True),
     "ant_ref": EnvEntry("deepcrl.envs.scaling_crl:AntRef", {}, "mjx",
                         "the paper's ant: goal 10 m from the origin, success < 0.5 m, 1000 steps", paper=True),
+    "ant_u_maze_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "u_maze"}, "mjx",
+                               "the paper's ant U-maze: 4 m cells, goal = a goal cell's centre", paper=True),
+    "ant_big_maze_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "big_maze"}, "mjx",
+                                 "the paper's ant big maze (8x8 cells of 4 m)", paper=True),
 }
 
 

@@ -19,15 +19,22 @@ The reference's target body (two slide joints and a contact-free sphere) is not 
 
 from __future__ import annotations
 
+import functools
+import warnings
+from xml.etree import ElementTree
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from brax import base
+from brax.io import mjcf
 
 from deepcrl.envs.base import GoalSpec
-from deepcrl.envs.brax_envs import Ant, Reacher
+from deepcrl.envs.brax_envs import Ant, Reacher, _asset_xml, wall_boxes
 
 # the reference's env_id -> deepcrl's env id of the same task definition
-REFERENCE_IDS = {"reacher": "reacher_ref", "ant": "ant_ref"}
+REFERENCE_IDS = {"reacher": "reacher_ref", "ant": "ant_ref", "ant_u_maze": "ant_u_maze_ref",
+                 "ant_big_maze": "ant_big_maze_ref"}
 # what every *_ref id still differs in from the paper's setup (shown by `deepcrl envs`)
 DIFFERS = "physics: MJX (MuJoCo solver) here, Brax 'spring' in the paper"
 
@@ -93,4 +100,75 @@ class AntRef(Ant):
         q, qd = self._start_q(k_start)
         angle = 2 * jnp.pi * jax.random.uniform(k_goal)
         goal = self.GOAL_DISTANCE * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
+        return q, qd, goal, {}
+
+
+# The reference's maze layouts: row i, column j is the cell centred at world (x, y) = (4 i, 4 j); '#' wall,
+# 'r' the start cell, 'g' a goal cell.
+MAZES = {
+    "u_maze": ("#####",
+               "#rgg#",
+               "###g#",
+               "#ggg#",
+               "#####"),
+    "big_maze": ("########",
+                 "#rg##gg#",
+                 "#gg#ggg#",
+                 "##ggg###",
+                 "#gg#ggg#",
+                 "#g#gg#g#",
+                 "#ggg#gg#",
+                 "########"),
+}
+MAZE_SCALE = 4.0  # metres per cell
+WALL_HEIGHT = 1.0  # half-height of a wall box (the reference: 0.5 x scale / 2)
+
+
+def maze_cells(layout: str, char: str) -> np.ndarray:
+    """World (x, y) centres of a layout's cells marked `char`, in row-major order."""
+    rows = MAZES[layout]
+    return np.array([(i * MAZE_SCALE, j * MAZE_SCALE) for i, row in enumerate(rows) for j, c in enumerate(row)
+                     if c == char], np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _maze_system(layout: str) -> base.System:
+    """Brax's ant with the reference maze's walls (merged runs of the wall cells next to free cells: the same
+    surfaces, fewer collision pairs)."""
+    rows = MAZES[layout]
+    # wall_boxes reads row r as y and column c as x, centred on the origin; the reference puts row i at x
+    columns = tuple("".join("#" if rows[i][j] == "#" else "." for i in range(len(rows)))
+                    for j in range(len(rows[0])))
+    shift = np.array([(len(rows) - 1) / 2, (len(rows[0]) - 1) / 2]) * MAZE_SCALE
+    root = ElementTree.fromstring(_asset_xml("ant"))
+    world = root.find("worldbody")
+    for k, (x, y, hx, hy) in enumerate(wall_boxes(columns, MAZE_SCALE)):
+        ElementTree.SubElement(world, "geom", {
+            "name": f"maze_wall_{k}", "type": "box", "pos": f"{x + shift[0]} {y + shift[1]} {WALL_HEIGHT}",
+            "size": f"{hx} {hy} {WALL_HEIGHT}", "contype": "0", "conaffinity": "1", "condim": "3",
+            "rgba": "0.7 0.5 0.3 1"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return mjcf.loads(ElementTree.tostring(root, encoding="unicode"))
+
+
+class AntMazeRef(Ant):
+    """The reference's ant mazes (u_maze, big_maze): 31 numbers, goal indices 0-1, success within 0.5 m.
+
+    Cells are 4 m; the ant starts on the 'r' cell (+- 0.1 on every joint, as the plain ant), the goal is the
+    centre of one 'g' cell drawn uniformly. 1000-step episodes, ending early when the torso leaves [0.2, 1.0].
+    """
+
+    def __init__(self, layout: str = "u_maze", success_radius: float = 0.5, episode_length: int = 1000):
+        super().__init__(success_radius=success_radius, episode_length=episode_length, healthy_z=(0.2, 1.0),
+                         _sys=_maze_system(layout))
+        self.layout = layout
+        self.start_xy = jnp.asarray(maze_cells(layout, "r")[0])
+        self.goal_cells = jnp.asarray(maze_cells(layout, "g"))
+
+    def _sample(self, rng):
+        k_start, k_goal = jax.random.split(rng)
+        q, qd = self._start_q(k_start)
+        q = q.at[:2].add(self.start_xy)
+        goal = self.goal_cells[jax.random.randint(k_goal, (), 0, self.goal_cells.shape[0])]
         return q, qd, goal, {}

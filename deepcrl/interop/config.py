@@ -18,7 +18,7 @@ class ImportConfig:
     deepcrl import scaling-crl RUN_DIR --out runs/imported: RUN_DIR is a run directory of the paper's code
     (wang-kevin3290/scaling-crl: runs/ENV_SEED_TIME with final.pkl or step_N.pkl, and args.pkl). The networks
     are mapped layer for layer onto deepcrl's (same actions and critic energies); the task becomes the
-    matching reference-compatible env (reacher -> reacher_ref, ant -> ant_ref). The manifest records the
+    matching reference-compatible env (reacher, ant, ant_u_maze, ant_big_maze -> the same id + _ref). The manifest records the
     source (path, file, sha256, the reference's args). A checkpoint deepcrl cannot represent exactly (ReLU
     variant, another task or layout, a corrupt file) is refused with one sentence.
 
