@@ -63,6 +63,10 @@ REGISTRY: dict[str, EnvEntry] = {
                                "the paper's ant U-maze: 4 m cells, goal = a goal cell's centre", paper=True),
     "ant_big_maze_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "big_maze"}, "mjx",
                                  "the paper's ant big maze (8x8 cells of 4 m)", paper=True),
+    "ant_u_maze_eval_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "u_maze_eval"}, "mjx",
+                                    "the paper's U-maze evaluation goals (far arm only)", paper=True),
+    "ant_big_maze_eval_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "big_maze_eval"}, "mjx",
+                                      "the paper's big-maze evaluation goals (far cells only)", paper=True),
 }
 
 

@@ -34,7 +34,8 @@ from deepcrl.envs.brax_envs import Ant, Reacher, _asset_xml, wall_boxes
 
 # the reference's env_id -> deepcrl's env id of the same task definition
 REFERENCE_IDS = {"reacher": "reacher_ref", "ant": "ant_ref", "ant_u_maze": "ant_u_maze_ref",
-                 "ant_big_maze": "ant_big_maze_ref"}
+                 "ant_big_maze": "ant_big_maze_ref", "ant_u_maze_eval": "ant_u_maze_eval_ref",
+                 "ant_big_maze_eval": "ant_big_maze_eval_ref"}
 # what every *_ref id still differs in from the paper's setup (shown by `deepcrl envs`)
 DIFFERS = "physics: MJX (MuJoCo solver) here, Brax 'spring' in the paper"
 
@@ -104,7 +105,8 @@ class AntRef(Ant):
 
 
 # The reference's maze layouts: row i, column j is the cell centred at world (x, y) = (4 i, 4 j); '#' wall,
-# 'r' the start cell, 'g' a goal cell.
+# 'r' the start cell, 'g' a goal cell, '.' free. The "_eval" layouts (same walls, only the far goal cells) are what
+# the paper evaluates its maze agents on (its job script passes --eval_env_id ant_big_maze_eval).
 MAZES = {
     "u_maze": ("#####",
                "#rgg#",
@@ -119,6 +121,19 @@ MAZES = {
                  "#g#gg#g#",
                  "#ggg#gg#",
                  "########"),
+    "u_maze_eval": ("#####",
+                    "#r..#",
+                    "###.#",
+                    "#ggg#",
+                    "#####"),
+    "big_maze_eval": ("########",
+                      "#r.##gg#",
+                      "#..#..g#",
+                      "##...###",
+                      "#..#...#",
+                      "#.#g.#g#",
+                      "#.gg#gg#",
+                      "########"),
 }
 MAZE_SCALE = 4.0  # metres per cell
 WALL_HEIGHT = 1.0  # half-height of a wall box (the reference: 0.5 x scale / 2)

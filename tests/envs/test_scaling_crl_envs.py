@@ -13,7 +13,7 @@ from deepcrl.envs.scaling_crl import MAZE_SCALE, MAZES, REFERENCE_IDS, maze_cell
 
 # the reference's train.py: (obs_dim, goal_start_idx, goal_end_idx) and action size per env_id
 REFERENCE = {"reacher": (10, 4, 7, 2), "ant": (29, 0, 2, 8), "ant_u_maze": (29, 0, 2, 8),
-             "ant_big_maze": (29, 0, 2, 8)}
+             "ant_big_maze": (29, 0, 2, 8), "ant_u_maze_eval": (29, 0, 2, 8), "ant_big_maze_eval": (29, 0, 2, 8)}
 
 
 @pytest.mark.parametrize("ref_id", sorted(REFERENCE))
@@ -24,7 +24,8 @@ def test_sizes_goal_indices_and_episode_match_the_reference(ref_id):
     assert (spec.obs_size, spec.goal_indices, env.action_size) == (obs_dim, tuple(range(start, end)), act)
     assert spec.goal_size == end - start and spec.episode_length == 1000
     assert spec.success_radius == (0.05 if ref_id == "reacher" else 0.5)
-    assert envs.REGISTRY[REFERENCE_IDS[ref_id]].paper and not envs.REGISTRY[ref_id].paper
+    assert envs.REGISTRY[REFERENCE_IDS[ref_id]].paper
+    assert ref_id not in envs.REGISTRY or not envs.REGISTRY[ref_id].paper  # deepcrl's own ids stay its own
 
 
 @pytest.mark.parametrize("env_id", sorted(REFERENCE_IDS.values()))
@@ -95,6 +96,8 @@ def test_ant_maze_ref_starts_goals_and_walls(layout):
     cells = maze_cells(layout, "g")
     hits = {tuple(g) for g in np.asarray(goals).round(4)}
     assert hits == {tuple(c) for c in cells.round(4)}  # every goal cell drawn, nothing else
+    if layout == "big_maze_eval":  # the paper's evaluation goals: the 9 far cells only
+        assert len(cells) == 9 and min(np.abs(cells - start).sum(-1)) >= 4 * MAZE_SCALE
     # walls: every wall cell next to a free cell is covered by a box; no free cell centre is inside one
     model = env.sys.mj_model
     walls = [i for i in range(model.ngeom) if (model.geom(i).name or "").startswith("maze_wall")]
