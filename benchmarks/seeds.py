@@ -40,13 +40,13 @@ class Config:
     """Parallel envs per seed."""
     unroll_length: int = 62
     """Env steps per env per iteration."""
-    sgd_steps: int = 100
+    sgd_steps: int = 50
     """SGD steps per iteration (the reference does 800; fewer keeps a GPU lease short, the ratio is the point)."""
     batch_size: int = 256
     """Transitions per SGD step."""
     replay_capacity: int = 1000
     """Replay steps kept per env."""
-    iterations: int = 3
+    iterations: int = 2
     """Timed iterations of each program (after one warm-up call each)."""
     smoke: bool = False
     """CPU-sized: envs ant and point_maze, depth 4, width 64, 16 envs x unroll 10, 16 SGD steps, replay 50."""
