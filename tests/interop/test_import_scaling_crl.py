@@ -149,6 +149,13 @@ def test_other_observation_layout_is_refused(tmp_path, capsys):
     assert "does not fit" in err
 
 
+def test_diverged_checkpoint_is_refused(tmp_path, capsys):
+    args = ref.Args(actor_depth=4)
+    alpha, actor, critic = ref.reference_checkpoint(args, OBS, GOAL, ACT)
+    critic["g_encoder"]["params"]["Dense_2"]["kernel"][0, 0] = np.nan
+    assert "non-finite" in _refused(tmp_path, capsys, args=args, ckpt=(alpha, actor, critic))
+
+
 def test_unknown_layout_is_refused(tmp_path, capsys):
     args = ref.Args(actor_depth=4)
     alpha, actor, critic = ref.reference_checkpoint(args, OBS, GOAL, ACT)

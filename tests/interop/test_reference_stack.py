@@ -85,8 +85,8 @@ def test_networks_built_and_pickled_by_the_reference_import_with_its_outputs(tmp
 def test_a_checkpoint_trained_by_the_reference_imports_with_its_outputs(tmp_path):
     """One tiny epoch of the reference's train.py on ant (its spring backend, CPU), then import final.pkl.
 
-    At this tiny size (8 envs, 40-step episodes) the reference's own losses come out NaN on this stack, so its
-    saved parameters are NaN; the import must then carry the same NaNs (and match wherever they are finite)."""
+    At this tiny size (8 envs, 40-step episodes) the reference's own losses came out NaN on this stack and so did
+    every saved parameter: the import must then refuse the file in one sentence (else match its outputs)."""
     python = _stack()
     src = tmp_path / "src"
     shutil.copytree(SRC, src, ignore=shutil.ignore_patterns(".git", "runs", "wandb"))
@@ -96,5 +96,13 @@ def test_a_checkpoint_trained_by_the_reference_imports_with_its_outputs(tmp_path
     assert (run / "final.pkl").is_file() and (run / "args.pkl").is_file() and (run / "step_480.pkl").is_file()
     forward = str(Path(__file__).with_name("scaling_crl_forward.py"))
     _run([str(python), forward, str(src), str(run), str(tmp_path / "ref.npz")], tmp_path, 600)
+    if not np.isfinite(np.load(tmp_path / "ref.npz")["action"]).all():  # the reference's run diverged
+        from deepcrl.errors import DeepcrlError
+        from deepcrl.interop.scaling_crl import import_run
+
+        with pytest.raises(DeepcrlError, match="non-finite parameters"):
+            import_run(run, tmp_path / "imported")
+        assert not (tmp_path / "imported" / "manifest.json").exists()
+        return
     summary = _import_and_compare(run, tmp_path / "ref.npz", tmp_path / "imported")
     assert summary["env"] == "ant_ref" and summary["actor_depth"] == 4 and summary["critic_width"] == 32
