@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 from deepcrl.interop.config import ImportConfig
 
 
 def run(cfg: ImportConfig) -> int:
+    from deepcrl.cli import json_output, print_json
     from deepcrl.interop.scaling_crl import import_run
 
-    summary = import_run(cfg.run, cfg.out, checkpoint=cfg.checkpoint)
+    with json_output(cfg.json):
+        summary = import_run(cfg.run, cfg.out, checkpoint=cfg.file)
     if cfg.json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         print(f"imported {summary['checkpoint']} ({summary['reference_env']}, actor {summary['actor_depth']}x"
               f"{summary['actor_width']}, critic {summary['critic_depth']}x{summary['critic_width']}) as a "

@@ -33,15 +33,15 @@ class ImportConfig:
     """The reference's run directory (final.pkl or step_N.pkl, and args.pkl)."""
     out: Path = Path("runs/imported")
     """The deepcrl teacher run directory to write."""
-    checkpoint: str | None = None
-    """File inside RUN to import, e.g. step_5000000.pkl (default: final.pkl, else the latest step_N.pkl)."""
+    file: str | None = None
+    """Checkpoint file inside RUN_DIR to import, e.g. step_5000000.pkl (default: final.pkl, else the latest
+    step_N.pkl)."""
     json: bool = False
     """Print one JSON object instead of a summary line."""
 
     def __post_init__(self) -> None:
-        """Paths become `Path`s; a checkpoint name must be a plain file name inside RUN."""
+        """Paths become `Path`s; --file must be a plain file name inside RUN_DIR."""
         object.__setattr__(self, "run", Path(self.run))
         object.__setattr__(self, "out", Path(self.out))
-        if self.checkpoint is not None and (Path(self.checkpoint).name != self.checkpoint
-                                            or not self.checkpoint.endswith(".pkl")):
-            raise DeepcrlError(f"--checkpoint must be a .pkl file name inside RUN, got {self.checkpoint!r}.")
+        if self.file is not None and (Path(self.file).name != self.file or not self.file.endswith(".pkl")):
+            raise DeepcrlError(f"--file must be a .pkl file name inside RUN_DIR, got {self.file!r}.")

@@ -61,7 +61,7 @@ class SweepConfig:
     """With --launcher slurm: GPUs per task."""
     slurm_cpus: int = 8
     """With --launcher slurm: CPUs per task."""
-    slurm_timeout_min: int | None = None
+    slurm_max_minutes: int | None = None
     """With --launcher slurm|local: wall-time limit per task in minutes (default: --max-minutes plus a margin for
     compiling and the last checkpoint, else 24 h)."""
     slurm_args: str = ""

@@ -37,7 +37,7 @@ def executor(cfg, folder: Path):
     except ImportError as exc:
         raise DeepcrlError("--launcher slurm|local needs submitit: pip install 'deepcrl[slurm]'.") from exc
     # the wall time a task may take: the cell's budget plus compile, last evaluation and checkpoint
-    timeout_min = cfg.slurm_timeout_min or (int(cfg.max_minutes + max(5, cfg.max_minutes // 4))
+    timeout_min = cfg.slurm_max_minutes or (int(cfg.max_minutes + max(5, cfg.max_minutes // 4))
                                             if cfg.max_minutes is not None else 24 * 60)
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm" if cfg.launcher == "slurm" else "local")
     params = {"timeout_min": timeout_min, "name": "deepcrl-sweep"}

@@ -187,13 +187,13 @@ def test_missing_args_is_one_sentence(tmp_path, capsys):
 
 
 def test_eval_accepts_the_imported_teacher(imported, capsys):
-    assert main(["eval", "--ckpt", str(imported), "--episodes", "4", "--episode-length", "10", "--json"]) == 0
+    assert main(["eval", "--run", str(imported), "--eval-episodes", "4", "--episode-length", "10", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["env"] == "reacher_ref" and 0.0 <= out["success"] <= 1.0
 
 
 def test_probe_refuses_a_non_maze_import_in_one_sentence(imported, capsys):
-    assert main(["eval", "--ckpt", str(imported), "--probe"]) == 2
+    assert main(["eval", "--run", str(imported), "--probe"]) == 2
     assert "maze" in capsys.readouterr().err
 
 
@@ -203,12 +203,12 @@ def test_distill_and_export_accept_the_imported_teacher(imported, tmp_path):
     from deepcrl.policy import load_policy
 
     model = tmp_path / "teacher.onnx"
-    assert main(["export", "--ckpt", str(imported), "--out", str(model)]) == 0
+    assert main(["export", "--run", str(imported), "--out", str(model)]) == 0
     s, g, _ = _inputs(16)
     assert np.abs(OnnxPolicy(model)(s, g) - load_policy(imported)(s, g)).max() <= 1e-5
     student = tmp_path / "student"
-    assert main(["distill", "--teacher", str(imported), "--out", str(student), "--steps", "20",
-                 "--num-envs", "8", "--rollout-length", "10", "--rounds", "1", "--eval-episodes", "2",
+    assert main(["distill", "--run", str(imported), "--out", str(student), "--distill-steps", "20",
+                 "--num-envs", "8", "--unroll-length", "10", "--rounds", "1", "--eval-episodes", "2",
                  "--round-eval-episodes", "2"]) == 0
     assert (student / "manifest.json").is_file()
 
