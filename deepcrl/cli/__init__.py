@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "bench": ("deepcrl.bench.config:BenchConfig", "deepcrl.cli.bench:run"),
     "pipeline": ("deepcrl.config:PipelineConfig", "deepcrl.cli.pipeline:run"),
     "sweep": ("deepcrl.sweep.config:SweepConfig", "deepcrl.cli.sweep:run"),
+    "import": ("deepcrl.interop.config:ImportConfig", "deepcrl.cli.import_:run"),
 }
 
 DESCRIPTION = (
@@ -41,7 +42,8 @@ DESCRIPTION = (
     "  deepcrl export --run runs/student --out policy.onnx\n"
     "  deepcrl serve --model policy.onnx                    HTTP + WebSocket policy server\n"
     "  deepcrl pipeline --env point_maze --out runs/demo    all of the above on a CPU budget\n"
-    "  deepcrl sweep --env point_maze --depths 4 16 64      depth x width x seed scaling study\n\n"
+    "  deepcrl sweep --env point_maze --depths 4 16 64      depth x width x seed scaling study\n"
+    "  deepcrl import scaling-crl RUN_DIR --out runs/t      a teacher trained with the paper's code\n\n"
     "  deepcrl --debug VERB ...                             show the full traceback of an error"
 )
 

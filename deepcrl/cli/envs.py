@@ -25,7 +25,9 @@ def run(cfg: EnvsConfig) -> int:
         table.add_column(col, justify="right")
     table.add_column("backend")
     table.add_column("description")
+    table.add_column("paper's task (scaling-crl)?")
     for r in rows:
-        table.add_row(r["id"], *(str(r[key]) for key in NUMBERS.values()), r["backend"], r["description"])
+        table.add_row(r["id"], *(str(r[key]) for key in NUMBERS.values()), r["backend"], r["description"],
+                      r["paper"])
     console().print(table)  # off a terminal: full width, one line per env
     return 0

@@ -51,8 +51,9 @@ def run(cfg: TrainConfig) -> int:
         print_json(summary)
         return 0
     ev = summary.get("eval", {})
+    seeds = f"{len(summary['seeds'])} seeds (mean below) x " if "seeds" in summary else ""
     Console().print(
-        f"[bold green]trained[/] {summary['env_steps']:,} env steps in {summary['wall_s']:.0f} s -> "
+        f"[bold green]trained[/] {seeds}{summary['env_steps']:,} env steps in {summary['wall_s']:.0f} s -> "
         f"{summary['run_dir']}\n"
         f"success {ev.get('success', float('nan')):.3f}, detour success "
         f"{_fmt(ev.get('detour_success'))} ({ev.get('detour_episodes', 0)} detour episodes), "

@@ -35,6 +35,8 @@ class EnvEntry:
     """Physics backend, shown by `deepcrl envs`."""
     description: str
     """One line for `deepcrl envs`."""
+    paper: bool = False
+    """True for the paper's task definitions (`deepcrl.envs.scaling_crl`): numbers compare with its tables."""
 
 
 REGISTRY: dict[str, EnvEntry] = {
@@ -52,6 +54,19 @@ REGISTRY: dict[str, EnvEntry] = {
     "ant_big_maze": EnvEntry("deepcrl.envs.brax_envs:AntMaze", {"layout": "big_maze"}, "mjx",
                              "Brax ant in an 8x7 maze of 4 m cells"),
     "humanoid": EnvEntry("deepcrl.envs.brax_envs:Humanoid", {}, "mjx", "Brax humanoid, goal = torso x,y 1-5 m away"),
+    # the paper's task definitions (wang-kevin3290/scaling-crl); see deepcrl.envs.scaling_crl
+    "reacher_ref": EnvEntry("deepcrl.envs.scaling_crl:ReacherRef", {}, "mjx",
+                            "the paper's reacher: 3-D tip goal, success < 0.05, 1000 steps", paper=True),
+    "ant_ref": EnvEntry("deepcrl.envs.scaling_crl:AntRef", {}, "mjx",
+                        "the paper's ant: goal 10 m from the origin, success < 0.5 m, 1000 steps", paper=True),
+    "ant_u_maze_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "u_maze"}, "mjx",
+                               "the paper's ant U-maze: 4 m cells, goal = a goal cell's centre", paper=True),
+    "ant_big_maze_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "big_maze"}, "mjx",
+                                 "the paper's ant big maze (8x8 cells of 4 m)", paper=True),
+    "ant_u_maze_eval_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "u_maze_eval"}, "mjx",
+                                    "the paper's U-maze evaluation goals (far arm only)", paper=True),
+    "ant_big_maze_eval_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "big_maze_eval"}, "mjx",
+                                      "the paper's big-maze evaluation goals (far cells only)", paper=True),
 }
 
 
@@ -83,6 +98,15 @@ def make(env_id: str, **overrides: Any):
     return env
 
 
+def _paper_column(entry: EnvEntry) -> str:
+    """`deepcrl envs`' "paper" column: whether numbers on this id compare with the paper's, and what differs."""
+    if not entry.paper:
+        return "no (deepcrl's own task)"
+    from deepcrl.envs.scaling_crl import DIFFERS
+
+    return f"yes; {DIFFERS}"
+
+
 def describe() -> list[dict[str, Any]]:
     """One row per registered env (what `deepcrl envs` shows): id, sizes, episode length, backend, description."""
     rows = []
@@ -93,6 +117,7 @@ def describe() -> list[dict[str, Any]]:
             "id": env_id, "obs_size": spec.obs_size, "goal_size": spec.goal_size,
             "action_size": env.action_size, "episode_length": spec.episode_length,
             "success_radius": spec.success_radius, "backend": entry.backend, "description": entry.description,
+            "paper": _paper_column(entry),
         })
     return rows
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 from deepcrl.errors import DeepcrlError
 
@@ -50,6 +51,21 @@ class SweepConfig:
     json: bool = False
     """Print the result (sweep.json's rows; with --dry-run, each cell's state and command) as one JSON object on
     stdout (progress goes to stderr)."""
+    launcher: Literal["process", "slurm", "local"] = "process"
+    """Where cells train: "process" (local processes, --jobs at a time), "slurm" (one SLURM job array through
+    submitit, --jobs tasks at a time; this process waits and gathers sweep.json) or "local" (submitit's local
+    executor: the SLURM path on this machine, for trying it out)."""
+    slurm_partition: str | None = None
+    """With --launcher slurm: the partition to submit to."""
+    slurm_gpus: int = 1
+    """With --launcher slurm: GPUs per task."""
+    slurm_cpus: int = 8
+    """With --launcher slurm: CPUs per task."""
+    slurm_max_minutes: int | None = None
+    """With --launcher slurm|local: wall-time limit per task in minutes (default: --max-minutes plus a margin for
+    compiling and the last checkpoint, else 24 h)."""
+    slurm_args: str = ""
+    """With --launcher slurm: more #SBATCH options as KEY=VALUE pairs, e.g. --slurm-args="account=rl qos=high"."""
 
     def __post_init__(self) -> None:
         """Check the grid (one `DeepcrlError` sentence for the first problem); `out` becomes a `Path`."""
@@ -65,5 +81,7 @@ class SweepConfig:
             raise DeepcrlError(f"--steps must be positive, got {self.steps}.")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
+        if self.launcher == "process" and (self.slurm_partition or self.slurm_args):
+            raise DeepcrlError("--slurm-partition and --slurm-args need --launcher slurm.")
         if self.jobs < 1:
             raise DeepcrlError(f"--jobs must be at least 1, got {self.jobs}.")

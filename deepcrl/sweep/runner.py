@@ -325,6 +325,23 @@ def cell_row(cell: Cell, cfg: SweepConfig, outcome: dict) -> dict:
     return row
 
 
+def _run_local(cells: list[Cell], cfg: SweepConfig, log: Log) -> dict[str, dict]:
+    """Train the cells in local processes, `jobs` at a time; each cell's outcome by name."""
+    runner = _Runner(cfg, log)
+    outcomes: dict[str, dict] = {}
+    pool = ThreadPoolExecutor(max_workers=cfg.jobs)
+    try:
+        futures = {pool.submit(runner.cell, cell): cell for cell in cells}
+        for future in as_completed(futures):
+            outcomes[futures[future].name] = future.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        runner.stop_all()
+        raise
+    pool.shutdown()
+    return outcomes
+
+
 def run_sweep(cfg: SweepConfig, log: Log | None = None) -> dict:
     """Train every cell that needs it (`jobs` at a time), then write OUT/sweep.json and OUT/sweep.png.
 
@@ -343,18 +360,12 @@ def run_sweep(cfg: SweepConfig, log: Log | None = None) -> dict:
     cells = plan(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    runner = _Runner(cfg, log)
-    outcomes: dict[str, dict] = {}
-    pool = ThreadPoolExecutor(max_workers=cfg.jobs)
-    try:
-        futures = {pool.submit(runner.cell, cell): cell for cell in cells}
-        for future in as_completed(futures):
-            outcomes[futures[future].name] = future.result()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        runner.stop_all()
-        raise
-    pool.shutdown()
+    if cfg.launcher != "process":  # a SLURM job array (or submitit's local executor) through submitit
+        from deepcrl.sweep.launch import run_cells
+
+        outcomes = run_cells(cells, cfg, log, train_command, cell_state, TRAIN_LOG)
+    else:
+        outcomes = _run_local(cells, cfg, log)
     for cell in cells:  # parameter counts and probes, here, one cell after another (cached per step)
         manifest = _manifest(cell.dir)
         if manifest is not None:

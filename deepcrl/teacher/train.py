@@ -66,6 +66,11 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
         DeepcrlError: bad config (before anything is compiled), a non-finite loss (the last good checkpoint is
             kept), or a checkpoint that cannot be resumed.
     """
+    if cfg.seeds is not None:  # several seeds in one vmapped program, each written as if trained alone
+        from deepcrl.teacher.seeds import train_seeds
+
+        cfg.resolved().validate()  # one-sentence errors first
+        return train_seeds(cfg, progress_fn)
     # A multi-process job is joined before JAX touches a device; then every process runs this loop in lockstep
     # and only process 0 writes files and reports (the other processes' sinks are empty).
     distributed.join(cfg.coordinator, cfg.num_processes, cfg.process_id, cfg.validate_job().join_timeout_s)

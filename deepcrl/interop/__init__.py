@@ -1,0 +1,1 @@
+"""Bringing agents trained with other code into deepcrl (`deepcrl import`)."""

@@ -1,0 +1,108 @@
+"""Against the paper's own code and pinned stack (slow; needs its virtualenv and a checkout of its repository):
+train its train.py for one tiny epoch on ant (CPU), import the final.pkl it saved, and compare deepcrl's actions,
+log-stds and energies with its own flax networks on the same inputs.
+
+Set up once (CPU; the reference pins python 3.10):
+    python3.10 -m venv /work/venvs/scaling-crl
+    /work/venvs/scaling-crl/bin/pip install numpy==1.26.4 jax==0.4.23 jaxlib==0.4.23 flax==0.7.4 tyro \
+        wandb==0.17.9 wandb-osh==1.2.2 brax==0.10.1 mediapy==1.2.2 scipy==1.12.0 mujoco==3.2.6 \
+        'ml_dtypes<0.5' 'orbax-checkpoint<0.5' 'chex<0.1.87' 'optax<0.2.3'
+    git clone https://github.com/wang-kevin3290/scaling-crl /work/venvs/scaling-crl-src
+and apply the reference README's brax contact.py fix: brax 0.10.1 calls `mjx.ncon`, which mujoco 3.2.6 no longer
+has (a one-line equivalent: in brax/contact.py set ``ncon = mjx.make_data(sys).contact.geom1.shape[0]``). Its
+second fix (brax/io/json.py) only matters for HTML rendering, which the test turns off.
+DEEPCRL_SCALING_CRL_VENV and DEEPCRL_SCALING_CRL_SRC override the two paths.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+VENV = Path(os.environ.get("DEEPCRL_SCALING_CRL_VENV", "/work/venvs/scaling-crl"))
+SRC = Path(os.environ.get("DEEPCRL_SCALING_CRL_SRC", "/work/venvs/scaling-crl-src"))
+TINY = ["--env_id", "ant", "--seed", "1", "--total_env_steps", "480", "--num_epochs", "1", "--num_envs", "8",
+        "--num_eval_envs", "4", "--episode_length", "40", "--min_replay_size", "20", "--max_replay_size", "100",
+        "--unroll_length", "10", "--batch_size", "32", "--num_sgd_batches_per_training_step", "4",
+        "--actor_depth", "4", "--critic_depth", "4", "--actor_network_width", "32", "--critic_network_width", "32",
+        "--no-track", "--no-capture_vis"]
+
+
+def _stack() -> Path:
+    python = VENV / "bin" / "python"
+    if not python.exists() or not (SRC / "train.py").is_file():
+        pytest.skip(f"no reference venv at {VENV} or checkout at {SRC} (see this module's docstring)")
+    return python
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["JAX_PLATFORMS"] = "cpu"
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def _import_and_compare(run: Path, npz: Path, out: Path) -> dict:
+    """Import `run` and compare deepcrl's outputs with the reference's (NaN where the reference's are NaN)."""
+    from deepcrl import artifacts
+    from deepcrl.interop.scaling_crl import import_run
+    from deepcrl.policy import build_actor, load_policy, restore_module
+    from deepcrl.teacher.networks import critic_from_config
+
+    want = np.load(npz)
+    summary = import_run(run, out)
+    s, g, a = want["s"], want["g"], want["a"]
+    m, params = artifacts.load(out)
+    actor = restore_module(build_actor("teacher", m.network["actor"]), params["actor"], out)
+    critic = restore_module(critic_from_config(m.network["critic"]), params["critic"], out)
+    got = {"action": load_policy(out)(s, g), "log_std": np.asarray(actor(np.concatenate([s, g], -1))[1]),
+           "energy": np.asarray(critic.energy(s, a, g))}
+    for key, value in got.items():
+        np.testing.assert_allclose(value, want[key], rtol=0, atol=1e-5, equal_nan=True, err_msg=key)
+    print("max |diff| vs the reference's own networks:",
+          {k: float(np.nanmax(np.abs(v - want[k]))) if np.isfinite(want[k]).any() else "nan" for k, v in got.items()})
+    return summary
+
+
+@pytest.mark.slow
+def test_networks_built_and_pickled_by_the_reference_import_with_its_outputs(tmp_path):
+    """The reference's own flax modules, initialised (and perturbed) and pickled by jax 0.4.23 as train.py saves."""
+    python = _stack()
+    forward = str(Path(__file__).with_name("scaling_crl_forward.py"))
+    run = tmp_path / "run"
+    _run([str(python), forward, str(SRC), str(run), "--init", "ant", "29", "0", "2", "8", "8", "64"], tmp_path, 600)
+    _run([str(python), forward, str(SRC), str(run), str(tmp_path / "ref.npz")], tmp_path, 600)
+    summary = _import_and_compare(run, tmp_path / "ref.npz", tmp_path / "imported")
+    assert summary["env"] == "ant_ref" and summary["actor_depth"] == 8 and summary["critic_width"] == 64
+
+
+@pytest.mark.slow
+def test_a_checkpoint_trained_by_the_reference_imports_with_its_outputs(tmp_path):
+    """One tiny epoch of the reference's train.py on ant (its spring backend, CPU), then import final.pkl.
+
+    At this tiny size (8 envs, 40-step episodes) the reference's own losses came out NaN on this stack and so did
+    every saved parameter: the import must then refuse the file in one sentence (else match its outputs)."""
+    python = _stack()
+    src = tmp_path / "src"
+    shutil.copytree(SRC, src, ignore=shutil.ignore_patterns(".git", "runs", "wandb"))
+    (src / "runs").mkdir()
+    _run([str(python), "train.py", *TINY], src, 2400)
+    (run,) = list((src / "runs").glob("ant_1_*"))
+    assert (run / "final.pkl").is_file() and (run / "args.pkl").is_file() and (run / "step_480.pkl").is_file()
+    forward = str(Path(__file__).with_name("scaling_crl_forward.py"))
+    _run([str(python), forward, str(src), str(run), str(tmp_path / "ref.npz")], tmp_path, 600)
+    if not np.isfinite(np.load(tmp_path / "ref.npz")["action"]).all():  # the reference's run diverged
+        from deepcrl.errors import DeepcrlError
+        from deepcrl.interop.scaling_crl import import_run
+
+        with pytest.raises(DeepcrlError, match="non-finite parameters"):
+            import_run(run, tmp_path / "imported")
+        assert not (tmp_path / "imported" / "manifest.json").exists()
+        return
+    summary = _import_and_compare(run, tmp_path / "ref.npz", tmp_path / "imported")
+    assert summary["env"] == "ant_ref" and summary["actor_depth"] == 4 and summary["critic_width"] == 32
