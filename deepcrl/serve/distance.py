@@ -132,10 +132,11 @@ def add_routes(app: FastAPI, server: PolicyServer, model: DistanceModel | None, 
         t = time.perf_counter()
         target, index = planner.waypoints(obs, goal)
         plan_us = (time.perf_counter() - t) * 1e6
-        actions, timing = await server.infer(s, obs, target.astype(np.float32))
+        actions, timing, s = await server.infer(s, obs, target.astype(np.float32))
         reply = protocol.act_reply(actions.tolist(), batched)
         reply["waypoint" + ("s" if batched else "")] = target.tolist() if batched else target[0].tolist()
         reply["landmark" + ("s" if batched else "")] = index.tolist() if batched else int(index[0])
+        reply["model_version"] = s.version
         reply["timing"] = {"plan_us": round(plan_us, 1), "queue_us": round(timing.queue_us, 1),
                            "infer_us": round(timing.infer_us, 1)}
         return reply
