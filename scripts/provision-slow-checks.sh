@@ -37,7 +37,9 @@ else
 fi
 
 # ---- the TensorFlow virtualenv (the `tf` extra) ------------------------------------------------------------
-tf_reqs="$(cd "$repo" && "$python" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["tf"]))')"
+tf_reqs="$(cd "$repo" && "$python" -c 'import tomllib
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+print(" ".join(extras["tf"]))')"
 tf="$venvs/tf"
 if [ -x "$tf/bin/python" ] && [ "$(cat "$tf/.deepcrl-requirements" 2>/dev/null)" = "$tf_reqs" ] \
    && "$tf/bin/python" -c 'import tensorflow, jax.experimental.jax2tf' 2>/dev/null; then
