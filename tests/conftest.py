@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from deepcrl._logging import quiet  # noqa: E402
 
 
-# ---- prerequisites of the slow checks (scripts/provision-slow-checks.sh) ----------------------------------------
+# ---- prerequisites of the slow checks (scripts/provision-slow-checks.sh) ------------------------------------
 
 PROVISION = "scripts/provision-slow-checks.sh"
 REQUIRE_PREREQS = "DEEPCRL_REQUIRE_SLOW_PREREQS"  # .ci/run sets it to 1: a missing prerequisite fails the test
