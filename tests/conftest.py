@@ -7,12 +7,49 @@ training their own, which keeps the suite within its CPU budget.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
 from deepcrl._logging import quiet  # noqa: E402
+
+
+# ---- prerequisites of the slow checks (scripts/provision-slow-checks.sh) ------------------------------------
+
+PROVISION = "scripts/provision-slow-checks.sh"
+REQUIRE_PREREQS = "DEEPCRL_REQUIRE_SLOW_PREREQS"  # .ci/run sets it to 1: a missing prerequisite fails the test
+
+
+def cache_dir() -> Path:
+    """Where the provisioning script puts the slow checks' virtualenvs: $DEEPCRL_CACHE_DIR, else
+    ${XDG_CACHE_HOME:-~/.cache}/deepcrl."""
+    if os.environ.get("DEEPCRL_CACHE_DIR"):
+        return Path(os.environ["DEEPCRL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepcrl"
+
+
+@pytest.fixture(scope="session")
+def missing_prerequisite():
+    """`missing_prerequisite(sentence)`: in the full run (DEEPCRL_REQUIRE_SLOW_PREREQS=1, as .ci/run sets) the
+    test fails with that sentence, since a skipped check cannot fail; elsewhere it is skipped and says how to
+    provision it."""
+
+    def missing(sentence: str):
+        if os.environ.get(REQUIRE_PREREQS) == "1":
+            pytest.fail(f"{sentence}; run `{PROVISION}` (the full run requires every slow check's prerequisites).",
+                        pytrace=False)
+        pytest.skip(f"{sentence}; run `{PROVISION}` to provision it, then "
+                    "`python -m pytest -q -m 'not gpu'` (the full run)")
+
+    return missing
+
+
+@pytest.fixture(scope="session")
+def venvs_dir() -> Path:
+    """The provisioned virtualenvs: cache_dir() / "venvs"."""
+    return cache_dir() / "venvs"
 
 
 @pytest.fixture(scope="session", autouse=True)

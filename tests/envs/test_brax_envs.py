@@ -92,6 +92,7 @@ def _check_goal_metrics(env, states):
     np.testing.assert_array_equal(states.reward, states.metrics["success"])
 
 
+@pytest.mark.slow  # the reacher_rollout fixture compiles MJX's reacher (~20 s)
 def test_reacher_runs_through_training_wrappers_with_fresh_goals(reacher_rollout):
     env, first, states = reacher_rollout
     _check_api(env, first, (8,))

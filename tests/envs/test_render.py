@@ -51,6 +51,7 @@ def test_point_maze_png_shows_walls_path_start_and_goal(point_maze, tmp_path):
     assert render(env, positions, tmp_path / "positions.png", goal=states.info["goal"][0]).stat().st_size > 1000
 
 
+@pytest.mark.slow  # the reacher_rollout fixture compiles MJX's reacher (~20 s)
 def test_brax_env_html_replay(reacher_rollout, tmp_path):
     env, _, states = reacher_rollout
     states = jax.device_get(states)  # numpy: slicing device arrays leaf by leaf is slow
@@ -71,6 +72,7 @@ def test_brax_env_html_replay(reacher_rollout, tmp_path):
     np.testing.assert_allclose(data["goal"], states.info["goal"][2, 0], atol=1e-5)
 
 
+@pytest.mark.slow  # the reacher_rollout fixture compiles MJX's reacher (~20 s)
 def test_html_replay_needs_no_network(reacher_rollout, tmp_path):
     """Everything the page runs is inside it: no script, style, font or image is fetched from anywhere."""
     env, _, states = reacher_rollout
@@ -82,6 +84,7 @@ def test_html_replay_needs_no_network(reacher_rollout, tmp_path):
     assert text.count("<script") == 2  # the replay data and the viewer, both inline
 
 
+@pytest.mark.slow  # the reacher_rollout fixture compiles MJX's reacher (~20 s)
 def test_batched_states_are_refused(reacher_rollout, tmp_path):
     env, _, states = reacher_rollout
     with pytest.raises(DeepcrlError, match=r"batch axis .* pass one env's episode"):
@@ -90,11 +93,11 @@ def test_batched_states_are_refused(reacher_rollout, tmp_path):
 
 
 @pytest.mark.slow
-def test_html_replay_draws_frames_in_an_offline_browser(reacher_rollout, tmp_path):
+def test_html_replay_draws_frames_in_an_offline_browser(reacher_rollout, tmp_path, missing_prerequisite):
     """Debian's chromium, headless, with no network: the screenshot shows the arena and the arm, not a blank page."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+        missing_prerequisite("chromium is not installed (`apt-get install -y chromium`)")
     env, _, states = reacher_rollout
     one_env = jax.tree.map(lambda x: np.asarray(x)[:, 0], states.pipeline_state)
     page = render(env, one_env, tmp_path / "reacher.html")

@@ -1,40 +1,52 @@
 """`deepcrl export --format savedmodel` for real: TensorFlow loads the SavedModel and its actions match JAX.
 
-TensorFlow is not part of the default stack (the `tf` extra). Run these in a virtualenv that has it, beside
-the default packages:
+TensorFlow is not part of the default stack (the `tf` extra). scripts/provision-slow-checks.sh makes a
+virtualenv with it over this Python's packages, ${XDG_CACHE_HOME:-~/.cache}/deepcrl/venvs/tf (DEEPCRL_TF_VENV
+names another one); the export and TensorFlow's load run in that virtualenv's interpreter, in subprocesses, so
+this test process (and the rest of the suite) never imports TensorFlow. Where TensorFlow is installed in this
+environment itself (`pip install -e '.[tf]'`), that interpreter is used instead.
 
-    python3 -m venv --system-site-packages /work/venvs/tf
-    /work/venvs/tf/bin/pip install tensorflow-cpu          # or: pip install -e '.[tf]'
-    PYTHONPATH=$PWD JAX_PLATFORMS=cpu /work/venvs/tf/bin/python -m pytest -q -m slow tests/export/test_savedmodel.py
-
-Without TensorFlow they skip (and tests/export/test_errors.py checks the "not installed" sentence instead).
+Without either, the tests skip in the quick run and fail in the full one (tests/export/test_errors.py checks
+the "not installed" sentence).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from deepcrl.cli import main
+import deepcrl
 
 pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-5  # the export tolerance (ExportConfig.max_diff)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _tensorflow():
-    try:
-        import tensorflow  # noqa: F401
-        from jax.experimental import jax2tf  # noqa: F401
-    except ModuleNotFoundError as exc:
-        pytest.skip(f"TensorFlow is not importable here ({exc}); run this file in a virtualenv with the `tf` "
-                    "extra (see its docstring)")
+@pytest.fixture(scope="module")
+def tf_python(venvs_dir, missing_prerequisite) -> str:
+    """An interpreter that imports TensorFlow beside deepcrl's stack."""
+    venv = Path(os.environ.get("DEEPCRL_TF_VENV") or venvs_dir / "tf")
+    if (venv / "bin" / "python").exists() and list(venv.glob("lib/python3.*/site-packages/tensorflow")):
+        return str(venv / "bin" / "python")
+    if importlib.util.find_spec("tensorflow") is not None:
+        return sys.executable
+    missing_prerequisite(f"TensorFlow is not importable here and there is no TensorFlow virtualenv at {venv} "
+                         "(or set DEEPCRL_TF_VENV)")
+
+
+def _env() -> dict:
+    """This checkout's deepcrl first on the path, JAX on the CPU."""
+    root = str(Path(deepcrl.__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "JAX_PLATFORMS": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +75,17 @@ _TF_ONLY = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("which", ["student", "teacher"])
-def test_savedmodel_loads_in_tensorflow_and_matches_jax(which, request, tmp_path, capsys):
+def test_savedmodel_loads_in_tensorflow_and_matches_jax(which, request, tmp_path, capsys, tf_python):
     from deepcrl.export.source import parity_inputs
     from deepcrl.policy import load_policy
 
     ckpt = request.getfixturevalue("tiny_onnx_source" if which == "student" else "small_teacher")
     out = tmp_path / f"{which}_savedmodel"
-    assert main(["export", "--run", str(ckpt), "--out", str(out), "--format", "savedmodel", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    export = subprocess.run([tf_python, "-m", "deepcrl.cli", "export", "--run", str(ckpt), "--out", str(out),
+                             "--format", "savedmodel", "--json"], env=_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    report = json.loads(export.stdout[export.stdout.index("{"):])  # --json: one JSON document
     assert report["format"] == "savedmodel" and report["kind"] == which and report["path"] == str(out)
     assert report["max_abs_diff"] <= TOLERANCE
     assert set(report["parity"]["fp32"]["rollout"]) >= {"1", "17", "256"}
@@ -83,7 +98,7 @@ def test_savedmodel_loads_in_tensorflow_and_matches_jax(which, request, tmp_path
     worst = {}
     for name, (obs, goal) in inputs.items():
         np.savez(tmp_path / "in.npz", observation=obs, goal=goal)
-        subprocess.run([sys.executable, "-c", _TF_ONLY, str(out), str(tmp_path / "in.npz"), str(tmp_path / "tf.npz")],
+        subprocess.run([tf_python, "-c", _TF_ONLY, str(out), str(tmp_path / "in.npz"), str(tmp_path / "tf.npz")],
                        check=True, capture_output=True, timeout=300)
         got = np.load(tmp_path / "tf.npz")
         assert got["obs_shape"].tolist() == [-1, policy.obs_size]  # a symbolic batch

@@ -57,13 +57,12 @@ def test_validate_config_rejects_malformed_text():
 # ---- a real Triton server (slow, opt-in: `pytest -m slow tests/export/test_triton.py`) ---------------------
 #
 # PyPI's nvidia-pytriton 0.7.0 wheel ships `tritonserver` 2.51 and its Python backend (not the C++ ONNX Runtime
-# backend); it pins numpy<2, so it lives in its own virtualenv:
-#     python -m venv /work/venvs/triton && /work/venvs/triton/bin/pip install nvidia-pytriton==0.7.0 onnxruntime
-# (or point DEEPCRL_TRITON_VENV at another one). tests/export/triton_backend/onnxruntime/model.py is a
-# Python-based backend named `onnxruntime` that stands in for the C++ one, so Triton itself parses the
-# unmodified config.pbtxt, batches dynamically and serves v2; only the graph is run by onnxruntime in Python.
+# backend); it pins numpy<2, so it lives in its own virtualenv, which scripts/provision-slow-checks.sh makes under
+# ${XDG_CACHE_HOME:-~/.cache}/deepcrl/venvs/triton (or point DEEPCRL_TRITON_VENV at another one).
+# tests/export/triton_backend/onnxruntime/model.py is a Python-based backend named `onnxruntime` that stands in
+# for the C++ one, so Triton itself parses the unmodified config.pbtxt, batches dynamically and serves v2; only
+# the graph is run by onnxruntime in Python.
 
-TRITON_VENV = Path(os.environ.get("DEEPCRL_TRITON_VENV", "/work/venvs/triton"))
 BACKEND_SOURCE = Path(__file__).parent / "triton_backend" / "onnxruntime" / "model.py"
 BAD_CONFIGS = {  # model name -> (edit of the exported config.pbtxt, words of Triton's refusal in its reply or log)
     "bad_field": (("max_batch_size:", "max_batch_sise:"), "failed to read text proto"),  # protobuf text parse
@@ -77,7 +76,7 @@ def _triton_install(venv: Path):
     """(tritonserver dir, libs dir, python X.Y) inside `venv`, or a reason to skip."""
     found = sorted(venv.glob("lib/python3.*/site-packages/pytriton/tritonserver/bin/tritonserver"))
     if not found:
-        return f"no nvidia-pytriton tritonserver under {venv} (set DEEPCRL_TRITON_VENV; see the comment above)"
+        return f"no nvidia-pytriton tritonserver under {venv} (or set DEEPCRL_TRITON_VENV to a virtualenv with one)"
     dist = found[0].parents[1]
     libs = dist.parents[1] / "nvidia_pytriton.libs"
     return dist, libs, dist.parents[2].name.removeprefix("python")
@@ -92,10 +91,7 @@ def _free_port() -> int:
 class Triton:
     """A `tritonserver` process on loopback (explicit model control), killed on exit."""
 
-    def __init__(self, root: Path, repository: Path, venv: Path = TRITON_VENV, timeout_s: float = 120):
-        install = _triton_install(venv)
-        if isinstance(install, str):
-            pytest.skip(install)
+    def __init__(self, root: Path, repository: Path, venv: Path, install: tuple, timeout_s: float = 120):
         dist, libs, pyver = install
         backends = root / "backends"  # copies, not links: Triton refuses a backend library outside its directory
         (backends / "python").mkdir(parents=True)
@@ -148,8 +144,12 @@ class Triton:
 
 
 @pytest.fixture(scope="module")
-def triton(tiny_onnx_source, tmp_path_factory):
+def triton(tiny_onnx_source, tmp_path_factory, venvs_dir, missing_prerequisite):
     """A real Triton serving `deepcrl export --format triton`'s repository as written, plus three broken copies."""
+    venv = Path(os.environ.get("DEEPCRL_TRITON_VENV") or venvs_dir / "triton")
+    install = _triton_install(venv)
+    if isinstance(install, str):
+        missing_prerequisite(install)
     root = tmp_path_factory.mktemp("triton")
     repository = root / "models"
     export(ExportConfig(run=Path(tiny_onnx_source), out=repository, format="triton", model_name="policy"))
@@ -162,7 +162,7 @@ def triton(tiny_onnx_source, tmp_path_factory):
         shutil.copytree(repository / "policy", repository / name)
         (repository / name / "config.pbtxt").write_text(
             text.replace(old, new, 1).replace('name: "policy"', f'name: "{name}"', 1))
-    server = Triton(root, repository)
+    server = Triton(root, repository, venv, install)
     server.policy, server.repository = policy, repository
     try:
         yield server

@@ -17,6 +17,7 @@ from deepcrl.bench.serve import run
 from deepcrl.bench.config import BenchServeConfig
 
 
+@pytest.mark.slow  # a benchmark: 6 cells, floors and clients against a real server
 def test_bench_against_a_running_server_writes_json_and_png(server, tmp_path):
     cfg = BenchServeConfig(url=server.url, out=tmp_path / "lat", duration_s=0.25, concurrency=(1, 4), rates=(200,),
                            max_minutes=1)
@@ -32,7 +33,10 @@ def test_bench_against_a_running_server_writes_json_and_png(server, tmp_path):
         assert cell["errors"] == 0 and cell["requests"] > 0
         assert 0 < cell["p50_us"] <= cell["p90_us"] <= cell["p99_us"] <= cell["p999_us"] <= cell["max_us"]
     open_cell = next(c for c in cells if c["mode"] == "open")
-    assert open_cell["offered_rps"] == 200 and open_cell["requests"] == pytest.approx(200 * 0.25, abs=3)
+    # an open loop sends its whole schedule (200/s in `rounds` slices of 0.25 s / rounds), late or on time,
+    # however busy the machine is
+    rounds = max(1, cfg.rounds)
+    assert open_cell["offered_rps"] == 200 and open_cell["requests"] == rounds * int(200 * 0.25 / rounds)
     assert "server_cpu_us_per_request" not in open_cell  # an external server's CPU time is not ours to read
     assert saved["floors"]["noop_http_json"]["requests"] > 0 and saved["floors"]["noop_ws"]["requests"] > 0
     assert saved["clients"]["PolicyClient_msgpack_c1"]["errors"] == 0
@@ -65,6 +69,7 @@ def test_bench_starts_its_own_servers_and_the_baseline(policy_onnx, tmp_path):
     assert all(c["errors"] == 0 for c in results["cells"])
 
 
+@pytest.mark.slow  # a real `deepcrl serve` process
 def test_serve_command_runs_answers_and_stops_on_sigterm(policy_onnx):
     env = {**os.environ, "DEEPCRL_TEST_TOKEN": "tok"}
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",

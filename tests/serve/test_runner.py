@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -18,14 +17,31 @@ class _Recorder:
 
     name = "recorder"
 
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self):
         self.batches: list[int] = []
-        self.delay_s = delay_s
 
     def __call__(self, observation, goal):
         self.batches.append(observation.shape[0])
-        time.sleep(self.delay_s)
         return np.concatenate([observation, goal], axis=1).sum(axis=1, keepdims=True)
+
+
+class _Gated(_Recorder):
+    """A recorder whose first call signals `entered` and then blocks until `release` is set: the test knows
+    the worker is busy, and queues behind it, without racing the clock."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, observation, goal):
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the model"
+        return super().__call__(observation, goal)
+
+
+async def _until(event: threading.Event, timeout_s: float = 30.0) -> None:
+    assert await asyncio.get_running_loop().run_in_executor(None, event.wait, timeout_s), "never happened"
 
 
 def _rows(i: int, n: int = 1):
@@ -34,10 +50,12 @@ def _rows(i: int, n: int = 1):
 
 def test_concurrent_requests_share_calls_within_max_batch_and_get_their_own_rows():
     async def main():
-        model = _Recorder()
+        model = _Gated()  # the worker is held in its first call until all 10 are queued
         batcher = MicroBatcher(model, max_batch=4, max_delay_us=50_000)
         batcher.start(asyncio.get_running_loop())
         futures = [batcher.submit(*_rows(i)) for i in range(10)]
+        await _until(model.entered)
+        model.release.set()
         results = await asyncio.gather(*futures)
         batcher.stop()
         return model, results
@@ -117,15 +135,16 @@ def test_stop_answers_everything_queued_then_refuses():
 
 def test_full_queue_is_refused_and_cancelled_requests_are_skipped():
     async def main():
-        model = _Recorder(delay_s=0.2)
+        model = _Gated()
         batcher = MicroBatcher(model, max_batch=2, max_delay_us=0, max_queue_rows=3)
         batcher.start(asyncio.get_running_loop())
         first = batcher.submit(*_rows(0))
-        await asyncio.sleep(0.05)  # the worker is busy with `first` for 0.2 s
+        await _until(model.entered)  # the worker is busy with `first` until released
         queued = [batcher.submit(*_rows(i)) for i in (1, 2, 3)]
         with pytest.raises(Overloaded, match="3 rows are already waiting"):
             batcher.submit(*_rows(4))
         queued[0].cancel()
+        model.release.set()
         await first
         results = await asyncio.gather(*queued[1:])
         batcher.stop()

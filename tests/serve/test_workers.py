@@ -22,6 +22,7 @@ def _requests_answered(metrics_text: str) -> float:
                and s.labels.get("status") == "200")
 
 
+@pytest.mark.slow  # a worker supervisor with two server processes
 def test_two_workers_share_a_port_sum_their_metrics_and_drain_on_sigterm(policy_onnx, reference, tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' metric files land under tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",

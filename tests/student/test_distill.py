@@ -183,6 +183,7 @@ def test_bad_numbers(capsys, tmp_path, flag, value, words):
     assert words in err
 
 
+@pytest.mark.slow  # two distillations of their own shape, each compiling (~30 s)
 def test_progress_reaches_the_callback_and_the_cli_display(oracle_teacher_dir, tmp_path, capsys, monkeypatch):
     """distill() reports through `progress_fn`; `deepcrl distill` hands it a `Display`, which it leaves."""
     import sys

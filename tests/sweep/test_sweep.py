@@ -32,6 +32,7 @@ def first_cell(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow  # uses the module's real sweep (training processes, ~50 s)
 def test_the_first_cell_is_a_normal_train_run(first_cell):
     out, result = first_cell
     cell = out / "d4_w16_s0"
@@ -47,6 +48,7 @@ def test_the_first_cell_is_a_normal_train_run(first_cell):
     assert 0.0 <= row["success"] <= 1.0 and row["wall_s"] > 0
 
 
+@pytest.mark.slow  # uses the module's real sweep (training processes, ~50 s)
 def test_a_rerun_skips_the_finished_cell_and_trains_the_rest(first_cell):
     out, _ = first_cell
     manifest = out / "d4_w16_s0" / "manifest.json"
@@ -68,6 +70,7 @@ def test_a_rerun_skips_the_finished_cell_and_trains_the_rest(first_cell):
     assert (out / "sweep.png").read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow  # uses the module's real sweep (training processes, ~50 s)
 def test_an_unfinished_cell_resumes_and_a_spent_budget_counts_as_done(first_cell):
     out, _ = first_cell
     (cell,) = plan(_cfg(out, steps=400))  # the cell reached 200 of 400 steps
@@ -80,6 +83,7 @@ def test_an_unfinished_cell_resumes_and_a_spent_budget_counts_as_done(first_cell
     assert cell_state(cell, _cfg(out, steps=400, max_minutes=spent / 120)) == "out_of_time"
 
 
+@pytest.mark.slow  # uses the module's real sweep (training processes, ~50 s)
 def test_dry_run_prints_each_cells_state_and_command(first_cell, capsys):
     out, _ = first_cell
     assert main(["sweep", "--env", "point_maze", "--depths", "4", "8", "--widths", "16", "--seeds", "0",
@@ -114,6 +118,7 @@ def test_bad_input_is_one_sentence_before_anything_runs(tmp_path, capsys, args, 
     assert not out.exists()
 
 
+@pytest.mark.slow  # uses the module's real sweep (training processes, ~50 s)
 def test_a_cell_of_other_settings_is_refused(first_cell, capsys):
     out, _ = first_cell
     assert main(["sweep", "--env", "point_maze", "--depths", "4", "--widths", "16", "--seeds", "0",
@@ -149,6 +154,7 @@ def test_children_import_this_checkout():
     assert _Runner(_cfg("x"), print).env["PYTHONPATH"].split(os.pathsep)[0] == root
 
 
+@pytest.mark.slow  # uses the module's real sweep (training processes, ~50 s)
 def test_a_cell_still_trained_by_a_killed_sweeps_orphan_is_refused(first_cell, capsys):
     import subprocess
     import sys

@@ -19,6 +19,7 @@ from flax import nnx
 from deepcrl.errors import DeepcrlError
 from deepcrl.teacher import losses, networks as N
 from deepcrl.teacher.config import TrainConfig
+from deepcrl.teacher.diagnostics import stream_norms
 
 SIZES = {"obs_size": 2, "goal_size": 2, "action_size": 2}
 BATCH = 256
@@ -29,14 +30,9 @@ def _inputs(k: int, seed: int) -> jax.Array:
 
 
 def _stream_norms(tower: N.ResidualTower, x: jax.Array) -> list[float]:
-    """Mean row norm of the residual stream after the input layer and after every block."""
-    h = tower.input(x)
-    graphdef, stacked = nnx.split(tower.blocks)
-    norms = [float(jnp.linalg.norm(h, axis=-1).mean())]
-    for i in range(tower.num_blocks):
-        h = nnx.merge(graphdef, jax.tree.map(lambda p, i=i: p[i], stacked))(h)
-        norms.append(float(jnp.linalg.norm(h, axis=-1).mean()))
-    return norms
+    """Mean row norm of the residual stream after the input layer and after every block (the training logs'
+    `deepcrl.teacher.diagnostics.stream_norms`)."""
+    return [float(v) for v in stream_norms(tower, x)]
 
 
 def _critic(depth: int, width: int, init: str) -> N.Critic:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -33,14 +34,33 @@ def _env(cpu_devices: int = 1) -> dict:
     return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(cpu_devices)}
 
 
-def _train_cmd(out, steps, *extra) -> list[str]:
-    return [sys.executable, "-m", "deepcrl.cli", "train", *TINY, "--out", str(out), "--steps", str(steps), *extra]
+# `deepcrl train` that SIGKILLs itself right after writing iteration 3's metrics row: after its first checkpoint
+# (iteration 2) and before its next (iteration 4), however fast or slow the machine is. Only process 0 writes
+# metrics.jsonl; process 1 cannot pass iteration 4's collectives without it.
+DIES_AFTER_ITERATION_3 = textwrap.dedent("""
+    import os, signal, sys
+    from deepcrl.teacher.sinks import MetricsFile
+    write = MetricsFile.__call__
+    def write_then_die(self, record):
+        write(self, record)
+        if record["iteration"] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    MetricsFile.__call__ = write_then_die
+    from deepcrl.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
 
 
-def _job(out, steps, *extra) -> list[subprocess.Popen]:
+def _train_cmd(out, steps, *extra, dies_after_iteration_3: bool = False) -> list[str]:
+    run = ["-c", DIES_AFTER_ITERATION_3] if dies_after_iteration_3 else ["-m", "deepcrl.cli"]
+    return [sys.executable, *run, "train", *TINY, "--out", str(out), "--steps", str(steps), *extra]
+
+
+def _job(out, steps, *extra, process_0_dies: bool = False) -> list[subprocess.Popen]:
     """Start the two processes of a loopback job (each in its own session, so it can be killed whole)."""
     job = ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--join-timeout-s", "120"]
-    return [subprocess.Popen(_train_cmd(out, steps, *job, "--process-id", str(i), *extra), env=_env(),
+    return [subprocess.Popen(_train_cmd(out, steps, *job, "--process-id", str(i), *extra,
+                                        dies_after_iteration_3=process_0_dies and i == 0), env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
             for i in range(2)]
 
@@ -94,6 +114,7 @@ def test_job_flags_are_checked_before_joining(tmp_path, capsys):
     assert "0..1" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two real processes that fail to join (~10 s)
 def test_a_job_that_cannot_form_is_one_sentence_and_a_non_zero_exit(tmp_path):
     """Process 1 with nobody at the coordinator's address, and process 0 whose partner never arrives."""
     bad, lonely = (["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", i,
@@ -110,23 +131,26 @@ def test_a_job_that_cannot_form_is_one_sentence_and_a_non_zero_exit(tmp_path):
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.slow  # three training processes, a kill and a resume (~90 s)
 def test_two_processes_train_like_one_process_with_two_devices_and_resume_after_a_kill(tmp_path):
-    """A 2-process job killed after its first checkpoint, resumed to 4 iterations, ends with the parameters,
-    losses and evaluations of an uninterrupted 1-process x 2-device run."""
+    """A 2-process job killed after its first checkpoint (process 0 dies by SIGKILL mid-run), resumed to 4
+    iterations, ends with the parameters, losses and evaluations of an uninterrupted 1-process x 2-device run."""
     reference, killed = tmp_path / "one_process", tmp_path / "two_processes"
     ref = subprocess.Popen(_train_cmd(reference, 4 * ITER_STEPS), env=_env(cpu_devices=2), text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    job = _job(killed, 1000 * ITER_STEPS)
-    deadline = time.monotonic() + LIMIT_S
-    metrics = killed / "metrics.jsonl"
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # checkpoint 2 is on disk
-        assert all(p.poll() is None for p in job), [p.communicate() for p in job]
-        assert time.monotonic() < deadline, "the 2-process job made no progress"
-        time.sleep(0.05)
-    for p in job:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-    assert artifacts.read_manifest(killed).step == 2 * ITER_STEPS  # killed before its next checkpoint
+    job = _job(killed, 1000 * ITER_STEPS, process_0_dies=True)
+    try:
+        job[0].wait(LIMIT_S)  # process 0 kills itself after iteration 3 (see DIES_AFTER_ITERATION_3)
+    finally:
+        for p in job:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # process 1, waiting for its partner in iteration 4
+            except ProcessLookupError:
+                pass
+            p.wait()
+    assert job[0].returncode == -signal.SIGKILL, job[0].communicate()[1][-3000:]
+    assert len((killed / "metrics.jsonl").read_text().splitlines()) == 3
+    assert artifacts.read_manifest(killed).step == 2 * ITER_STEPS  # killed after its checkpoint 2, before 4
 
     resumed = _finish(_job(killed, 4 * ITER_STEPS, "--resume") + [ref])
     for code, _, err in resumed:

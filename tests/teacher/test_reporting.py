@@ -50,6 +50,7 @@ def piped_run(tmp_path_factory):
     return proc.stdout, out
 
 
+@pytest.mark.slow  # a real `deepcrl train` process with its own compile (~25 s)
 def test_piped_progress_is_complete_plain_lines(piped_run):
     stdout, out = piped_run
     lines = stdout.splitlines()
@@ -62,6 +63,7 @@ def test_piped_progress_is_complete_plain_lines(piped_run):
     assert summary.endswith(str(out))  # the summary's long path is not wrapped onto another line
 
 
+@pytest.mark.slow  # a real `deepcrl train` process with its own compile (~25 s)
 def test_tensorboard_scalars_read_back_as_written(piped_run):
     import json
 

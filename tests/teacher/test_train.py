@@ -173,6 +173,7 @@ DATA_PARALLEL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a subprocess with two CPU devices compiles its own iteration (~30 s)
 def test_data_parallel_on_two_devices_matches_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL], env=env, capture_output=True, text=True,
