@@ -37,7 +37,8 @@ class EvalConfig:
     json: bool = False
     """Print one JSON object instead of a table."""
     render: Path | None = None
-    """Also write a replay of the first episode: .html for Brax envs, .png for point mazes."""
+    """Also draw the first episode: .mp4 or .gif for MJX bodies (MuJoCo's renderer, offscreen via EGL), .html
+    (a replay viewer) for Brax envs, .png for mazes."""
     token_env: str | None = None
     """With --url: name of the environment variable holding the server's bearer token."""
     protocol: Literal["v1", "v2"] = "v1"

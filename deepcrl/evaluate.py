@@ -135,5 +135,7 @@ def render_episode(env, policy, path, seed: int = 0, episode_length: int | None 
         action = np.asarray(call(*(np.asarray(x) for x in envs.split_obs(spec, state.obs))))
         state = step(state, jnp.asarray(action, jnp.float32))
         states.append(jax.tree.map(lambda x: x[0], state.pipeline_state))
+        if float(state.done[0]):  # a fallen body: the episode (and the replay) ends here
+            break
     goal = np.asarray(state.info["goal"][0])
     return render(env, states, path, goal=goal)

@@ -1,4 +1,7 @@
-"""Render an episode to a file: a self-contained HTML replay (``.html``) or a top-down maze plot (``.png``).
+"""Render an episode to a file: a video (``.mp4``/``.gif``), an HTML replay (``.html``) or a maze plot (``.png``).
+
+``.mp4`` and ``.gif`` work for every MJX env (reacher, ant, the ant mazes, humanoid): MuJoCo's own renderer
+offscreen, the goal marked (`deepcrl.envs.video`).
 
 ``.html`` works for every Brax env: one file holding the episode (each geom in its body's frame, the bodies'
 poses per frame) and a small canvas viewer (``replay.html`` beside this module) that orbits, zooms and plays it
@@ -26,7 +29,11 @@ from deepcrl.errors import DeepcrlError
 def supported_suffixes(env) -> tuple[str, ...]:
     """The file suffixes `render` can write for `env`."""
     env = getattr(env, "unwrapped", env)
+    from deepcrl.envs.video import VIDEO_SUFFIXES, has_body
+
     suffixes = []
+    if has_body(env):
+        suffixes.extend(VIDEO_SUFFIXES)
     if hasattr(env, "sys"):
         suffixes.append(".html")
     if _maze_of(env) is not None:
@@ -34,15 +41,16 @@ def supported_suffixes(env) -> tuple[str, ...]:
     return tuple(suffixes)
 
 
-def render(env, trajectory: Any, path: str | Path, goal: Any = None) -> Path:
+def render(env, trajectory: Any, path: str | Path, goal: Any = None, size: tuple[int, int] = (480, 360)) -> Path:
     """Write an episode of `env` to `path` (format from its suffix).
 
     Args:
         env: a deepcrl env (wrappers are looked through).
         trajectory: the episode, in time order: a list of env `State`s, a list of pipeline states, or either
             stacked along a leading time axis; for point_maze also a ``(T, 2)`` array of positions.
-        path: output file, ``.html`` (Brax envs) or ``.png`` (maze envs).
-        goal: the goal to mark on a ``.png``; taken from the states' ``info['goal']`` when they carry it.
+        path: output file, ``.mp4``/``.gif`` (MJX envs), ``.html`` (Brax envs) or ``.png`` (maze envs).
+        goal: the goal to mark; taken from the states' ``info['goal']`` when they carry it.
+        size: a video's (width, height) in pixels.
 
     Returns:
         The path written.
@@ -62,7 +70,12 @@ def render(env, trajectory: Any, path: str | Path, goal: Any = None) -> Path:
     if not pipeline_states:
         raise DeepcrlError("cannot render an empty trajectory: pass at least one state.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".html":
+    if suffix in (".mp4", ".gif"):
+        from deepcrl.envs.video import render_frames, write_video
+
+        frames = render_frames(env, pipeline_states, goal, *size)
+        write_video(frames, path, fps=1.0 / float(getattr(env, "dt", 0.05)))
+    elif suffix == ".html":
         path.write_text(replay_html(env, pipeline_states, goal))
     else:
         _maze_png(env, pipeline_states, goal, path)
