@@ -38,8 +38,14 @@ class DistillConfig:
     represent: bool = False
     """Also learn the teacher critic's phi/psi with shallow encoders (MSE + energy-ordering InfoNCE) and match
     the teacher actor's hidden features through a learned projection."""
-    loss: Literal["mse", "kl"] = "mse"
-    """Action loss: MSE of the squashed actions, or KL to the teacher's Gaussian (makes the student Gaussian)."""
+    loss: Literal["mse", "mean", "kl"] = "mse"
+    """Action loss: `mse` of the squashed actions tanh(mean); `mean`: MSE of the pre-tanh means (teacher's
+    clipped to +-3, so the gradient does not vanish near +-1); `kl` to the teacher's Gaussian (makes the
+    student Gaussian)."""
+    normalize: bool = True
+    """Standardise the student's inputs with the per-input mean and std of teacher-visited states (stored in
+    the student's manifest and exported into its ONNX graph). Reacher's inputs span 0.01 (fingertip-goal
+    offsets) to ~10 (joint velocities); without this a small student resolves the offsets poorly."""
     layer_norm: bool = False
     """LayerNorm after every hidden Dense of the student."""
     distill_steps: int = 6000

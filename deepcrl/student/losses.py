@@ -27,6 +27,22 @@ def action_mse(student_mean: jax.Array, teacher_mean: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(jnp.tanh(student_mean) - teacher))
 
 
+def pre_tanh_mse(student_mean: jax.Array, teacher_mean: jax.Array, clip: float = 3.0) -> jax.Array:
+    """Mean squared error between the pre-tanh means, each clipped to [-clip, clip] first.
+
+    Unlike `action_mse`, the gradient does not vanish as the student's action nears +-1, so a student whose
+    action is saturated on the wrong side still learns; clipping at 3 (tanh(3) = 0.995) keeps a teacher's far
+    saturated tail from dominating: beyond it every pre-tanh value is nearly the same action.
+
+    Args:
+        student_mean, teacher_mean: pre-tanh means [B, act].
+    Returns:
+        Scalar: mean over batch and action entries.
+    """
+    teacher = jax.lax.stop_gradient(jnp.clip(teacher_mean, -clip, clip))
+    return jnp.mean(jnp.square(student_mean - teacher))
+
+
 def gaussian_kl(student_mean: jax.Array, student_log_std: jax.Array, teacher_mean: jax.Array,
                 teacher_log_std: jax.Array) -> jax.Array:
     """KL(teacher || student) of the diagonal pre-tanh Gaussians, summed over actions, mean over the batch.

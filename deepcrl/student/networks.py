@@ -43,21 +43,41 @@ class MLP(nnx.Module):
 
 
 class StudentActor(nnx.Module):
-    """MLP policy on [observation, goal] with a tanh-bounded deterministic action (optionally Gaussian)."""
+    """MLP policy on [observation, goal] with a tanh-bounded deterministic action (optionally Gaussian).
+
+    With ``input_mean`` / ``input_std`` (one entry per input, measured on the teacher's states when the student
+    is distilled) the input is standardised first, ``(x - mean) / std``. They are constants of the network
+    (stored in the manifest's network config, not trained), so an exported graph carries them.
+    """
 
     def __init__(self, obs_size: int, goal_size: int, action_size: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN,
-                 layer_norm: bool = False, gaussian: bool = False, *, rngs: nnx.Rngs):
+                 layer_norm: bool = False, gaussian: bool = False, input_mean: tuple[float, ...] | None = None,
+                 input_std: tuple[float, ...] | None = None, *, rngs: nnx.Rngs):
         self.obs_size, self.goal_size, self.action_size = obs_size, goal_size, action_size
         self.gaussian = gaussian
+        if (input_mean is None) != (input_std is None):
+            raise ValueError("input_mean and input_std go together.")
+        if input_mean is not None and not (len(input_mean) == len(input_std) == obs_size + goal_size):
+            raise ValueError(f"input_mean/input_std need {obs_size + goal_size} entries each.")
+        # plain tuples of floats: static data of the module, traced as constants
+        self.input_mean = None if input_mean is None else tuple(float(v) for v in input_mean)
+        self.input_std = None if input_std is None else tuple(float(v) for v in input_std)
         self.torso = MLP(obs_size + goal_size, tuple(hidden), layer_norm, rngs=rngs)
         width = self.torso.out_size
         self.mean = nnx.Linear(width, action_size, kernel_init=nnx.initializers.lecun_uniform(), rngs=rngs)
         if gaussian:
             self.log_std = nnx.Linear(width, action_size, kernel_init=nnx.initializers.lecun_uniform(), rngs=rngs)
 
+    def normalise(self, x: jax.Array) -> jax.Array:
+        """The standardised input (x itself without stored statistics)."""
+        if self.input_mean is None:
+            return x
+        mean = jnp.asarray(self.input_mean, x.dtype)
+        return (x - mean) * jnp.asarray([1.0 / s for s in self.input_std], x.dtype)
+
     def features(self, x: jax.Array) -> jax.Array:
         """Last hidden layer on x = [observation, goal] (what actor-feature matching projects)."""
-        return self.torso(x)
+        return self.torso(self.normalise(x))
 
     def heads(self, h: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         """Pre-tanh mean and clipped log-std (None for a deterministic student) from hidden features."""
@@ -104,12 +124,13 @@ def actor_from_config(cfg: dict[str, Any], seed: int = 0) -> StudentActor:
 
     Args:
         cfg: ``obs_size, goal_size, action_size`` and optional ``hidden`` (list of ints, default [256, 256]),
-            ``layer_norm`` (False), ``gaussian`` (False).
+            ``layer_norm`` (False), ``gaussian`` (False), ``input_mean`` / ``input_std`` (lists, None: no
+            input standardisation).
         seed: parameter initialisation seed.
     """
     return StudentActor(*_sizes(cfg), hidden=tuple(int(h) for h in cfg.get("hidden", DEFAULT_HIDDEN)),
                         layer_norm=bool(cfg.get("layer_norm", False)), gaussian=bool(cfg.get("gaussian", False)),
-                        rngs=nnx.Rngs(seed))
+                        input_mean=cfg.get("input_mean"), input_std=cfg.get("input_std"), rngs=nnx.Rngs(seed))
 
 
 def critic_from_config(cfg: dict[str, Any], seed: int = 0) -> StudentCritic:

@@ -92,3 +92,15 @@ def test_feature_match_normalises_teacher_features():
     student = jnp.array([[-1.0, 1.0], [0.0, 0.0]])
     # row 0 matches exactly, row 1 is off by 1 in each entry -> mean 0.5
     assert float(L.feature_match(student, teacher)) == pytest.approx(0.5, abs=1e-5)
+
+
+def test_pre_tanh_mse_on_a_hand_built_case():
+    student = jnp.array([[0.0, 1.0], [2.0, -5.0]])
+    teacher = jnp.array([[1.0, 1.0], [10.0, -2.0]])  # 10 is clipped to 3 (tanh(3) = 0.995)
+    want = ((0 - 1) ** 2 + 0 + (2 - 3) ** 2 + (-5 + 2) ** 2) / 4
+    assert float(L.pre_tanh_mse(student, teacher)) == pytest.approx(want)
+    # a student saturated on the wrong side still gets a gradient (the squashed-action MSE's nearly vanishes)
+    far = jnp.array([[-6.0]])
+    g_pre = jax.grad(lambda s: L.pre_tanh_mse(s, jnp.array([[1.0]])))(far)
+    g_act = jax.grad(lambda s: L.action_mse(s, jnp.array([[1.0]])))(far)
+    assert float(g_pre[0, 0]) < -1.0 and abs(float(g_act[0, 0])) < 1e-3

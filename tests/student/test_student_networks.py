@@ -100,3 +100,42 @@ def test_actor_exports_to_onnx_with_parity():
     out = sess.run(None, {names[0]: obs, names[1]: goal})[0]
     np.testing.assert_allclose(out, actor.act(obs, goal), atol=1e-5)
     assert not any("Loop" == node.op_type for node in model.graph.node)  # a flat graph: nothing to unroll
+
+
+def _normalising_config():
+    # inputs on scales from 1e-2 to 1e1, as reacher's fingertip offsets and joint velocities are
+    return {**SIZES, "hidden": [16, 16], "input_mean": [0.1, -2.0, 0.0, 5.0], "input_std": [0.01, 10.0, 1.0, 0.5]}
+
+
+def test_input_standardisation_is_applied_and_survives_the_artifact(tmp_path):
+    from deepcrl.policy import init_artifact, load_policy
+
+    cfg = _normalising_config()
+    actor = N.actor_from_config(cfg, seed=3)
+    plain = N.actor_from_config({k: v for k, v in cfg.items() if not k.startswith("input_")}, seed=3)
+    x = np.array([[0.11, 8.0, 1.0, 4.5]], np.float32)
+    standard = (x - np.array(cfg["input_mean"])) / np.array(cfg["input_std"])
+    np.testing.assert_allclose(actor(jnp.asarray(x))[0], plain(jnp.asarray(standard, jnp.float32))[0], atol=1e-5)
+    manifest = init_artifact(tmp_path / "s", "student", "point_maze", {k: v for k, v in cfg.items() if k not in SIZES},
+                             seed=3)
+    assert manifest.network["actor"]["input_std"] == cfg["input_std"]
+    obs, goal = _inputs()
+    np.testing.assert_allclose(load_policy(tmp_path / "s", kind="student")(obs, goal),
+                               N.actor_from_config(manifest.network["actor"], seed=3).act(obs, goal), atol=1e-6)
+    with pytest.raises(ValueError, match="4 entries"):
+        N.actor_from_config({**cfg, "input_std": [1.0]})
+
+
+@pytest.mark.slow  # jax2onnx import
+def test_input_standardisation_is_inside_the_onnx_graph():
+    pytest.importorskip("jax2onnx")
+    import onnxruntime as ort
+    from jax2onnx import to_onnx
+
+    actor = N.actor_from_config(_normalising_config(), seed=5)
+    model = to_onnx(lambda observation, goal: actor.act(observation, goal), [("B", 2), ("B", 2)],
+                    return_mode="proto")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    obs, goal = _inputs(n=9)
+    names = [i.name for i in sess.get_inputs()]
+    np.testing.assert_allclose(sess.run(None, {names[0]: obs, names[1]: goal})[0], actor.act(obs, goal), atol=1e-5)
