@@ -100,11 +100,9 @@ def diagnose(run: Path, num_envs: int = 64) -> dict:
 
 
 def main(cfg: DistillBodies) -> dict:
-    from deepcrl import artifacts
     from deepcrl.student.config import DistillConfig
     from deepcrl.student.distill import distill
 
-    env_id = artifacts.load_manifest(cfg.run).env_id if hasattr(artifacts, "load_manifest") else None
     result = {"teacher": str(cfg.run), "eval_episodes": cfg.eval_episodes, "diagnosis": diagnose(cfg.run),
               "runs": [], "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
               "python": sys.version.split()[0]}

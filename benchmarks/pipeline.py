@@ -1,9 +1,10 @@
-"""The README's main job, timed: `deepcrl pipeline` on point_maze with its defaults.
+"""The README's main job, timed: `deepcrl pipeline` with its defaults (point_maze, or --env reacher).
 
-Runs train -> distill -> export -> serve benchmark into a run directory and writes its summary, with the
-machine's facts and load, to benchmarks/results/pipeline.json (plots stay in the run directory).
+Runs train -> distill -> export -> eval through a server -> serve benchmark into a run directory and writes its
+summary, with the machine's facts and load (start and end), to benchmarks/results/pipeline.json
+(pipeline_<env>.json for other envs; plots stay in the run directory).
 
-    python benchmarks/pipeline.py [--env point_maze] [--out runs/pipeline-bench]
+    python benchmarks/pipeline.py [--env reacher] [--out runs/pipeline-bench]
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class PipelineBench:
     """Environment id."""
     out: Path = Path("runs/pipeline-bench")
     """Run directory of the pipeline."""
-    result: Path = RESULTS / "pipeline.json"
-    """Where the result JSON goes."""
+    result: Path | None = None
+    """Where the result JSON goes (default benchmarks/results/pipeline.json, pipeline_<env>.json off point_maze)."""
 
 
 def main(cfg: PipelineBench) -> int:
@@ -42,8 +43,8 @@ def main(cfg: PipelineBench) -> int:
     with quiet():
         summary = run_pipeline(PipelineConfig(env=cfg.env, out=cfg.out))
     summary = json.loads(json.dumps(summary, default=str))  # paths as strings
-    path = write_result(cfg.result, {"machine": machine, "wall_s": time.perf_counter() - started,
-                                     "summary": summary})
+    result = cfg.result or RESULTS / ("pipeline.json" if cfg.env == "point_maze" else f"pipeline_{cfg.env}.json")
+    path = write_result(result, {"machine": machine, "wall_s": time.perf_counter() - started, "summary": summary})
     print(f"wrote {path}")
     return 0
 

@@ -100,11 +100,9 @@ class EvalConfig:
 class PipelineConfig:
     """Run every stage in a row with the verbs' defaults and end with a one-screen summary.
 
-    The student is the exception: --hidden and --method default to a small DAgger student, which keeps most of a
-    point-maze teacher's success at a fraction of `deepcrl distill`'s default size on a CPU budget.
-
     Writes OUT/teacher (artifact, curves.png), OUT/student (artifact, report.json, curves.png),
-    OUT/policy.onnx, OUT/serve_latency.{json,png} and OUT/summary.json. Re-running with --resume continues
+    OUT/policy.onnx, OUT/serve_latency.{json,png} and OUT/summary.json (which also holds `eval --url` through a
+    served copy of the ONNX file, on the same episodes as `eval --model`). Re-running with --resume continues
     the teacher from its checkpoint.
     """
 
@@ -122,10 +120,11 @@ class PipelineConfig:
     """Stop teacher training after this much wall time (the run's artifact is still written)."""
     resume: bool = False
     """Continue the teacher from OUT/teacher's training checkpoint."""
-    hidden: str = "32,32"
-    """Student hidden sizes (the pipeline's choice for a CPU budget; `deepcrl distill` has its own default)."""
-    method: Literal["action", "dagger"] = "dagger"
-    """Student data: teacher rollouts (action) or DAgger on the student's own states."""
+    hidden: str = DistillConfig.hidden
+    """Student hidden sizes (`deepcrl distill`'s default)."""
+    method: Literal["action", "dagger"] = DistillConfig.method
+    """Student data: teacher rollouts (action) or DAgger on the student's own states (`deepcrl distill`'s
+    default)."""
     distill_steps: int = DistillConfig.distill_steps
     """Student gradient steps (`deepcrl distill`'s default)."""
     bench_duration_s: float = BenchServeConfig.duration_s

@@ -58,7 +58,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
     t0 = stage(1)
     report = distill_with_progress(DistillConfig(run=teacher_dir, out=student_dir, hidden=cfg.hidden,
                                                  method=cfg.method, distill_steps=cfg.distill_steps, seed=cfg.seed,
-                                                 eval_episodes=cfg.eval_episodes))
+                                                 eval_episodes=cfg.eval_episodes))  # the rest: distill's defaults
     summary["stages"]["distill"] = {"seconds": time.perf_counter() - t0, "run_dir": str(student_dir),
                                     "teacher": _pick(report["teacher"]), "student": _pick(report["student"]),
                                     "ratios": report["ratios"]}
@@ -73,6 +73,11 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
                                    "onnx_eval": onnx_eval.as_dict()}
     console.print(f"ONNX policy in the simulator: success {onnx_eval.success:.3f} "
                   f"(student checkpoint: {report['student']['eval']['success']:.3f}, same episodes)")
+    summary["stages"]["served_eval"] = _served_eval(onnx_path, cfg.env, cfg.eval_episodes, report["eval"]["seed"],
+                                                    onnx_eval)
+    console.print(f"served policy in the simulator (eval --url): success "
+                  f"{summary['stages']['served_eval']['eval']['success']:.3f}, equal to eval --model: "
+                  f"{summary['stages']['served_eval']['equal_to_model']}")
 
     if cfg.bench_duration_s > 0:
         from deepcrl.bench.config import BenchServeConfig
@@ -87,6 +92,31 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     _print_summary(console, summary)
     return summary
+
+
+def _served_eval(onnx_path: Path, env_id: str, episodes: int, seed: int, onnx_eval) -> dict[str, Any]:
+    """`deepcrl eval --url` against `deepcrl serve --model onnx_path` (a subprocess on a free loopback port):
+    the served policy on the same episodes as `eval --model`, and whether every figure is equal."""
+    import sys
+
+    from deepcrl.bench.serve import _start, _stop
+    from deepcrl.evaluate import evaluate
+    from deepcrl.serve.client import PolicyClient
+
+    t0 = time.perf_counter()
+    proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(onnx_path), "--port", "0"])
+    try:
+        client = PolicyClient(url)
+        try:
+            served = evaluate(env_id, client, episodes=episodes, seed=seed)
+        finally:
+            client.close()
+    finally:
+        _stop(proc)
+    a, b = served.as_dict(), onnx_eval.as_dict()
+    return {"seconds": time.perf_counter() - t0, "eval": a,
+            "equal_to_model": all(a[k] == b[k] for k in ("success", "time_at_goal", "final_success")),
+            "final_distance_abs_diff": abs(a["final_distance"] - b["final_distance"])}
 
 
 def _pick(info: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +147,8 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
                   f"{d['student'].get('latency_us', 0):.0f} µs", "")
     console.print(table)
     console.print(f"ONNX parity vs JAX: max |diff| {st['export']['parity_max_abs_diff']:.1e}")
+    if "served_eval" in st:
+        console.print(f"eval --url (served) equal to eval --model (file): {st['served_eval']['equal_to_model']}")
     bench = st.get("bench")
     if bench and bench.get("summary"):
         lat = Table(title="serve benchmark (loopback, keep-alive) vs its targets")

@@ -29,6 +29,10 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "point_maze_big": dict(steps=2_000_000, depth=8, width=256, num_envs=128, batch_size=256,
                            unroll_length=25, sgd_steps=64, replay_capacity=2_000, eval_every=20,
                            actor_random_goal_frac=0.75),
+    # The reference's shape with a CPU budget: success 1.0 at ~476k env steps (~6 min on an idle 2-core CPU),
+    # time at goal 40.7/50 after 1.2M (issue 18); 600k keeps `deepcrl pipeline --env reacher` near 15 minutes.
+    "reacher": dict(steps=600_000, depth=4, width=256, num_envs=512, batch_size=256, unroll_length=62,
+                    sgd_steps=800, replay_capacity=10_000, eval_every=10, actor_random_goal_frac=0.0),
 }
 # The reference's shape (Brax envs, and every env on a GPU): 512 envs x unroll 62, batch 256, width 256,
 # 800 SGD steps per iteration, replay 10k steps per env.
