@@ -31,8 +31,8 @@ class DistillConfig:
     out: Path
     """Student run directory to write (not the teacher's)."""
     hidden: str = "64,64"
-    """Student hidden sizes, comma-separated (64,64: ~5k parameters, 50x+ fewer than a depth-4 width-256
-    teacher, and enough for the point mazes and reacher; see benchmarks/results/distill_reacher.json)."""
+    """Student hidden sizes, comma-separated (64,64: ~5k parameters, 50x fewer than a depth-4 width-256
+    teacher; benchmarks/distill_bodies.py measures it on reacher)."""
     method: Literal["action", "dagger"] = "dagger"
     """`action`: states from teacher rollouts; `dagger`: roll out the student (mixed with a decaying share of
     teacher actions), label every visited state with the teacher, aggregate and retrain."""
@@ -45,8 +45,8 @@ class DistillConfig:
     student Gaussian)."""
     normalize: bool = True
     """Standardise the student's inputs with the per-input mean and std of teacher-visited states (stored in
-    the student's manifest and exported into its ONNX graph). Reacher's inputs span 0.01 (fingertip-goal
-    offsets) to ~10 (joint velocities); without this a small student resolves the offsets poorly."""
+    the student's manifest and exported into its ONNX graph): inputs on very different scales (a body's joint
+    velocities beside its fingertip and goal coordinates) reach the first layer on one scale."""
     layer_norm: bool = False
     """LayerNorm after every hidden Dense of the student."""
     distill_steps: int = 6000
