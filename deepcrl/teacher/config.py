@@ -190,6 +190,15 @@ class TrainConfig:
         return self
 
 
+def planned_env_steps(cfg: TrainConfig) -> int:
+    """Env steps a run ends at: --steps rounded up to whole iterations (num envs x unroll length)."""
+    import math
+
+    c = cfg.resolved().validate()  # one-sentence errors before any arithmetic on bad values
+    per_iteration = c.num_envs * c.unroll_length
+    return max(1, math.ceil(c.steps / per_iteration)) * per_iteration
+
+
 def _has_gpu() -> bool:
     import jax
 
