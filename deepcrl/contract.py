@@ -1,9 +1,9 @@
 """The ONNX contract of an exported deepcrl policy: tensor names, metadata keys, format version, checks.
 
 Every writer (the ONNX export, the Triton repository, the SavedModel, the synthetic test policy) and every
-reader (`OnnxPolicy`, hence `deepcrl eval --model` and the server) takes these names from here, so the
-contract is spelled once. This module imports nothing heavy (no JAX, no ONNX Runtime, no numpy): a robot-side
-tool may read it.
+reader (`OnnxPolicy`, hence `deepcrl eval --model` and the server, and the robot client) takes these names
+from here, so the contract is spelled once. It lives outside `deepcrl.export` so that the server and the
+client's wheel carry no export code, and it imports nothing heavy (no JAX, no ONNX Runtime, no numpy).
 
 The file: inputs ``observation`` [batch, obs_size] and ``goal`` [batch, goal_size], output ``action``
 [batch, action_size], all float32; ``metadata_props`` (strings) hold at least `REQUIRED_METADATA`.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepcrl.errors import ArtifactError, DeepcrlError
-from deepcrl.export import contract
+from deepcrl import contract
 
 
 def session_options(intra_op_threads: int = 1):

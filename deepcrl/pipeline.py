@@ -32,7 +32,7 @@ def run_pipeline(cfg: PipelineConfig, progress_fn: Callable[[dict[str, Any]], No
     from deepcrl.evaluate import evaluate
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.onnx import export
-    from deepcrl.export.runtime import OnnxPolicy
+    from deepcrl.onnx_policy import OnnxPolicy
     from deepcrl.student.config import DistillConfig
     from deepcrl.student.distill import distill
     from deepcrl.teacher.config import TrainConfig, planned_env_steps

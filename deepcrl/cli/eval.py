@@ -55,7 +55,7 @@ def _policy(cfg: EvalConfig):
         env_id = cfg.env or policy.manifest.env_id
         return policy, env_id, f"{policy.manifest.kind} {cfg.run}"
     if cfg.model:
-        from deepcrl.export.runtime import OnnxPolicy
+        from deepcrl.onnx_policy import OnnxPolicy
 
         policy = OnnxPolicy(cfg.model)  # the one ONNX Runtime policy (export's parity check, the server)
         env_id = cfg.env or policy.metadata.get("env_id")

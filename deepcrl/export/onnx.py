@@ -17,7 +17,7 @@ import numpy as np
 
 from deepcrl._io import atomic_path
 from deepcrl.errors import DeepcrlError
-from deepcrl.export import contract
+from deepcrl import contract
 from deepcrl.export.graph import hoist_loop_invariants, to_float16
 from deepcrl.export.source import PARITY_BATCHES, jax_actions, load_source, parity_inputs, rollout_states, worst
 
@@ -111,7 +111,7 @@ def compare(session, inputs: dict, reference: dict) -> dict[str, dict[int, float
 
 def session_for(model_bytes: bytes, threads: int = 1):
     """A CPU session on serialised model bytes, with the runtime's options (what the parity check runs)."""
-    from deepcrl.export.runtime import session
+    from deepcrl.onnx_policy import session
 
     return session(model_bytes, threads, providers=["CPUExecutionProvider"])
 

@@ -19,8 +19,8 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from deepcrl.errors import ArtifactError
-from deepcrl.export import contract
-from deepcrl.export.runtime import OnnxPolicy
+from deepcrl import contract
+from deepcrl.onnx_policy import OnnxPolicy
 from deepcrl.serve import protocol
 from deepcrl.serve.admission import Admission, deadline
 from deepcrl.serve.device import check_providers, providers_for
