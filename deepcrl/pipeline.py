@@ -14,6 +14,7 @@ from typing import Any
 from deepcrl._io import write_text_atomic
 from deepcrl.config import PipelineConfig
 
+SUMMARY = "summary.json"  # OUT/summary.json, beside the stages' run directories
 STAGES = {"train": "train the teacher", "distill": "distil the student", "export": "export to ONNX",
           "bench": "benchmark the server"}
 
@@ -85,7 +86,7 @@ def run_pipeline(cfg: PipelineConfig, progress_fn: Callable[[dict[str, Any]], No
                                              duration_s=cfg.bench_duration_s, seed=cfg.seed))
         end("bench", t0, json=bench.get("json"), png=bench.get("png"), summary=bench.get("summary"))
     summary["seconds"] = time.perf_counter() - started
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2, default=str))
     return summary
 
 

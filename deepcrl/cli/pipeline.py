@@ -81,6 +81,9 @@ def print_summary(console, s: dict[str, Any]) -> None:
     """The pipeline's one-screen summary: teacher vs student vs ONNX student, then the serve targets."""
     from rich.table import Table
 
+    from deepcrl.artifacts import CURVES
+    from deepcrl.pipeline import SUMMARY
+
     st = s["stages"]
     d = st["distill"]
     t_eval, s_eval = d["teacher"].get("eval", {}), d["student"].get("eval", {})
@@ -112,6 +115,6 @@ def print_summary(console, s: dict[str, Any]) -> None:
             unit = "x" if "ratio" in name else " µs"
             lat.add_row(name, f"{t['value']:g}{unit}", f"{t['target']:g}{unit}", "yes" if t["met"] else "NO")
         console.print(lat)
-    console.print(f"plots: {Path(s['out']) / 'teacher' / 'curves.png'}, {Path(s['out']) / 'student' / 'curves.png'}"
-                  + (f", {bench['png']}" if bench and bench.get("png") else ""))
-    console.print(f"summary: {Path(s['out']) / 'summary.json'}")
+    plots = [Path(st[stage]["run_dir"]) / CURVES for stage in ("train", "distill")]
+    console.print(f"plots: {plots[0]}, {plots[1]}" + (f", {bench['png']}" if bench and bench.get("png") else ""))
+    console.print(f"summary: {Path(s['out']) / SUMMARY}")

@@ -189,7 +189,7 @@ def distill(cfg: DistillConfig, progress_fn: Callable[[dict[str, Any]], None] | 
                                        action_low=m.action_low, action_high=m.action_high, **sizes)
         return JaxPolicy(smanifest, nnx.merge(actor_gd, params["actor"]))
 
-    with open(out / "metrics.jsonl", "w") as log:
+    with open(out / artifacts.METRICS, "w") as log:
         for r in range(cfg.rounds):
             beta = 1.0 if cfg.method == "action" else cfg.beta_decay ** r
             key, k_col = jax.random.split(key)
@@ -279,6 +279,6 @@ def distill(cfg: DistillConfig, progress_fn: Callable[[dict[str, Any]], None] | 
     written = artifacts.save(out, manifest, ckpt)
     report["student"]["checkpoint_hash"] = written.checkpoint_hash
     report["wall_s"] = time.perf_counter() - wall0
-    plot_curves(out / "curves.png", records, round_log, res_t.success, res_r.success, initial_error)
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
+    plot_curves(out / artifacts.CURVES, records, round_log, res_t.success, res_r.success, initial_error)
+    write_text_atomic(out / artifacts.REPORT, json.dumps(report, indent=2, default=str))
     return report
