@@ -13,7 +13,6 @@ their new names before parsing and prints one warning line per old flag on stder
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json as _json
 import sys
 from typing import Any, Callable, Iterator, Sequence
@@ -108,8 +107,9 @@ def rename_deprecated(args: list[str], warn: Callable[[str], None]) -> list[str]
 
 
 def _load(target: str):
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    import pkgutil
+
+    return pkgutil.resolve_name(target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,6 @@ actor is trained to pick, so the energy is the critic's value of the policy), or
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -193,8 +192,7 @@ def check_maze_env(env_id: str) -> None:
     from deepcrl import envs
     from deepcrl.envs.point_maze import PointMaze
 
-    module, _, name = envs.check_env_id(env_id).factory.partition(":")
-    factory = getattr(importlib.import_module(module), name)
+    factory = envs.factory(env_id)
     if not (isinstance(factory, type) and issubclass(factory, PointMaze)):
         raise DeepcrlError(f"the probe needs a maze of free cells (a point_maze env); {env_id} has none.")
 
