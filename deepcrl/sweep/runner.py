@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcrl import artifacts
+from deepcrl._gpu import gpu_likely
 from deepcrl._io import write_json_atomic
 from deepcrl.errors import ArtifactError, DeepcrlError
 from deepcrl.sweep.cellinfo import PROBE_PNG, cached_cell_info, read_cell_info
@@ -110,7 +111,7 @@ def plan(cfg: SweepConfig) -> list[Cell]:
     except SystemExit as exc:  # tyro has printed what is wrong with the flags
         raise DeepcrlError(f"--train-args {' '.join(extra)!r} are not valid `deepcrl train` flags "
                            "(see `deepcrl train --help`).") from exc
-    on_gpu = _gpu_likely()
+    on_gpu = gpu_likely()  # the cells' `deepcrl train` processes, not this one, use the GPU
     cells = []
     for depth in depths:
         for width in widths:
@@ -127,16 +128,6 @@ def plan(cfg: SweepConfig) -> list[Cell]:
             raise DeepcrlError(f"{cell.dir} is being trained by process {pid} (a sweep that is still running?); "
                                "wait for it or end it first.")
     return cells
-
-
-def _gpu_likely() -> bool:
-    """Whether `deepcrl train` will see a GPU (its defaults differ), guessed without starting JAX's backend."""
-    import importlib.util
-
-    if os.environ.get("JAX_PLATFORMS", "").strip().lower() in ("cpu", "tpu"):
-        return False
-    plugin = any(importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
-    return plugin and Path("/dev/nvidiactl").exists()
 
 
 def _busy(cell: Cell) -> int | None:

@@ -105,7 +105,12 @@ def test_onnx_policy_rejects_bad_shapes(tiny_onnx):
 
 def test_thresholds_must_be_positive(capsys, tmp_path, tiny_onnx_source):
     err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--max-int8-error", "0")
-    assert "--max-int8-error must be a positive number" in err
+    assert "--max-int8-error must be positive, got 0.0." in err
+    err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--quantize", "int8", "--fp16")
+    assert "--quantize int8 and --fp16 exclude each other" in err
+    err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "r", "--format", "triton",
+                 "--model-name", "../up")
+    assert "--model-name '../up' must be a plain directory name" in err
 
 
 def test_bf16_remat_teacher_exports_in_float32_with_parity(tmp_path):
