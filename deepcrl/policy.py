@@ -121,7 +121,7 @@ def load_networks(run_dir: str | Path, kind: artifacts.Kind | None = None, criti
     if "actor" not in params or "actor" not in manifest.network:
         raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
     if critic is not None and ("critic" not in params or "critic" not in manifest.network):
-        raise ArtifactError(f"{run_dir} holds no critic parameters, which {critic} them.")
+        raise ArtifactError(f"{run_dir} holds no critic parameters, which {critic}.")
     return Networks(manifest, rebuild("actor", ACTOR_BUILDERS),
                     rebuild("critic", CRITIC_BUILDERS) if critic is not None else None)
 

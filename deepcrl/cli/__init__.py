@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json as _json
+import pkgutil
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
@@ -45,7 +46,6 @@ DESCRIPTION = (
     "  deepcrl import scaling-crl RUN_DIR --out runs/t      a teacher trained with the paper's code\n\n"
     "  deepcrl --debug VERB ...                             show the full traceback of an error"
 )
-
 
 
 def _minutes(seconds: str) -> str:
@@ -107,8 +107,6 @@ def rename_deprecated(args: list[str], warn: Callable[[str], None]) -> list[str]
 
 
 def _load(target: str):
-    import pkgutil
-
     return pkgutil.resolve_name(target)
 
 
