@@ -35,7 +35,7 @@ PID_FILE = ".sweep.pid"  # the process training a cell right now (left behind if
 OWNED = {"env": "--env", "depth": "--depths", "width": "--widths", "seed": "--seeds", "steps": "--steps",
          "out": "--out", "resume": "(automatic)", "max_minutes": "--max-minutes"}
 # Ignored when checking that an existing cell was trained with this sweep's settings.
-_BOOKKEEPING = {"out", "resume", "steps", "max_minutes", "eval_every", "eval_episodes"}
+_BOOKKEEPING = {"out", "resume", "steps", "max_minutes", "eval_every", "eval_episodes", "json"}
 
 Log = Callable[[str], None]
 

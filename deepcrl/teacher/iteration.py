@@ -49,7 +49,7 @@ class TrainState(NamedTuple):
 
 # Config fields that do not change the compiled iteration (the learning rate is traced).
 _BOOKKEEPING = dict(out=Path("."), steps=1, resume=False, eval_every=1, eval_episodes=1, max_minutes=None,
-                    learning_rate=1.0, tensorboard=False)
+                    learning_rate=1.0, tensorboard=False, json=False)
 
 
 @dataclasses.dataclass(frozen=True)
