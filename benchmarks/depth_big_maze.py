@@ -35,7 +35,7 @@ from pathlib import Path
 
 import tyro
 
-from deepcrl._io import read_jsonl
+from deepcrl.artifacts import read_metrics
 from deepcrl.bench.common import machine_facts, write_result
 from deepcrl.sweep.config import SweepConfig
 from deepcrl.sweep.plots import _stats
@@ -84,7 +84,7 @@ class DepthBigMazeConfig:
 
 def _evals(run_dir: Path) -> list[dict]:
     return [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], **{k: r["eval"].get(k) for k in KEYS}}
-            for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("eval")]
+            for r in read_metrics(run_dir) if r.get("eval")]
 
 
 def iteration_costs(cfg: DepthBigMazeConfig, shape: dict) -> dict:

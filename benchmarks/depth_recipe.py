@@ -22,6 +22,8 @@ from pathlib import Path
 
 import tyro
 
+from deepcrl.artifacts import read_metrics
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -84,7 +86,7 @@ def _cell(cfg: DepthRecipeConfig, depth: int, width: int | None, seed: int, step
     summary = train(TrainConfig(env=cfg.env, out=run_dir, depth=depth, width=width, steps=steps, seed=seed,
                                 actor_depth=cfg.actor_depth, residual_init=cfg.residual_init,
                                 eval_episodes=cfg.eval_episodes, max_minutes=cfg.max_minutes, **overrides))
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
     curve = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], "entropy": r["entropy"], "alpha": r["alpha"],
               "critic_loss": r["critic_loss"], "energy": r["energy"],
               **({"success": r["eval"]["success"], "detour_success": r["eval"]["detour_success"]}

@@ -20,7 +20,7 @@ import tyro
 
 
 def sweep(env: str, depths: list[int], steps: int, width: int | None, eval_every: int, seed: int) -> list[dict]:
-    from deepcrl._io import read_jsonl
+    from deepcrl.artifacts import read_metrics
     from deepcrl.teacher.config import TrainConfig
     from deepcrl.teacher.train import train
 
@@ -30,7 +30,7 @@ def sweep(env: str, depths: list[int], steps: int, width: int | None, eval_every
             out = Path(tmp) / f"depth{depth}"
             summary = train(TrainConfig(env=env, depth=depth, width=width, steps=steps, eval_every=eval_every,
                                         seed=seed, out=out))
-            records = read_jsonl(out / "metrics.jsonl")
+            records = read_metrics(out)
             curve = [{"env_steps": r["env_steps"], "wall_s": r["wall_s"], "success": r["eval"]["success"],
                       "detour_success": r["eval"]["detour_success"], "direct_success": r["eval"]["direct_success"],
                       "time_at_goal": r["eval"]["time_at_goal"], "critic_loss": r["critic_loss"],

@@ -26,7 +26,7 @@ import tyro  # noqa: E402
 
 from deepcrl._logging import quiet  # noqa: E402
 from deepcrl.bench.common import machine_facts, write_result  # noqa: E402
-from deepcrl.export.contract import GOAL, OBSERVATION  # noqa: E402
+from deepcrl.contract import GOAL, OBSERVATION  # noqa: E402
 
 quiet().__enter__()  # quiet for the whole run (the process exits after it)
 
@@ -81,7 +81,7 @@ def bench_model(name: str, kind: str, actor_cfg: dict, tmp: Path, seconds: float
 
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.onnx import export, rollout_states, to_onnx_model
-    from deepcrl.export.runtime import OnnxPolicy, session, session_options
+    from deepcrl.onnx_policy import OnnxPolicy, session, session_options
     from deepcrl.policy import init_artifact, load_policy
 
     ckpt = tmp / name

@@ -40,6 +40,9 @@ from pathlib import Path
 
 import tyro
 
+from deepcrl import artifacts
+from deepcrl.sweep.runner import SWEEP_JSON, TRAIN_LOG
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -266,8 +269,8 @@ def run_sweeps(cfg: GpuBenchConfig, runs: Path, out: Path) -> dict:
         log.close()
         sweep_dir = runs / name
         row: dict = {"command": " ".join(sweeps(cfg)[name][1:]), "rc": rc}
-        if (sweep_dir / "sweep.json").exists():
-            row.update(json.loads((sweep_dir / "sweep.json").read_text()))
+        if (sweep_dir / SWEEP_JSON).exists():
+            row.update(json.loads((sweep_dir / SWEEP_JSON).read_text()))
             for suffix in ("json", "png"):
                 shutil.copy(sweep_dir / f"sweep.{suffix}", out.with_name(f"{out.stem}_{name}.{suffix}"))
         else:
@@ -275,8 +278,8 @@ def run_sweeps(cfg: GpuBenchConfig, runs: Path, out: Path) -> dict:
         with tarfile.open(out.with_name(f"{out.stem}_{name}_cells.tar.gz"), "w:gz") as tar:
             tar.add(runs / f"{name}.log", arcname=f"{name}.log")
             for path in sorted(sweep_dir.glob("*/*")) if sweep_dir.exists() else []:
-                if path.name in ("metrics.jsonl", "manifest.json", "train.log", "probe.png", "probe.json",
-                                 "curves.png"):
+                if path.name in (artifacts.METRICS, artifacts.MANIFEST, TRAIN_LOG, artifacts.PROBE_PNG, "probe.json",
+                                 artifacts.CURVES):
                     tar.add(path, arcname=f"{name}/{path.parent.name}/{path.name}")
         results[name] = row
         print(json.dumps({"sweep": name, "rc": rc, "groups": row.get("groups")}), flush=True)

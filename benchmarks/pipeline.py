@@ -20,7 +20,7 @@ import tyro
 from deepcrl._logging import quiet
 from deepcrl.bench.common import machine_facts, write_result
 from deepcrl.config import PipelineConfig
-from deepcrl.pipeline import run_pipeline
+from deepcrl.cli.pipeline import run_with_progress
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,7 +41,7 @@ def main(cfg: PipelineBench) -> int:
     machine = machine_facts()
     started = time.perf_counter()
     with quiet():
-        summary = run_pipeline(PipelineConfig(env=cfg.env, out=cfg.out))
+        summary = run_with_progress(PipelineConfig(env=cfg.env, out=cfg.out))
     summary = json.loads(json.dumps(summary, default=str))  # paths as strings
     result = cfg.result or RESULTS / ("pipeline.json" if cfg.env == "point_maze" else f"pipeline_{cfg.env}.json")
     path = write_result(result, {"machine": machine, "wall_s": time.perf_counter() - started, "summary": summary})

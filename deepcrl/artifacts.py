@@ -7,6 +7,11 @@ A run directory looks like::
       checkpoint/       Orbax checkpoint of the parameters (a nested dict of arrays)
       metrics.jsonl     one JSON object per logged step (written by the stage that trained it)
       curves.png        plots of those metrics
+      train_state/      a teacher's whole training state, for `deepcrl train --resume`
+      report.json       a student's comparison with its teacher (`deepcrl distill`)
+      probe.png         a teacher critic's energy over the maze (`deepcrl eval --probe`, `deepcrl sweep --probe`)
+
+These names are spelled here only (`MANIFEST`, `CHECKPOINT`, ...); every stage and the sweep take them from here.
 
 A later stage reads only this directory, never the Python objects of the stage that wrote it, so each stage
 can run on another machine at another time. Every loading problem raises `ArtifactError` with one sentence.
@@ -23,12 +28,18 @@ from typing import Any, Literal
 
 import pydantic
 
-from deepcrl._io import write_text_atomic
+from deepcrl._io import read_jsonl, write_text_atomic
 from deepcrl.errors import ArtifactError
 
 FORMAT_VERSION = 1
+# The files of a run directory (see the module docstring).
 MANIFEST = "manifest.json"
 CHECKPOINT = "checkpoint"
+TRAIN_STATE = "train_state"
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+REPORT = "report.json"
+PROBE_PNG = "probe.png"
 Kind = Literal["teacher", "student"]
 
 
@@ -201,6 +212,11 @@ def read_manifest(run_dir: str | Path, kind: Kind | None = None) -> Manifest:
     if kind is not None and manifest.kind != kind:
         raise ArtifactError(f"{run_dir} holds a {manifest.kind}, but a {kind} is needed here.")
     return manifest
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl records, in order (none if the file does not exist yet)."""
+    return read_jsonl(Path(run_dir) / METRICS)
 
 
 def load(run_dir: str | Path, kind: Kind | None = None, verify: bool = True) -> tuple[Manifest, Any]:

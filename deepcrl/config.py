@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from deepcrl import _checks as checks
 from deepcrl.bench.config import BenchServeConfig
 from deepcrl.errors import DeepcrlError
 from deepcrl.student.config import DistillConfig, parse_hidden
@@ -71,19 +72,14 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
-        for name in ("run", "model", "render", "probe_png"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, Path(getattr(self, name)))
+        checks.paths(self, "run", "model", "render", "probe_png")
         if sum(source is not None for source in (self.run, self.model, self.url)) != 1:
             raise DeepcrlError("give exactly one of --run DIR, --model FILE.onnx or --url URL.")
         if self.url is None and (self.protocol != "v1" or self.model_name is not None):
             raise DeepcrlError("--protocol and --model-name choose how to talk to a server; they need --url URL.")
         if self.protocol == "v2" and not self.model_name:
             raise DeepcrlError("--protocol v2 addresses a model by name; pass --model-name NAME.")
-        if self.eval_episodes < 1:
-            raise DeepcrlError(f"--eval-episodes must be at least 1, got {self.eval_episodes}.")
-        if self.episode_length is not None and self.episode_length < 1:
-            raise DeepcrlError(f"--episode-length must be at least 1, got {self.episode_length}.")
+        checks.at_least(self, 1, "eval_episodes", "episode_length")
         if self.plan and self.plan_critic is None and self.run is None:
             raise DeepcrlError("--plan needs a critic: --run DIR of a teacher, or --plan-critic DIR|FILE.onnx.")
         if self.plan_landmarks < 1:
@@ -139,14 +135,7 @@ class PipelineConfig:
 
         The env id is checked by `run_pipeline` before any work (the registry imports Brax; a config does not).
         """
-        object.__setattr__(self, "out", Path(self.out))
+        checks.paths(self, "out")
         parse_hidden(self.hidden)
-        positive = {"distill_steps": self.distill_steps, "eval_episodes": self.eval_episodes,
-                    "steps": self.steps, "depth": self.depth}
-        for name, value in positive.items():
-            if value is not None and value < 1:
-                raise DeepcrlError(f"--{name.replace('_', '-')} must be a positive integer; got {value}.")
-        if self.teacher_max_minutes is not None and not self.teacher_max_minutes > 0:
-            raise DeepcrlError(f"--teacher-max-minutes must be positive; got {self.teacher_max_minutes}.")
-        if self.bench_duration_s < 0:
-            raise DeepcrlError(f"--bench-duration-s must not be negative; got {self.bench_duration_s}.")
+        checks.positive(self, "steps", "depth", "teacher_max_minutes", "distill_steps", "eval_episodes")
+        checks.at_least(self, 0, "bench_duration_s")

@@ -12,26 +12,31 @@ manifest's action bounds.
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
+import pkgutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepcrl import artifacts
-from deepcrl.errors import ArtifactError
+from deepcrl.errors import ArtifactError, DeepcrlError
 
 # kind -> "module:function(actor_config: dict) -> nnx.Module with .act(observation, goal)"
 ACTOR_BUILDERS = {
     "teacher": "deepcrl.teacher.networks:actor_from_config",
     "student": "deepcrl.student.networks:actor_from_config",
 }
+# kind -> "module:function(critic_config: dict)": the teacher's CRL critic, a student's learned encoders
+CRITIC_BUILDERS = {
+    "teacher": "deepcrl.teacher.networks:critic_from_config",
+    "student": "deepcrl.student.networks:critic_from_config",
+}
 
 
 def build_actor(kind: str, actor_config: dict[str, Any], seed: int = 0):
     """A freshly initialised policy module of an artifact kind (used to restore and to export)."""
-    module, _, name = ACTOR_BUILDERS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)(actor_config, seed=seed)
+    return pkgutil.resolve_name(ACTOR_BUILDERS[kind])(actor_config, seed=seed)
 
 
 def restore_module(module, pure: dict, where: str | Path):
@@ -83,6 +88,44 @@ class JaxPolicy:
 DEPLOY_OVERRIDES = {"teacher": {"dtype": "float32", "remat": False}}
 
 
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """An artifact's networks rebuilt from disk: its manifest, its actor and (when asked for) its critic."""
+
+    manifest: artifacts.Manifest
+    actor: Any
+    critic: Any = None
+
+
+def load_networks(run_dir: str | Path, kind: artifacts.Kind | None = None, critic: str | None = None,
+                  deploy: bool = False) -> Networks:
+    """Rebuild a teacher or student run directory's networks from disk alone: the one loader of artifacts.
+
+    Args:
+        run_dir: the run directory.
+        kind: if given, the kind the caller needs.
+        critic: also rebuild the critic (a teacher's CRL critic, a student's learned encoders); the text says
+            who needs it, for the error when there is none ("--represent needs").
+        deploy: build the float32, no-remat form of the networks (same parameters), as export does.
+
+    Raises:
+        ArtifactError: missing, corrupt, wrong kind, or without the parameters asked for (one sentence).
+    """
+    manifest, params = artifacts.load(run_dir, kind)
+    overrides = DEPLOY_OVERRIDES.get(manifest.kind, {}) if deploy else {}
+
+    def rebuild(part: str, builders: dict[str, str]):
+        module = pkgutil.resolve_name(builders[manifest.kind])({**manifest.network[part], **overrides})
+        return restore_module(module, params[part], run_dir)
+
+    if "actor" not in params or "actor" not in manifest.network:
+        raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
+    if critic is not None and ("critic" not in params or "critic" not in manifest.network):
+        raise ArtifactError(f"{run_dir} holds no critic parameters, which {critic}.")
+    return Networks(manifest, rebuild("actor", ACTOR_BUILDERS),
+                    rebuild("critic", CRITIC_BUILDERS) if critic is not None else None)
+
+
 def load_policy(run_dir: str | Path, kind: artifacts.Kind | None = None, deploy: bool = False) -> JaxPolicy:
     """Rebuild the policy of a teacher or student run directory from disk alone.
 
@@ -91,15 +134,50 @@ def load_policy(run_dir: str | Path, kind: artifacts.Kind | None = None, deploy:
         kind: if given, the kind the caller needs.
         deploy: build the float32, no-remat form of the network (same parameters), as export does.
     """
-    manifest, params = artifacts.load(run_dir, kind)
-    if "actor" not in params or "actor" not in manifest.network:
-        raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
-    config = dict(manifest.network["actor"])
-    if deploy:
-        config.update(DEPLOY_OVERRIDES.get(manifest.kind, {}))
-    module = build_actor(manifest.kind, config)
-    restore_module(module, params["actor"], run_dir)
-    return JaxPolicy(manifest, module)
+    nets = load_networks(run_dir, kind, deploy=deploy)
+    return JaxPolicy(nets.manifest, nets.actor)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedPolicy:
+    """A policy picked by `open_policy`, with the env it acts in (None when it names none) and its source."""
+
+    policy: Any
+    env_id: str | None
+    source: str
+
+
+def open_policy(*, run: str | Path | None = None, model: str | Path | None = None, url: str | None = None,
+                token: str | None = None, model_name: str | None = None, protocol: str = "v1",
+                onnx_options: dict[str, Any] | None = None) -> OpenedPolicy:
+    """The policy behind exactly one of a run directory, an exported .onnx file or a server's URL.
+
+    Every kind implements ``policy(observation[B, obs], goal[B, goal]) -> action[B, act]``, so a caller scores
+    or serves any of them alike. The env is the one the source names (its manifest, the file's metadata, the
+    server's metadata).
+
+    Args:
+        run: a teacher or student run directory (`JaxPolicy`).
+        model: an exported .onnx file (`deepcrl.onnx_policy.OnnxPolicy`, with `onnx_options` such as
+            ``providers`` and ``intra_op_threads``).
+        url: a running `deepcrl serve` or any Open Inference Protocol server (`deepcrl.serve.client.PolicyClient`,
+            with `token`, `model_name` and `protocol`).
+    """
+    if sum(source is not None for source in (run, model, url)) != 1:
+        raise DeepcrlError("give exactly one of --run DIR, --model FILE.onnx or --url URL.")
+    if run is not None:
+        policy = load_policy(run)
+        return OpenedPolicy(policy, policy.manifest.env_id, f"{policy.manifest.kind} {run}")
+    if model is not None:
+        from deepcrl.onnx_policy import OnnxPolicy
+
+        policy = OnnxPolicy(model, **(onnx_options or {}))
+        return OpenedPolicy(policy, policy.metadata.get("env_id") or None, f"onnx {model}")
+    from deepcrl.serve.client import PolicyClient
+
+    policy = PolicyClient(url, token=token, model_name=model_name, protocol=protocol)
+    served = policy.metadata()  # the server's facts; the model's own metadata_props under "metadata"
+    return OpenedPolicy(policy, served.get("metadata", {}).get("env_id") or None, f"server {url}")
 
 
 class RandomPolicy:

@@ -131,3 +131,25 @@ def test_corrupt_manifest_keeps_the_parser_error_as_cause(saved):
     with pytest.raises(ArtifactError, match="not valid JSON") as info:
         artifacts.read_manifest(run)
     assert isinstance(info.value.__cause__, json.JSONDecodeError)
+
+
+def test_load_networks_is_the_one_loader(tmp_path):
+    """`policy.load_networks` rebuilds actor (and critic when asked for) from disk; a missing part is one
+    sentence naming who needs it; `open_policy` picks exactly one source."""
+    from deepcrl.errors import DeepcrlError
+    from deepcrl.policy import init_artifact, load_networks, load_policy, open_policy
+
+    init_artifact(tmp_path / "s", "student", "point_maze", {"hidden": [8]})
+    nets = load_networks(tmp_path / "s", "student")
+    assert nets.manifest.kind == "student" and nets.critic is None
+    obs, goal = np.full((3, 2), 0.2, np.float32), np.full((3, 2), -0.4, np.float32)
+    np.testing.assert_array_equal(load_policy(tmp_path / "s")(obs, goal),
+                                  np.asarray(nets.actor.act(obs, goal)))  # action bounds are [-1, 1] here
+    with pytest.raises(ArtifactError, match=r"holds no critic parameters, which the probe needs\.$"):
+        load_networks(tmp_path / "s", critic="the probe needs")
+    with pytest.raises(ArtifactError, match="holds a student, but a teacher is needed here"):
+        load_networks(tmp_path / "s", "teacher")
+    opened = open_policy(run=tmp_path / "s")
+    assert (opened.env_id, opened.source) == ("point_maze", f"student {tmp_path / 's'}")
+    with pytest.raises(DeepcrlError, match="exactly one of --run DIR, --model FILE.onnx or --url URL"):
+        open_policy(run=tmp_path / "s", model=tmp_path / "p.onnx")

@@ -168,3 +168,31 @@ def test_json_output_keeps_stdout_for_the_result(capsys):
     captured = capsys.readouterr()
     assert captured.out == '{"out": "runs/s", "success": 0.5}\n'
     assert "progress line" in captured.err and "distill 2/2 steps" in captured.err
+
+
+# ---- config checks: one style (`__post_init__`, one sentence naming the flag) ------------------------------
+
+BAD = [("eval", {"run": "r", "eval_episodes": 0}, "--eval-episodes must be at least 1, got 0."),
+       ("train", {"sgd_steps": 0}, "--sgd-steps must be positive, got 0."),
+       ("distill", {"run": "t", "out": "s", "beta_decay": 2.0}, "--beta-decay must lie in [0, 1], got 2.0."),
+       ("export", {"run": "r", "out": "p.onnx", "max_batch_size": 0}, "--max-batch-size must be at least 1, got 0."),
+       ("serve", {"model": "p.onnx", "max_queue_delay_us": -1}, "--max-queue-delay-us must be at least 0, got -1."),
+       ("bench serve", {"max_minutes": 0}, "--max-minutes must be positive, got 0."),
+       ("bench teacher", {"max_reps": 1}, "--max-reps must be at least 2, got 1."),
+       ("pipeline", {"bench_duration_s": -1.0}, "--bench-duration-s must be at least 0, got -1.0."),
+       ("sweep", {"jobs": 0}, "--jobs must be at least 1, got 0.")]
+
+
+@pytest.mark.parametrize("verb, fields, message", BAD, ids=[b[0] for b in BAD])
+def test_a_config_checks_itself_when_built(verb, fields, message):
+    from deepcrl.errors import DeepcrlError
+
+    with pytest.raises(DeepcrlError) as info:
+        verb_configs()[verb](**fields)
+    assert str(info.value) == message
+
+
+def test_every_config_with_settings_checks_itself():
+    for verb, cls in verb_configs().items():
+        if {f.name for f in dataclasses.fields(cls)} != {"json"}:  # `envs` has nothing to check
+            assert "__post_init__" in vars(cls), f"{verb}'s config does not check itself"

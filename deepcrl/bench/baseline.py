@@ -40,7 +40,7 @@ class BaselineConfig:
 
 def create_baseline_app(model_path: str | Path) -> FastAPI:
     """The baseline app: ``POST /v1/act`` with an observation and a goal -> an action (JSON only)."""
-    from deepcrl.export.runtime import OnnxPolicy
+    from deepcrl.onnx_policy import OnnxPolicy
 
     model = OnnxPolicy(model_path, providers=["CPUExecutionProvider"])
     model.warmup()

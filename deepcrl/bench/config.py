@@ -8,7 +8,7 @@ from typing import Annotated, Union
 
 import tyro
 
-from deepcrl.errors import DeepcrlError
+from deepcrl import _checks as checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +41,10 @@ class BenchTeacherConfig:
     """Print the results as one JSON object on stdout instead of the summary."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 2:
-            raise DeepcrlError(f"--batch-size must be at least 2 (contrastive negatives), got {self.batch_size}.")
-        if self.max_reps < 2:
-            raise DeepcrlError(f"--max-reps must be at least 2, got {self.max_reps}.")
-        if not 0.0 <= self.actor_random_goal_frac <= 1.0:
-            raise DeepcrlError(f"--actor-random-goal-frac must lie in [0, 1], got {self.actor_random_goal_frac}.")
+        """Check the fields (one `DeepcrlError` sentence for the first bad one)."""
+        checks.at_least(self, 2, "batch_size", "max_reps")  # a batch of one has no contrastive negatives
+        checks.positive(self, "width", "unrolled_budget_s")
+        checks.within(self, 0, 1, "actor_random_goal_frac")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +90,9 @@ class BenchServeConfig:
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one)."""
-        if not self.max_minutes > 0:
-            raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
+        checks.positive(self, "duration_s", "max_minutes", "rounds")
+        checks.at_least(self, 1, "max_batch_size")
+        checks.at_least(self, 0, "max_queue_delay_us")
 
 
 @dataclasses.dataclass(frozen=True)

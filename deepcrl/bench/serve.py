@@ -39,7 +39,7 @@ from deepcrl.bench.config import BenchServeConfig
 from deepcrl.bench.load import Run, closed_loop, http_connect, http_requests, open_loop, stats, ws_connect
 from deepcrl.bench.serve_report import summary, write
 from deepcrl.errors import DeepcrlError
-from deepcrl.export import contract
+from deepcrl import contract
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SHARED_MACHINE = ("2 cores shared with other jobs while measuring: absolute latencies are noisy upper bounds; "
@@ -85,7 +85,7 @@ def _payloads(obs_size: int, goal_size: int, seed: int, count: int = 64) -> tupl
 
 def _ort_floor(model_path: Path, obs_size: int, goal_size: int, duration: float,
                device: str = "cpu") -> dict[str, Any]:
-    from deepcrl.export.runtime import OnnxPolicy
+    from deepcrl.onnx_policy import OnnxPolicy
     from deepcrl.serve.device import check_providers, providers_for
 
     model = OnnxPolicy(model_path, providers=providers_for(device))
@@ -136,7 +136,7 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
         if cfg.token_env:
             token = os.environ.get(cfg.token_env) or None
     else:
-        from deepcrl.export.runtime import OnnxPolicy
+        from deepcrl.onnx_policy import OnnxPolicy
 
         OnnxPolicy(cfg.model, providers=["CPUExecutionProvider"])  # fail early, with ArtifactError's sentence
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepcrl.export import contract
+from deepcrl import contract
 
 
 def _weights(obs_size: int, goal_size: int, action_size: int, hidden: tuple[int, ...], seed: int):

@@ -13,8 +13,8 @@ their new names before parsing and prints one warning line per old flag on stder
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json as _json
+import pkgutil
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
@@ -46,7 +46,6 @@ DESCRIPTION = (
     "  deepcrl import scaling-crl RUN_DIR --out runs/t      a teacher trained with the paper's code\n\n"
     "  deepcrl --debug VERB ...                             show the full traceback of an error"
 )
-
 
 
 def _minutes(seconds: str) -> str:
@@ -108,8 +107,7 @@ def rename_deprecated(args: list[str], warn: Callable[[str], None]) -> list[str]
 
 
 def _load(target: str):
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return pkgutil.resolve_name(target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from deepcrl.student.config import DistillConfig
 
 
+def show_distill(display, record: dict, rounds: int) -> None:
+    """One of `distill`'s records on a progress display: the step, the round, the loss and the held-out error."""
+    display.update(record["step"], round=f"{record['round'] + 1}/{rounds}", loss=record["loss"],
+                   heldout_mse=record["heldout_action_mse"])
+
+
 def distill_with_progress(cfg: DistillConfig) -> dict:
     """`deepcrl.student.distill.distill` with the CLI's progress display; returns its report."""
     from deepcrl.cli.progress import Display
     from deepcrl.student.distill import distill
 
     with Display("distill", total=cfg.distill_steps) as display:
-        def show(record: dict) -> None:
-            display.update(record["step"], round=f"{record['round'] + 1}/{cfg.rounds}", loss=record["loss"],
-                           heldout_mse=record["heldout_action_mse"])
-
-        return distill(cfg, progress_fn=show)
+        return distill(cfg, progress_fn=lambda record: show_distill(display, record, cfg.rounds))
 
 
 def run(cfg: DistillConfig) -> int:

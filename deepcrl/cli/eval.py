@@ -11,9 +11,10 @@ from deepcrl.config import EvalConfig
 def run(cfg: EvalConfig) -> int:
     probe = None
     if cfg.probe:  # first: a student or a non-maze env is refused before anything is evaluated
+        from deepcrl.artifacts import PROBE_PNG
         from deepcrl.teacher.probe import probe_run
 
-        probe = probe_run(cfg.run, png=cfg.probe_png or cfg.run / "probe.png", action=cfg.probe_action)
+        probe = probe_run(cfg.run, png=cfg.probe_png or cfg.run / PROBE_PNG, action=cfg.probe_action)
     policy, env_id, source = _policy(cfg)
     from deepcrl import envs
     from deepcrl.evaluate import evaluate
@@ -47,32 +48,18 @@ def run(cfg: EvalConfig) -> int:
 
 def _policy(cfg: EvalConfig):
     from deepcrl.errors import DeepcrlError
-
-    if cfg.run:
-        from deepcrl.policy import load_policy
-
-        policy = load_policy(cfg.run)
-        env_id = cfg.env or policy.manifest.env_id
-        return policy, env_id, f"{policy.manifest.kind} {cfg.run}"
-    if cfg.model:
-        from deepcrl.export.runtime import OnnxPolicy
-
-        policy = OnnxPolicy(cfg.model)  # the one ONNX Runtime policy (export's parity check, the server)
-        env_id = cfg.env or policy.metadata.get("env_id")
-        if not env_id:
-            raise DeepcrlError(f"{cfg.model} names no env; pass --env ID.")
-        return policy, env_id, f"onnx {cfg.model}"
-    from deepcrl.serve.client import PolicyClient
+    from deepcrl.policy import open_policy
 
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
     if cfg.token_env and token is None:
         raise DeepcrlError(f"the environment variable {cfg.token_env} is not set.")
-    policy = PolicyClient(cfg.url, token=token, model_name=cfg.model_name, protocol=cfg.protocol)
-    served = policy.metadata()  # the server's facts; the model's own metadata_props under "metadata"
-    env_id = cfg.env or served.get("metadata", {}).get("env_id")
+    opened = open_policy(run=cfg.run, model=cfg.model, url=cfg.url, token=token, model_name=cfg.model_name,
+                         protocol=cfg.protocol)
+    env_id = cfg.env or opened.env_id
     if not env_id:
-        raise DeepcrlError(f"the server at {cfg.url} names no env; pass --env ID.")
-    return policy, env_id, f"server {cfg.url}"
+        where = f"the server at {cfg.url}" if cfg.url else str(cfg.model)
+        raise DeepcrlError(f"{where} names no env; pass --env ID.")
+    return opened.policy, env_id, opened.source
 
 
 def _print_table(out: dict) -> None:

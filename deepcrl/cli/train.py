@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import math
+from deepcrl.teacher.config import TrainConfig, planned_env_steps
 
-from deepcrl.teacher.config import TrainConfig
+__all__ = ["TrainProgress", "planned_env_steps", "run", "train_with_progress"]
 
 
-def planned_env_steps(cfg: TrainConfig) -> int:
-    """Env steps the run ends at: --steps rounded up to whole iterations (num envs x unroll length)."""
-    c = cfg.resolved().validate()  # one-sentence errors before any arithmetic on bad values
-    per_iteration = c.num_envs * c.unroll_length
-    return max(1, math.ceil(c.steps / per_iteration)) * per_iteration
+class TrainProgress:
+    """Feeds `train`'s records to a progress display: the env steps, the losses and the last evaluation."""
+
+    def __init__(self, display):
+        self.display, self.last_eval = display, {}
+
+    def __call__(self, record: dict) -> None:
+        self.last_eval.update(record.get("eval", {}))
+        self.display.update(record["env_steps"], critic_loss=record["critic_loss"], actor_loss=record["actor_loss"],
+                            alpha=record["alpha"], success=self.last_eval.get("success"),
+                            detour=self.last_eval.get("detour_success"))
 
 
 def train_with_progress(cfg: TrainConfig) -> dict:
@@ -19,16 +25,8 @@ def train_with_progress(cfg: TrainConfig) -> dict:
     from deepcrl.cli.progress import Display
     from deepcrl.teacher.train import train
 
-    last_eval: dict = {}
-
     with Display("train", total=planned_env_steps(cfg), unit="env steps") as display:
-        def show(record: dict) -> None:
-            last_eval.update(record.get("eval", {}))
-            display.update(record["env_steps"], critic_loss=record["critic_loss"],
-                           actor_loss=record["actor_loss"], alpha=record["alpha"],
-                           success=last_eval.get("success"), detour=last_eval.get("detour_success"))
-
-        return train(cfg, progress_fn=show)
+        return train(cfg, progress_fn=TrainProgress(display))
 
 
 def run(cfg: TrainConfig) -> int:

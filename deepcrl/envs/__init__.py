@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
+import pkgutil
 from typing import Any, Callable
 
 import contextlib
@@ -88,12 +88,14 @@ def check_env_id(env_id: str) -> EnvEntry:
     raise UnknownEnvError(f"unknown env id {env_id!r}; valid ids are: {', '.join(close)}.")
 
 
+def factory(env_id: str) -> Callable[..., Any]:
+    """The class or function a registered env is built with (its module imported, the env not built)."""
+    return pkgutil.resolve_name(check_env_id(env_id).factory)
+
+
 def make(env_id: str, **overrides: Any):
     """Build a registered environment; `overrides` update the registered keyword arguments."""
-    entry = check_env_id(env_id)
-    module, _, name = entry.factory.partition(":")
-    factory: Callable[..., Any] = getattr(importlib.import_module(module), name)
-    env = factory(**{**entry.kwargs, **overrides})
+    env = factory(env_id)(**{**check_env_id(env_id).kwargs, **overrides})
     env.env_id = env_id
     return env
 

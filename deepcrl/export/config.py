@@ -6,6 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from deepcrl import _checks as checks
+from deepcrl.errors import DeepcrlError
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
@@ -46,4 +49,15 @@ class ExportConfig:
     part: Literal["policy", "critic"] = "policy"
     """policy: the actor (observation, goal -> action); critic: a teacher's distance head, the encoders phi(s, a)
     and psi(g) as two outputs (distance = ||phi - psi||), float32 .onnx only."""
+
+    def __post_init__(self) -> None:
+        """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
+        checks.paths(self, "run", "out")
+        checks.positive(self, "max_diff", "max_int8_error", "max_fp16_error")
+        checks.at_least(self, 1, "max_batch_size")
+        checks.at_least(self, 0, "max_queue_delay_us")
+        if self.quantize == "int8" and self.fp16:
+            raise DeepcrlError("--quantize int8 and --fp16 exclude each other; choose one.")
+        if not self.model_name or "/" in self.model_name or self.model_name.startswith("."):
+            raise DeepcrlError(f"--model-name {self.model_name!r} must be a plain directory name.")
 

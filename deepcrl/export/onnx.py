@@ -17,7 +17,7 @@ import numpy as np
 
 from deepcrl._io import atomic_path
 from deepcrl.errors import DeepcrlError
-from deepcrl.export import contract
+from deepcrl import contract
 from deepcrl.export.graph import hoist_loop_invariants, to_float16
 from deepcrl.export.source import PARITY_BATCHES, jax_actions, load_source, parity_inputs, rollout_states, worst
 
@@ -111,7 +111,7 @@ def compare(session, inputs: dict, reference: dict) -> dict[str, dict[int, float
 
 def session_for(model_bytes: bytes, threads: int = 1):
     """A CPU session on serialised model bytes, with the runtime's options (what the parity check runs)."""
-    from deepcrl.export.runtime import session
+    from deepcrl.onnx_policy import session
 
     return session(model_bytes, threads, providers=["CPUExecutionProvider"])
 
@@ -167,8 +167,6 @@ def build(cfg) -> tuple[bytes, dict[str, Any]]:
     """
     import onnx
 
-    if cfg.quantize == "int8" and cfg.fp16:
-        raise DeepcrlError("--quantize int8 and --fp16 exclude each other; choose one.")
     policy = load_source(cfg.run)
     t0 = time.perf_counter()
     model = to_onnx_model(policy, opset=cfg.opset)
@@ -251,10 +249,6 @@ def export(cfg) -> dict[str, Any]:
         The report: path, format, size, export time, parity errors per input set and batch size, the
         quantised model's error and speed when asked for, and the metadata written.
     """
-    for flag, value in (("--max-diff", cfg.max_diff), ("--max-int8-error", cfg.max_int8_error),
-                        ("--max-fp16-error", cfg.max_fp16_error)):
-        if not value > 0:
-            raise DeepcrlError(f"{flag} must be a positive number (got {value}).")
     out = check_out_path(Path(cfg.out), cfg.format)
     if cfg.format == "savedmodel":
         from deepcrl.export.savedmodel import export_savedmodel

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepcrl.export import contract
+from deepcrl import contract
 
 
 @contextlib.contextmanager

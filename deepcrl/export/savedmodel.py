@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.export.contract import ACTION, GOAL, OBSERVATION, metadata_for
+from deepcrl.contract import ACTION, GOAL, OBSERVATION, metadata_for
 from deepcrl.export.source import PARITY_BATCHES, load_source, parity_inputs, worst
 
 TF_MISSING = ("--format savedmodel needs TensorFlow, which is not installed; install it with "

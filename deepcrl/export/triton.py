@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.export import contract
+from deepcrl import contract
 
 
 # The metadata_props a config.pbtxt repeats as `parameters` (keys prefixed `deepcrl_`).

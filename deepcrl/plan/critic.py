@@ -34,14 +34,9 @@ def _session(model: bytes, intra_op_threads: int):
     optimisations): an encoder call is a few small matmuls, latency-bound like a policy call."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = int(intra_op_threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    from deepcrl.onnx_policy import session_options
+
+    return ort.InferenceSession(model, session_options(intra_op_threads), providers=["CPUExecutionProvider"])
 
 
 def _part(model, inputs: list[str], output: str) -> bytes:

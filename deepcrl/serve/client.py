@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.export.contract import ACTION, ACTION_SIZE, GOAL, GOAL_SIZE, OBS_SIZE, OBSERVATION
+from deepcrl.contract import ACTION, ACTION_SIZE, GOAL, GOAL_SIZE, OBS_SIZE, OBSERVATION
 
 MSGPACK = "application/msgpack"
 

@@ -6,6 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from deepcrl import _checks as checks
+from deepcrl.errors import DeepcrlError
+
 
 @dataclasses.dataclass(frozen=True)
 class ServeConfig:
@@ -76,7 +79,11 @@ class ServeConfig:
                 "cutoff_quantile": self.plan_cutoff_quantile}
 
     def __post_init__(self) -> None:
-        from deepcrl.errors import DeepcrlError
-
+        """Check the fields (one `DeepcrlError` sentence for the first bad one); `model` becomes a `Path`."""
+        checks.paths(self, "model")
+        checks.at_least(self, 1, "max_batch_size", "intra_op_threads", "workers")
+        checks.at_least(self, 0, "max_queue_delay_us", "warmup")
+        checks.within(self, 0, 65535, "port")
+        checks.positive(self, "max_body_bytes", "timeout_s", "max_in_flight", "repository_poll_s")
         if self.plan and self.critic is None:
             raise DeepcrlError("--plan needs --critic FILE.onnx (`deepcrl export --part critic`).")

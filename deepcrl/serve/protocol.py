@@ -15,7 +15,7 @@ import numpy as np
 import orjson  # parses and writes JSON several times faster than the standard library
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.export.contract import ACTION, GOAL, OBSERVATION
+from deepcrl.contract import ACTION, GOAL, OBSERVATION
 
 
 def _json_loads(body: bytes) -> Any:

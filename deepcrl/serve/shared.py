@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from deepcrl import contract
 from deepcrl.errors import ArtifactError
-from deepcrl.export import contract
-from deepcrl.export.runtime import OnnxPolicy
+from deepcrl.onnx_policy import OnnxPolicy
+from deepcrl.policy import open_policy
 from deepcrl.serve import protocol
 from deepcrl.serve.admission import Admission, deadline
 from deepcrl.serve.device import check_providers, providers_for
@@ -77,7 +78,8 @@ def load_one(path: Path, metrics: ServeMetrics, *, max_batch_size: int, max_queu
              intra_op_threads: int, warmup: int, version: str = "1", device: str = "cpu") -> Served:
     """Load and warm up one model file on `device` (its provider checked: `device.py`) with its batcher (not
     started yet)."""
-    model = OnnxPolicy(path, providers=providers_for(device), intra_op_threads=intra_op_threads)
+    model = open_policy(model=path, onnx_options={"providers": providers_for(device),
+                                                  "intra_op_threads": intra_op_threads}).policy
     running = model.session.get_providers()
     check_providers(device, running, path)
     model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))

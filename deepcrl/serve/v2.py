@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 import deepcrl
-from deepcrl.export.contract import ACTION, GOAL, OBSERVATION
+from deepcrl.contract import ACTION, GOAL, OBSERVATION
 from deepcrl.serve import protocol
 from deepcrl.serve.admission import requested_timeout_s
 from deepcrl.serve.protocol import RequestError

@@ -14,11 +14,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepcrl import artifacts, envs
+from deepcrl import envs
 from deepcrl.envs.rollout import rollout
-from deepcrl.errors import ArtifactError, DeepcrlError
-from deepcrl.policy import build_actor, restore_module
-from deepcrl.teacher.networks import critic_from_config as teacher_critic_from_config
+from deepcrl.errors import DeepcrlError
+from deepcrl.policy import load_networks
 
 
 class Teacher:
@@ -26,7 +25,8 @@ class Teacher:
 
     def __init__(self, run_dir: str | Path, need_critic: bool):
         self.dir = Path(run_dir)
-        self.manifest, params = artifacts.load(run_dir, kind="teacher")
+        nets = load_networks(run_dir, kind="teacher", critic="--represent needs" if need_critic else None)
+        self.manifest, self.actor, self.critic = nets.manifest, nets.actor, nets.critic
         m = self.manifest
         self.env = envs.make(m.env_id)
         spec = self.env.goal_spec
@@ -36,14 +36,6 @@ class Teacher:
                 f"the teacher at {run_dir} was trained on {m.env_id} with observation/goal/action sizes "
                 f"{m.obs_size}/{m.goal_size}/{m.action_size}, but {m.env_id} now has {have[0]}/{have[1]}/{have[2]}; "
                 "retrain the teacher on the current env.")
-        if "actor" not in params or "actor" not in m.network:
-            raise ArtifactError(f"{run_dir} is corrupt: it holds no policy ('actor') parameters.")
-        self.actor = restore_module(build_actor("teacher", m.network["actor"]), params["actor"], run_dir)
-        self.critic = None
-        if need_critic:
-            if "critic" not in params or "critic" not in m.network:
-                raise ArtifactError(f"{run_dir} holds no critic, which --represent needs.")
-            self.critic = restore_module(teacher_critic_from_config(m.network["critic"]), params["critic"], run_dir)
 
     def state(self) -> dict:
         """The modules' state, as `make_collector`'s `collect` takes it."""

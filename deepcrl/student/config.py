@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from deepcrl import _checks as checks
 from deepcrl.errors import DeepcrlError
 
 
@@ -87,21 +88,11 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         """Check every field (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
-        for name in ("run", "out"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        checks.paths(self, "run", "out")
         self.hidden_sizes()
-        positive = {"distill_steps": self.distill_steps, "batch_size": self.batch_size, "rounds": self.rounds,
-                    "num_envs": self.num_envs, "eval_episodes": self.eval_episodes}
-        if self.unroll_length is not None:
-            positive["unroll_length"] = self.unroll_length
-        for name, value in positive.items():
-            if value < 1:
-                raise DeepcrlError(f"--{name.replace('_', '-')} must be a positive integer; got {value}.")
-        if not self.learning_rate > 0:
-            raise DeepcrlError(f"--learning-rate must be positive; got {self.learning_rate}.")
-        if not 0.0 <= self.beta_decay <= 1.0:
-            raise DeepcrlError(f"--beta-decay must lie in [0, 1]; got {self.beta_decay}.")
-        if self.noise < 0 or self.round_eval_episodes < 0:
-            raise DeepcrlError("--noise and --round-eval-episodes must not be negative.")
+        checks.positive(self, "distill_steps", "batch_size", "learning_rate", "rounds", "num_envs", "unroll_length",
+                        "eval_episodes")
+        checks.within(self, 0, 1, "beta_decay")
+        checks.at_least(self, 0, "noise", "round_eval_episodes")
         if self.out.absolute() == self.run.absolute():
             raise DeepcrlError("--out must differ from --run: the student would overwrite its teacher.")

@@ -163,5 +163,5 @@ def _finish(setup: Setup, state: DistillState, sinks: Sinks, initial_error: floa
     report["student"]["checkpoint_hash"] = written.checkpoint_hash
     report["wall_s"] = time.perf_counter() - wall0
     plot_curves(out / "curves.png", sinks.records, sinks.rounds, res_t.success, res_r.success, initial_error)
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
+    write_text_atomic(out / artifacts.REPORT, json.dumps(report, indent=2, default=str))
     return report

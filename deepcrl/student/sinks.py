@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"
+from deepcrl.artifacts import METRICS as METRICS_FILE
 
 
 class Sinks:

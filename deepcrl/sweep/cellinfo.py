@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 from deepcrl._io import write_json_atomic
+from deepcrl.artifacts import PROBE_PNG
 
-CELLINFO = "cellinfo.json"
-PROBE_PNG = "probe.png"
+CELLINFO = "cellinfo.json"  # the sweep's own cache beside the artifact
 
 
 def cell_info(run_dir: str | Path, probe: bool = False) -> dict:

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from deepcrl import _checks as checks
 from deepcrl.errors import DeepcrlError
 
 
@@ -69,7 +70,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         """Check the grid (one `DeepcrlError` sentence for the first problem); `out` becomes a `Path`."""
-        object.__setattr__(self, "out", Path(self.out))
+        checks.paths(self, "out")
         if not self.depths or not self.widths or not self.seeds:
             raise DeepcrlError("give at least one value each for --depths, --widths and --seeds.")
         bad = [d for d in self.depths if d % 4 or not 4 <= d <= 1024]
@@ -77,11 +78,7 @@ class SweepConfig:
             raise DeepcrlError(f"--depths must be multiples of 4 between 4 and 1024, got {bad[0]}.")
         if min(self.widths) < 1:
             raise DeepcrlError(f"--widths must be positive, got {min(self.widths)}.")
-        if self.steps is not None and self.steps < 1:
-            raise DeepcrlError(f"--steps must be positive, got {self.steps}.")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
+        checks.positive(self, "steps", "max_minutes")
+        checks.at_least(self, 1, "jobs")
         if self.launcher == "process" and (self.slurm_partition or self.slurm_args):
             raise DeepcrlError("--slurm-partition and --slurm-args need --launcher slurm.")
-        if self.jobs < 1:
-            raise DeepcrlError(f"--jobs must be at least 1, got {self.jobs}.")

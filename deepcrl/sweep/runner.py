@@ -22,19 +22,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from deepcrl._io import read_jsonl, write_json_atomic
-from deepcrl.errors import DeepcrlError
+from deepcrl import artifacts
+from deepcrl._gpu import gpu_likely
+from deepcrl._io import write_json_atomic
+from deepcrl.errors import ArtifactError, DeepcrlError
 from deepcrl.sweep.cellinfo import PROBE_PNG, cached_cell_info, read_cell_info
 from deepcrl.sweep.config import SweepConfig
 
 SWEEP_JSON, SWEEP_PNG, TRAIN_LOG = "sweep.json", "sweep.png", "train.log"
 PID_FILE = ".sweep.pid"  # the process training a cell right now (left behind if the sweep was killed)
-TRAIN_STATE = "train_state"  # the teacher's resumable checkpoint inside a run directory (deepcrl train --resume)
 # Flags the sweep sets per cell; --train-args may not set them.
 OWNED = {"env": "--env", "depth": "--depths", "width": "--widths", "seed": "--seeds", "steps": "--steps",
          "out": "--out", "resume": "(automatic)", "max_minutes": "--max-minutes"}
 # Ignored when checking that an existing cell was trained with this sweep's settings.
-_BOOKKEEPING = {"out", "resume", "steps", "max_minutes", "eval_every", "eval_episodes"}
+_BOOKKEEPING = {"out", "resume", "steps", "max_minutes", "eval_every", "eval_episodes", "json"}
 
 Log = Callable[[str], None]
 
@@ -110,7 +111,7 @@ def plan(cfg: SweepConfig) -> list[Cell]:
     except SystemExit as exc:  # tyro has printed what is wrong with the flags
         raise DeepcrlError(f"--train-args {' '.join(extra)!r} are not valid `deepcrl train` flags "
                            "(see `deepcrl train --help`).") from exc
-    on_gpu = _gpu_likely()
+    on_gpu = gpu_likely()  # the cells' `deepcrl train` processes, not this one, use the GPU
     cells = []
     for depth in depths:
         for width in widths:
@@ -129,16 +130,6 @@ def plan(cfg: SweepConfig) -> list[Cell]:
     return cells
 
 
-def _gpu_likely() -> bool:
-    """Whether `deepcrl train` will see a GPU (its defaults differ), guessed without starting JAX's backend."""
-    import importlib.util
-
-    if os.environ.get("JAX_PLATFORMS", "").strip().lower() in ("cpu", "tpu"):
-        return False
-    plugin = any(importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
-    return plugin and Path("/dev/nvidiactl").exists()
-
-
 def _busy(cell: Cell) -> int | None:
     """The id of a live process still training this cell (a killed sweep's orphan), else None."""
     try:
@@ -152,14 +143,19 @@ def _busy(cell: Cell) -> int | None:
     return pid if str(cell.dir) in cmdline else None
 
 
-def _manifest(run_dir: Path) -> dict | None:
-    import json
-
-    path = run_dir / "manifest.json"
+def _manifest(run_dir: Path) -> artifacts.Manifest | None:
+    """The cell's manifest, or None before its first artifact is written."""
+    if not (run_dir / artifacts.MANIFEST).exists():
+        return None
     try:
-        return json.loads(path.read_text()) if path.exists() else None
-    except (OSError, ValueError) as exc:
-        raise DeepcrlError(f"{path} cannot be read ({exc}); remove the cell to retrain it.") from exc
+        return artifacts.read_manifest(run_dir, "teacher")
+    except ArtifactError as exc:
+        raise DeepcrlError(f"{str(exc).rstrip('.')}; remove the cell to retrain it.") from exc
+
+
+def _trained_with(manifest: artifacts.Manifest | None) -> dict[str, Any]:
+    """The `deepcrl train` settings a teacher's manifest records (empty before its first artifact)."""
+    return dict(manifest.network.get("train", {})) if manifest is not None else {}
 
 
 def _check_same_run(cell: Cell) -> None:
@@ -167,7 +163,7 @@ def _check_same_run(cell: Cell) -> None:
     manifest = _manifest(cell.dir)
     if manifest is None:
         return
-    recorded = manifest.get("network", {}).get("train", {})
+    recorded = _trained_with(manifest)
     wanted = {k: v for k, v in dataclasses.asdict(cell.train).items() if k not in _BOOKKEEPING and v is not None}
     wanted.setdefault("critic_depth", cell.depth)
     wanted.setdefault("actor_depth", cell.depth)
@@ -181,7 +177,7 @@ def _check_same_run(cell: Cell) -> None:
 
 
 def _evals(run_dir: Path) -> tuple[list[dict], dict]:
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = artifacts.read_metrics(run_dir)
     return rows, next((r["eval"] for r in reversed(rows) if r.get("eval")), {})
 
 
@@ -190,12 +186,12 @@ def cell_state(cell: Cell, cfg: SweepConfig) -> str:
     (spent its --max-minutes)."""
     manifest = _manifest(cell.dir)
     if manifest is not None:
-        target = cfg.steps or manifest.get("network", {}).get("train", {}).get("steps") or 0
-        if manifest.get("step", 0) >= target:
+        target = cfg.steps or _trained_with(manifest).get("steps") or 0
+        if manifest.step >= target:
             return "done"
         if cfg.max_minutes is not None and _spent_s(cell) >= 60 * cfg.max_minutes:
             return "out_of_time"
-    return "partial" if (cell.dir / TRAIN_STATE).is_dir() else "new"
+    return "partial" if (cell.dir / artifacts.TRAIN_STATE).is_dir() else "new"
 
 
 def _spent_s(cell: Cell) -> float:
@@ -300,8 +296,8 @@ def _last_line(path: Path) -> str:
 
 def cell_row(cell: Cell, cfg: SweepConfig, outcome: dict) -> dict:
     """The cell's sweep.json row, read from its run directory."""
-    manifest = _manifest(cell.dir) or {}
-    train = manifest.get("network", {}).get("train", {})
+    manifest = _manifest(cell.dir)
+    train = _trained_with(manifest)
     rows, last = _evals(cell.dir)
     info = read_cell_info(cell.dir)
     state = cell_state(cell, cfg)
@@ -310,7 +306,8 @@ def cell_row(cell: Cell, cfg: SweepConfig, outcome: dict) -> dict:
         "critic_depth": train.get("critic_depth"), "actor_depth": train.get("actor_depth"),
         "params": (info["params_actor"] + info["params_critic"]) if "params_actor" in info else None,
         "params_critic": info.get("params_critic"), "params_actor": info.get("params_actor"),
-        "env_steps": manifest.get("step"), "target_steps": cfg.steps or train.get("steps"),
+        "env_steps": manifest.step if manifest is not None else None,
+        "target_steps": cfg.steps or train.get("steps"),
         "wall_s": rows[-1]["wall_s"] if rows else None,
         "success": last.get("success"), "detour_success": last.get("detour_success"),
         "direct_success": last.get("direct_success"), "time_at_goal": last.get("time_at_goal"),
@@ -370,14 +367,14 @@ def run_sweep(cfg: SweepConfig, log: Log | None = None) -> dict:
         manifest = _manifest(cell.dir)
         if manifest is not None:
             try:
-                cached_cell_info(cell.dir, manifest.get("step", 0), cfg.probe)
+                cached_cell_info(cell.dir, manifest.step, cfg.probe)
             except DeepcrlError as exc:
                 outcomes[cell.name]["error"] = f"probe: {exc}"
     rows = [cell_row(cell, cfg, outcomes[cell.name]) for cell in cells]
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     result = {"env": cfg.env, "config": config, "rows": rows, "groups": group_rows(rows),
               "json": str(out / SWEEP_JSON), "png": str(out / SWEEP_PNG)}
-    plot_sweep(rows, [read_jsonl(c.dir / "metrics.jsonl") for c in cells], out / SWEEP_PNG,
+    plot_sweep(rows, [artifacts.read_metrics(c.dir) for c in cells], out / SWEEP_PNG,
                title=f"{cfg.env}: {len(cells)} cells")
     write_json_atomic(out / SWEEP_JSON, result)
     return result

@@ -20,7 +20,7 @@ from deepcrl import artifacts
 from deepcrl.errors import DeepcrlError
 from deepcrl.teacher.iteration import Setup, TrainState
 
-TRAIN_STATE_DIR = "train_state"
+TRAIN_STATE_DIR = artifacts.TRAIN_STATE  # the run directory's name for it (artifacts.py)
 
 
 def save_train_state(run_dir: Path, state: TrainState) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+from deepcrl import _checks as checks
 from deepcrl.errors import DeepcrlError
 
 # Tuned on the shared 2-core CPU machine. On point_maze the learner, not the simulator, is the bottleneck, so
@@ -126,13 +127,31 @@ class TrainConfig:
     """Seconds to wait for every process of the job to arrive before giving up with an error."""
 
     # -- defaults and checks ----------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        """Check every field that is set (one `DeepcrlError` sentence for the first bad one), as tyro builds the
+        config; `validate` checks what depends on the env's defaults and the devices once they are known."""
+        for name in ("depth", "critic_depth", "actor_depth"):
+            d = getattr(self, name)
+            if d is not None and (d % 4 or not 4 <= d <= 1024):
+                raise DeepcrlError(f"{name.replace('_', ' ')} must be a multiple of 4 between 4 and 1024, "
+                                   f"got {d}.")
+        checks.positive(self, "steps", "width", "num_envs", "batch_size", "unroll_length", "sgd_steps",
+                        "replay_capacity", "eval_every", "eval_episodes", "repr_size", "learning_rate",
+                        "max_minutes")
+        if not 0.0 < self.discount < 1.0:
+            raise DeepcrlError(f"--discount must lie in (0, 1), got {self.discount}.")
+        checks.within(self, 0, 1, "actor_random_goal_frac")
+        self.validate_job()
+
     def resolved(self, on_gpu: bool | None = None) -> "TrainConfig":
         """A copy with every None field set to the env's default (GPU: the reference's shape)."""
         from deepcrl import envs
 
         envs.check_env_id(self.env)
         if on_gpu is None:
-            on_gpu = _has_gpu()
+            from deepcrl._gpu import has_gpu
+
+            on_gpu = has_gpu()
         base = REFERENCE_DEFAULTS if on_gpu or self.env not in ENV_DEFAULTS else ENV_DEFAULTS[self.env]
         updates = {k: base[k] for k in _RESOLVED if getattr(self, k) is None}
         cfg = dataclasses.replace(self, out=Path(self.out), **updates)
@@ -140,17 +159,11 @@ class TrainConfig:
                                    actor_depth=cfg.actor_depth or cfg.depth)
 
     def validate(self, device_count: int = 1) -> "TrainConfig":
-        """Check a resolved config; raise `DeepcrlError` (one sentence) on the first problem."""
-        for name in ("critic_depth", "actor_depth"):
-            d = getattr(self, name)
-            if d is None or d % 4 or not 4 <= d <= 1024:
-                raise DeepcrlError(f"{name.replace('_', ' ')} must be a multiple of 4 between 4 and 1024, "
-                                   f"got {d}.")
-        positive = ("steps", "width", "num_envs", "batch_size", "unroll_length", "sgd_steps", "replay_capacity",
-                    "eval_every", "eval_episodes", "repr_size")
-        for name in positive:
-            if getattr(self, name) is None or getattr(self, name) <= 0:
-                raise DeepcrlError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        """Check a resolved config against its env's defaults and the devices (every field alone was checked
+        by `__post_init__`); raise `DeepcrlError` (one sentence) on the first problem."""
+        unset = [name for name in (*_RESOLVED, "critic_depth", "actor_depth") if getattr(self, name) is None]
+        if unset:
+            raise DeepcrlError(f"--{unset[0].replace('_', '-')} is unset; validate a resolved() config.")
         if self.unroll_length < 2:
             raise DeepcrlError("--unroll-length must be at least 2 so every unroll holds a future state.")
         if self.unroll_length > self.replay_capacity:
@@ -163,18 +176,10 @@ class TrainConfig:
         if self.num_envs % device_count or self.batch_size % device_count:
             raise DeepcrlError(f"--num-envs ({self.num_envs}) and --batch-size ({self.batch_size}) must be "
                                f"multiples of the {device_count} devices for data parallelism.")
-        if not 0.0 < self.discount < 1.0:
-            raise DeepcrlError(f"--discount must lie in (0, 1), got {self.discount}.")
-        if self.actor_random_goal_frac is None or not 0.0 <= self.actor_random_goal_frac <= 1.0:
-            raise DeepcrlError(f"--actor-random-goal-frac must lie in [0, 1], got {self.actor_random_goal_frac}.")
-        if not self.learning_rate > 0:
-            raise DeepcrlError(f"--learning-rate must be positive, got {self.learning_rate}.")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
                                        or min(self.seeds) < 0):
             raise DeepcrlError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}.")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise DeepcrlError(f"--max-minutes must be positive, got {self.max_minutes}.")
-        return self.validate_job()
+        return self
 
     def validate_job(self) -> "TrainConfig":
         """Check the multi-process job flags (before joining the job); raise `DeepcrlError` on a problem."""
@@ -194,7 +199,10 @@ class TrainConfig:
         return self
 
 
-def _has_gpu() -> bool:
-    import jax
+def planned_env_steps(cfg: TrainConfig) -> int:
+    """Env steps a run ends at: --steps rounded up to whole iterations (num envs x unroll length)."""
+    import math
 
-    return any(d.platform == "gpu" for d in jax.local_devices())
+    c = cfg.resolved().validate()  # one-sentence errors before any arithmetic on bad values
+    per_iteration = c.num_envs * c.unroll_length
+    return max(1, math.ceil(c.steps / per_iteration)) * per_iteration

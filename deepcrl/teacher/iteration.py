@@ -28,6 +28,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepcrl import envs
+from deepcrl._gpu import has_gpu
 from deepcrl.envs.rollout import rollout
 from deepcrl.envs.wrappers import wrap_for_training
 from deepcrl.teacher import diagnostics, losses, networks, replay
@@ -48,7 +49,7 @@ class TrainState(NamedTuple):
 
 # Config fields that do not change the compiled iteration (the learning rate is traced).
 _BOOKKEEPING = dict(out=Path("."), steps=1, resume=False, eval_every=1, eval_episodes=1, max_minutes=None,
-                    learning_rate=1.0, tensorboard=False)
+                    learning_rate=1.0, tensorboard=False, json=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,7 @@ def network_configs(cfg: TrainConfig, env) -> tuple[dict, dict]:
 def make_setup(cfg: TrainConfig, devices: list | None = None) -> Setup:
     """Resolve and check the config, build the env and network definitions. Nothing is compiled here."""
     devices = list(devices or jax.devices())  # every process's devices in a multi-process job
-    cfg = cfg.resolved(on_gpu=any(d.platform == "gpu" for d in devices)).validate(len(devices))
+    cfg = cfg.resolved(on_gpu=has_gpu(devices)).validate(len(devices))
     env = envs.make(cfg.env)
     actor_cfg, critic_cfg = network_configs(cfg, env)
     nets, _, _ = Nets.split(networks.actor_from_config(actor_cfg, 0), networks.critic_from_config(critic_cfg, 0))

@@ -20,13 +20,12 @@ actor is trained to pick, so the energy is the critic's value of the policy), or
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
 
-from deepcrl.errors import ArtifactError, DeepcrlError
+from deepcrl.errors import DeepcrlError
 
 EnergyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``energy(s [B, 2], g [B, 2]) -> [B]``: the critic's energy of reaching goal position g from position s."""
@@ -193,8 +192,7 @@ def check_maze_env(env_id: str) -> None:
     from deepcrl import envs
     from deepcrl.envs.point_maze import PointMaze
 
-    module, _, name = envs.check_env_id(env_id).factory.partition(":")
-    factory = getattr(importlib.import_module(module), name)
+    factory = envs.factory(env_id)
     if not (isinstance(factory, type) and issubclass(factory, PointMaze)):
         raise DeepcrlError(f"the probe needs a maze of free cells (a point_maze env); {env_id} has none.")
 
@@ -210,25 +208,18 @@ def critic_energy(run_dir: str | Path, action: Action = "actor") -> tuple[Energy
     from flax import nnx
 
     from deepcrl import artifacts, envs
-    from deepcrl.policy import DEPLOY_OVERRIDES, build_actor, restore_module
-    from deepcrl.teacher import networks
+    from deepcrl.policy import load_networks
 
     if action not in ("actor", "zero"):
         raise DeepcrlError(f"the probe's action must be 'actor' or 'zero', got {action!r}.")
-    manifest, params = artifacts.load(run_dir)
+    manifest = artifacts.read_manifest(run_dir)  # the kind and the env are checked before the checkpoint is read
     if manifest.kind != "teacher":
         raise DeepcrlError(f"{run_dir} is a {manifest.kind} artifact; the probe needs a teacher's critic.")
-    if "critic" not in params or "critic" not in manifest.network:
-        raise ArtifactError(f"{run_dir} holds no critic parameters, so there is nothing to probe.")
     check_maze_env(manifest.env_id)
-    env = envs.make(manifest.env_id)
-    deploy = DEPLOY_OVERRIDES["teacher"]
-    critic = restore_module(networks.critic_from_config({**manifest.network["critic"], **deploy}),
-                            params["critic"], run_dir)
-    actor = restore_module(build_actor("teacher", {**manifest.network["actor"], **deploy}), params["actor"],
-                           run_dir)
-    c_def, c_state = nnx.split(critic)
-    a_def, a_state = nnx.split(actor)
+    nets = load_networks(run_dir, "teacher", critic="the probe needs", deploy=True)
+    manifest, env = nets.manifest, envs.make(manifest.env_id)
+    c_def, c_state = nnx.split(nets.critic)
+    a_def, a_state = nnx.split(nets.actor)
 
     @jax.jit
     def batch_energy(c_state, a_state, s, g):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deepcrl import artifacts
 from deepcrl._io import append_jsonl, read_jsonl, write_text_atomic
 
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
+METRICS_FILE, CURVES_FILE = artifacts.METRICS, artifacts.CURVES  # the run directory's names (artifacts.py)
 
 
 def numeric(d: dict) -> dict[str, float]:

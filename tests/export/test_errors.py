@@ -12,7 +12,7 @@ import pytest
 
 from deepcrl.cli import main
 from deepcrl.errors import ArtifactError, DeepcrlError
-from deepcrl.export.runtime import OnnxPolicy
+from deepcrl.onnx_policy import OnnxPolicy
 
 
 def _fails(capsys, *args: str) -> str:
@@ -105,7 +105,12 @@ def test_onnx_policy_rejects_bad_shapes(tiny_onnx):
 
 def test_thresholds_must_be_positive(capsys, tmp_path, tiny_onnx_source):
     err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--max-int8-error", "0")
-    assert "--max-int8-error must be a positive number" in err
+    assert "--max-int8-error must be positive, got 0.0." in err
+    err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "p.onnx", "--quantize", "int8", "--fp16")
+    assert "--quantize int8 and --fp16 exclude each other" in err
+    err = _fails(capsys, "--run", tiny_onnx_source, "--out", tmp_path / "r", "--format", "triton",
+                 "--model-name", "../up")
+    assert "--model-name '../up' must be a plain directory name" in err
 
 
 def test_bf16_remat_teacher_exports_in_float32_with_parity(tmp_path):
@@ -122,7 +127,7 @@ def test_bf16_remat_teacher_exports_in_float32_with_parity(tmp_path):
 
 
 def test_contract_checks_are_one_sentence_each():
-    from deepcrl.export import contract
+    from deepcrl import contract
 
     meta = contract.metadata(kind="student", env_id="point_maze", obs_size=4, goal_size=2, action_size=2)
     names = (list(contract.INPUT_NAMES), [contract.OUTPUT_NAME])
@@ -143,7 +148,7 @@ def test_the_contract_imports_without_jax_or_onnxruntime():
     import subprocess
     import sys
 
-    code = ("import sys, deepcrl.export.contract; "
+    code = ("import sys, deepcrl.contract; "
             "print([m for m in ('jax', 'onnxruntime', 'onnx', 'numpy') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

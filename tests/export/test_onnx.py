@@ -13,7 +13,7 @@ from deepcrl import artifacts
 from deepcrl.errors import DeepcrlError
 from deepcrl.export.config import ExportConfig
 from deepcrl.export.onnx import export, rollout_states
-from deepcrl.export.runtime import OnnxPolicy
+from deepcrl.onnx_policy import OnnxPolicy
 from deepcrl.policy import init_artifact, load_policy
 
 

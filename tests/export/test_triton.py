@@ -18,7 +18,7 @@ import pytest
 from deepcrl.errors import DeepcrlError
 from deepcrl.export.config import ExportConfig
 from deepcrl.export.onnx import export
-from deepcrl.export.runtime import OnnxPolicy
+from deepcrl.onnx_policy import OnnxPolicy
 from deepcrl.export.triton import validate_config
 from deepcrl.policy import load_policy
 

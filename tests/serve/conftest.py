@@ -22,7 +22,7 @@ def policy_onnx(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference(policy_onnx):
     """The same file run in-process by `OnnxPolicy` (what the server's batcher calls)."""
-    from deepcrl.export.runtime import OnnxPolicy
+    from deepcrl.onnx_policy import OnnxPolicy
 
     return OnnxPolicy(policy_onnx)
 

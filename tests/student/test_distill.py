@@ -175,7 +175,7 @@ def test_kl_objective_trains_a_gaussian_student():
     assert float(last["action_kl"]) * 10 < float(first["action_kl"])
 
 
-@pytest.mark.parametrize("flag, value, words", [("--distill-steps", "0", "--distill-steps must be a positive integer"),
+@pytest.mark.parametrize("flag, value, words", [("--distill-steps", "0", "--distill-steps must be positive, got 0."),
                                                 ("--beta-decay", "1.5", "--beta-decay must lie in [0, 1]"),
                                                 ("--learning-rate", "-1", "--learning-rate must be positive")])
 def test_bad_numbers(capsys, tmp_path, flag, value, words):
