@@ -41,6 +41,10 @@ def supported_suffixes(env) -> tuple[str, ...]:
     return tuple(suffixes)
 
 
+def _one_of(options: tuple[str, ...]) -> str:
+    return options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+
+
 def render(env, trajectory: Any, path: str | Path, goal: Any = None, size: tuple[int, int] = (480, 360)) -> Path:
     """Write an episode of `env` to `path` (format from its suffix).
 
@@ -62,7 +66,7 @@ def render(env, trajectory: Any, path: str | Path, goal: Any = None, size: tuple
     if suffix not in allowed:
         name = getattr(env, "env_id", type(env).__name__)
         raise DeepcrlError(f"cannot render {name} to {path.name!r}: use a file ending in "
-                           f"{' or '.join(allowed) if allowed else '(none: this env has no renderer)'}.")
+                           f"{_one_of(allowed) if allowed else '(none: this env has no renderer)'}.")
     # numpy from here on: slicing device arrays leaf by leaf would dispatch (and compile) one op per leaf
     goals, pipeline_states = _split_trajectory(jax.device_get(trajectory))
     if goal is None and goals is not None:

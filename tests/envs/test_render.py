@@ -130,10 +130,10 @@ def test_unsupported_suffix_is_one_clear_error(point_maze, tmp_path):
     with pytest.raises(DeepcrlError, match=r"cannot render point_maze to 'out.html': use a file ending in \.png"):
         render(point_maze, jnp.zeros((3, 2)), tmp_path / "out.html")
     reacher = envs.make("reacher")
-    assert supported_suffixes(reacher) == (".html",)
-    with pytest.raises(DeepcrlError, match=r"use a file ending in \.html"):
-        render(reacher, [], tmp_path / "out.gif")
-    assert supported_suffixes(envs.make("ant_u_maze")) == (".html", ".png")
+    assert supported_suffixes(reacher) == (".mp4", ".gif", ".html")
+    with pytest.raises(DeepcrlError, match=r"use a file ending in \.mp4, \.gif or \.html"):
+        render(reacher, [], tmp_path / "out.avi")
+    assert supported_suffixes(envs.make("ant_u_maze")) == (".mp4", ".gif", ".html", ".png")
     with pytest.raises(DeepcrlError, match="empty trajectory"):
         render(point_maze, [], tmp_path / "empty.png")
     assert not list(tmp_path.iterdir())  # nothing half-written
