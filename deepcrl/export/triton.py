@@ -33,7 +33,11 @@ def config_text(name: str, metadata: dict[str, str], max_batch_size: int = 256, 
                 instance_kind: str = "KIND_AUTO") -> str:
     """The `config.pbtxt` of a policy with the deepcrl signature."""
     obs, goal, act = (metadata[k] for k in (contract.OBS_SIZE, contract.GOAL_SIZE, contract.ACTION_SIZE))
-    preferred = sorted({b for b in (1, 8, 32, max_batch_size) if b <= max_batch_size})
+    # Triton sends the largest *preferred* batch it can form at once, so a preferred size of 1 would dispatch every
+    # request alone whenever fewer than the next preferred size were queued: with 2-7 waiting it ran them one by one.
+    # Without 1, a short queue waits at most max_queue_delay_us and then runs as one batch.
+    preferred = sorted({b for b in (8, 32, max_batch_size) if 1 < b <= max_batch_size})
+    preferred_line = f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n" if preferred else ""
     params = "".join(f"parameters {{ key: {_quote('deepcrl_' + k if not k.startswith('deepcrl_') else k)} "
                      f"value {{ string_value: {_quote(v)} }} }}\n"
                      for k, v in metadata.items() if k in _PARAMETERS)
@@ -50,7 +54,7 @@ def config_text(name: str, metadata: dict[str, str], max_batch_size: int = 256, 
         f"  {{ name: {_quote(contract.ACTION)} data_type: TYPE_FP32 dims: [ {act} ] }}\n"
         "]\n"
         "dynamic_batching {\n"
-        f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
+        f"{preferred_line}"
         f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n"
         "}\n"
         f"instance_group [ {{ count: 1 kind: {instance_kind} }} ]\n"

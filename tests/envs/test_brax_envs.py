@@ -55,7 +55,10 @@ def _check_api(env, state, batch: tuple[int, ...]):
     assert state.info["goal"].shape == (*batch, goal_size)
 
 
-@pytest.mark.parametrize("env_id", TRACED_IDS)
+# the quick run traces reacher and ant; the mazes and humanoid (3-5 s of tracing each) are traced in the full run,
+# which also compiles and steps every body (test_reset_and_step_run_under_jit_vmap below)
+@pytest.mark.parametrize("env_id", [e if e in ("reacher", "ant") else pytest.param(e, marks=pytest.mark.slow)
+                                    for e in TRACED_IDS])
 def test_reset_and_step_trace_under_jit_vmap(env_id):
     env = envs.make(env_id)
     first, states = jax.eval_shape(jax.jit(_reset_and_step(env, n=3, steps=2)), jax.random.PRNGKey(0))

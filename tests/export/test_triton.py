@@ -39,7 +39,7 @@ def test_triton_repository(tmp_path, tiny_onnx_source):
     assert [(t.name, list(t.dims)) for t in config.output] == [("action", [policy.action_size])]
     fp32 = type(config.input[0]).DESCRIPTOR.fields_by_name["data_type"].enum_type.values_by_name["TYPE_FP32"].number
     assert {t.data_type for t in [*config.input, *config.output]} == {fp32}
-    assert config.HasField("dynamic_batching") and max(config.dynamic_batching.preferred_batch_size) == 64
+    assert config.HasField("dynamic_batching") and list(config.dynamic_batching.preferred_batch_size) == [8, 32, 64]
     assert config.parameters["deepcrl_kind"].string_value == policy.kind
 
     obs = np.random.default_rng(0).normal(size=(5, policy.obs_size)).astype(np.float32)
@@ -152,7 +152,10 @@ def triton(tiny_onnx_source, tmp_path_factory, venvs_dir, missing_prerequisite):
         missing_prerequisite(install)
     root = tmp_path_factory.mktemp("triton")
     repository = root / "models"
-    export(ExportConfig(run=Path(tiny_onnx_source), out=repository, format="triton", model_name="policy"))
+    # a 20 ms batching window: one client process sends a burst's requests ~0.1-1 ms apart, so with the default
+    # 100 us window every request ran alone on the 2-core CI machine (1,004 executions for 1,328 rows)
+    export(ExportConfig(run=Path(tiny_onnx_source), out=repository, format="triton", model_name="policy",
+                        max_queue_delay_us=20_000))
     policy = OnnxPolicy(repository / "policy/1/model.onnx")
     text = (repository / "policy/config.pbtxt").read_text()
     sizes = {"obs": policy.obs_size, "obs_plus": policy.obs_size + 1}
@@ -179,7 +182,8 @@ def test_triton_loads_the_exported_repository_and_batches(triton):
     assert index["policy"]["state"] == "READY"
     config = httpx.get(f"{triton.url}/v2/models/policy/config").json()  # as Triton parsed our text
     assert (config["backend"], config["max_batch_size"]) == ("onnxruntime", 256)
-    assert config["dynamic_batching"]["preferred_batch_size"] == [1, 8, 32, 256]
+    assert config["dynamic_batching"]["preferred_batch_size"] == [8, 32, 256]
+    assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 20_000
     assert config["parameters"]["deepcrl_env_id"]["string_value"] == triton.policy.metadata["env_id"]
 
     policy = triton.policy

@@ -186,6 +186,7 @@ def test_missing_args_is_one_sentence(tmp_path, capsys):
     assert "args.pkl" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # compiles reacher_ref's physics for an evaluation (~15 s)
 def test_eval_accepts_the_imported_teacher(imported, capsys):
     assert main(["eval", "--run", str(imported), "--eval-episodes", "4", "--episode-length", "10", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
