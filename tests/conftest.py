@@ -61,7 +61,7 @@ def _quiet_libraries():
 # ---- running in parallel (the README's quick command: `-n auto`, pytest-xdist) ---------------------------------
 
 # Each xdist worker builds the session fixtures it needs. Tests that share an expensive trained artifact are kept
-# on one worker (`--dist loadgroup`, in pyproject's addopts), so it is trained once while the other workers run
+# on one worker (`--dist loadgroup`, in the README's command), so it is trained once while the other workers run
 # the rest; everything else is balanced freely. The serve tests' `policy_onnx` asks for `tiny_onnx` at run time,
 # so it is named here too.
 _GROUPS = {"tiny_teacher_run": "tiny_teacher", "policy_onnx": "tiny_teacher", "oracle_teacher_dir": "oracle_teacher"}
