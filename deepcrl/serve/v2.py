@@ -58,6 +58,19 @@ def model_metadata(s: Served) -> dict[str, Any]:
                            **m.metadata}}
 
 
+def server_metadata() -> dict[str, Any]:
+    """The v2 server metadata."""
+    return {"name": "deepcrl", "version": deepcrl.__version__, "extensions": ["binary_tensor_data"]}
+
+
+def find_model(server: PolicyServer, name: str | None, version: str | None) -> Served:
+    """The served model `name` (404 when unknown), checked against a requested `version` (None: any)."""
+    s = server.lookup(name)
+    if version not in (None, s.version):
+        raise RequestError(404, f"model {name!r} has no version {version!r}; it serves version {s.version}.")
+    return s
+
+
 def _shape(value: Any, name: str, size: int, max_batch: int) -> list[int]:
     if not (isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value)):
         raise RequestError(422, f"input '{name}' needs a 'shape' list of integers, [batch, {size}].")
@@ -214,10 +227,7 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
     def model(request: Request, name: str, version: str | None) -> Served:
         if not server.authorized(request.headers):
             raise RequestError(401, NEEDS_TOKEN)
-        s = server.lookup(name)
-        if version not in (None, s.version):
-            raise RequestError(404, f"model {name!r} has no version {version!r}; it serves version {s.version}.")
-        return s
+        return find_model(server, name, version)
 
     def answer(request: Request, name: str, version: str | None, build) -> Response:
         try:
@@ -227,9 +237,8 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
             return error(exc)
 
     @app.get("/v2")
-    async def server_metadata() -> Response:
-        return Response(protocol.encode({"name": "deepcrl", "version": deepcrl.__version__,
-                                         "extensions": ["binary_tensor_data"]}, "json"), media_type=protocol.JSON)
+    async def metadata_of_server() -> Response:
+        return Response(protocol.encode(server_metadata(), "json"), media_type=protocol.JSON)
 
     @app.get("/v2/health/live")
     async def live() -> Response:
