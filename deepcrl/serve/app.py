@@ -7,7 +7,8 @@
   ``/readyz``, ``/metrics``;
 - `stream.py`: ``WS /v1/stream``;
 - `v2.py`: the Open Inference Protocol (KServe v2): ``/v2/health/*``, ``/v2/models/{name}[/ready|/infer]``;
-- `repository.py`: ``/v2/repository/index``, ``/v2/repository/models/{name}/load|unload`` (model lifecycle).
+- `repository.py`: ``/v2/repository/index``, ``/v2/repository/models/{name}/load|unload`` (model lifecycle);
+- `grpc_service.py`: the v2 protocol over gRPC (``grpc_port``), a ``grpc.aio`` server started in the lifespan.
 
 A new protocol is one more module with an ``add_routes(app, server)``, called in `create_app`.
 Status codes: 400 malformed body, 401 token, 404 unknown model, 413 body too large, 415 content type,
@@ -235,6 +236,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse (one sentence) a gRPC port another process holds, before the server starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DeepcrlError(f"cannot bind the gRPC port {host}:{port} ({exc.strerror}); choose another "
+                               "--grpc-port.") from exc
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -287,16 +299,23 @@ def serve(cfg: "ServeConfig") -> None:
                      token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight,
                      model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device,
-                     critic=cfg.critic, plan=cfg.plan_options())
+                     critic=cfg.critic, plan=cfg.plan_options(), grpc_port=cfg.grpc_port, grpc_host=cfg.host)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
+    if cfg.grpc_port:
+        try:
+            check_port(cfg.host, cfg.grpc_port)
+        except DeepcrlError:
+            sock.close()
+            raise
     names = ", ".join(app.state.served)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:
-                print(f"deepcrl serve: ready at {url} (models: {names}; default {app.state.default}; "
+                grpc = "" if cfg.grpc_port is None else f", gRPC at {cfg.host}:{app.state.grpc_port}"
+                print(f"deepcrl serve: ready at {url}{grpc} (models: {names}; default {app.state.default}; "
                       f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
                       f"auth {'on' if token else 'off'})", flush=True)
 
