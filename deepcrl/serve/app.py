@@ -314,8 +314,8 @@ def serve(cfg: "ServeConfig") -> None:
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:
-                grpc = "" if cfg.grpc_port is None else f", gRPC at {cfg.host}:{app.state.grpc_port}"
-                print(f"deepcrl serve: ready at {url}{grpc} (models: {names}; default {app.state.default}; "
+                grpc = "" if cfg.grpc_port is None else f"gRPC at {cfg.host}:{app.state.grpc_port}; "
+                print(f"deepcrl serve: ready at {url} ({grpc}models: {names}; default {app.state.default}; "
                       f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
                       f"auth {'on' if token else 'off'})", flush=True)
 

@@ -92,8 +92,8 @@ def serve_workers(cfg: ServeConfig) -> int:
     config.factory, config.workers = True, cfg.workers
 
     def ready() -> None:
-        grpc = "" if cfg.grpc_port is None else f", gRPC at {cfg.host}:{cfg.grpc_port}"
-        print(f"deepcrl serve: ready at {url}{grpc} ({cfg.workers} workers; models: {names}; default {default}; "
+        grpc = "" if cfg.grpc_port is None else f"gRPC at {cfg.host}:{cfg.grpc_port}; "
+        print(f"deepcrl serve: ready at {url} ({grpc}{cfg.workers} workers; models: {names}; default {default}; "
               f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
               f"auth {'on' if cfg.token_env else 'off'})", flush=True)
 

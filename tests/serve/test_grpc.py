@@ -327,8 +327,8 @@ def test_cli_serves_grpc_from_every_worker(policy_onnx, reference, tmp_path):
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
         line = proc.stdout.readline()
-        assert f"gRPC at 127.0.0.1:{port}" in line and "2 workers" in line, line + proc.stderr.read()
-        url = line.split("ready at ")[1].split(",")[0]
+        assert f"(gRPC at 127.0.0.1:{port}; 2 workers" in line, line + proc.stderr.read()
+        url = line.split("ready at ")[1].split()[0]
         obs, goal = _rows(reference, 3, seed=9)
         expected = reference(obs, goal)
 
