@@ -21,7 +21,6 @@ Writes benchmarks/results/serve_grpc.json (with machine facts and the load avera
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket

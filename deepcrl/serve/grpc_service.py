@@ -16,7 +16,8 @@ statistics, repository, shared memory, trace, logs) answer UNIMPLEMENTED. Inputs
 ``raw_input_contents`` (what tritonclient sends) or ``contents.fp32_contents``; the action goes back as
 ``raw_output_contents``, as Triton answers.
 
-A refused request gets the gRPC status of its HTTP one (`CODES`) and the same sentence. On a stream, a refused
+A refused request gets the gRPC status of its HTTP one (`CODES`) and the same sentence; /metrics counts it under
+its HTTP status number, and a call its client cancelled under 499. On a stream, a refused
 message is answered in the stream (``error_message``, with the request's ``id`` in ``infer_response``) and the
 stream goes on, as Triton does; a wrong token ends the stream with UNAUTHENTICATED. A stream computes up to
 `STREAM_WINDOW` of its requests at a time (they share micro-batches) and answers each when it is ready: match

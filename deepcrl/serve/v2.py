@@ -19,7 +19,6 @@ same statuses (400 malformed, 401 token, 404 model, 413 too large, 422 invalid t
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
