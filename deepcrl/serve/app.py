@@ -7,7 +7,8 @@
   ``/readyz``, ``/metrics``;
 - `stream.py`: ``WS /v1/stream``;
 - `v2.py`: the Open Inference Protocol (KServe v2): ``/v2/health/*``, ``/v2/models/{name}[/ready|/infer]``;
-- `repository.py`: ``/v2/repository/index``, ``/v2/repository/models/{name}/load|unload`` (model lifecycle).
+- `repository.py`: ``/v2/repository/index``, ``/v2/repository/models/{name}/load|unload`` (model lifecycle);
+- `grpc_service.py`: the v2 protocol over gRPC (``grpc_port``), a ``grpc.aio`` server started in the lifespan.
 
 A new protocol is one more module with an ``add_routes(app, server)``, called in `create_app`.
 Status codes: 400 malformed body, 401 token, 404 unknown model, 413 body too large, 415 content type,
@@ -85,7 +86,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
                model_name: str | None = None, intra_op_threads: int = 1, warmup: int = 32,
                max_in_flight: int = 128, model_control: str = "none", repository_poll_s: float = 1.0,
                device: str = "cpu", critic: str | Path | None = None,
-               plan: dict | None = None) -> FastAPI:
+               plan: dict | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
+               grpc_reuse_port: bool = False) -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -104,6 +106,9 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         device: cpu, cuda or tensorrt; a session that does not run on its provider is refused (`device.py`).
         critic: an exported critic .onnx: adds ``POST /v1/distance`` (`distance.py`).
         plan: with `critic`, the planner's options (a dict, possibly empty): adds ``POST /v1/plan``.
+        grpc_port: also serve KServe v2 over gRPC on `grpc_host:grpc_port` (0: a free port, in
+            ``app.state.grpc_port`` once started; None: no gRPC), on the same event loop (`grpc_service.py`).
+        grpc_reuse_port: let several worker processes share the gRPC port (SO_REUSEPORT).
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -128,6 +133,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         raise DeepcrlError(f"--model-control is one of {', '.join(CONTROL_MODES)}, not {model_control!r}.")
     if repository_poll_s <= 0:
         raise DeepcrlError(f"--repository-poll-s must be positive, got {repository_poll_s}.")
+    grpc_service = _grpc_service() if grpc_port is not None else None
     server = PolicyServer(served, default, metrics, token=token, max_body_bytes=max_body_bytes, timeout_s=timeout_s,
                           max_in_flight=max_in_flight)
 
@@ -142,6 +148,10 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         for s in served.values():
             s.batcher.start(loop)
         poller = loop.create_task(repo.poll_forever()) if model_control == "poll" else None
+        grpc_server = None
+        if grpc_service is not None:
+            grpc_server, app.state.grpc_port = await grpc_service.start(
+                server, grpc_host, grpc_port, max_message_bytes=max_body_bytes, reuse_port=grpc_reuse_port)
         server.ready = True
         try:
             yield
@@ -150,6 +160,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
             server.ready = False
             if poller is not None:
                 poller.cancel()
+            if grpc_server is not None:  # calls in progress finish first (up to GRACE_S)
+                await grpc_server.stop(grpc_service.GRACE_S)
             for s in list(served.values()):
                 await asyncio.to_thread(s.batcher.stop)
 
@@ -158,6 +170,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     app.state.server, app.state.repository = server, repo
     app.state.served, app.state.metrics, app.state.default = served, metrics, default
     app.state.max_body_bytes = max_body_bytes  # uvicorn_config applies it to WebSocket frames too
+    app.state.grpc_port = None
     app.fast_act = v1.add_routes(app, server)
     app.server = server
     stream.add_routes(app, server)
@@ -165,6 +178,15 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     repository.add_routes(app, server, repo)
     distance.add_routes(app, server, *distance.load(critic, plan))
     return app
+
+
+def _grpc_service():
+    try:
+        from deepcrl.serve import grpc_service
+    except ImportError as exc:
+        raise DeepcrlError(f"--grpc-port needs the grpc extra ({exc.name} is missing): pip install "
+                           "'deepcrl[grpc]'.") from exc
+    return grpc_service
 
 
 def _load_version(path: Path, version: str, **kwargs):
@@ -212,6 +234,17 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise DeepcrlError(f"cannot bind {host}:{port} ({exc.strerror}); choose another --port or --host.") from exc
     return sock
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse (one sentence) a gRPC port another process holds, before the server starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DeepcrlError(f"cannot bind the gRPC port {host}:{port} ({exc.strerror}); choose another "
+                               "--grpc-port.") from exc
 
 
 def url_of(sock: socket.socket) -> str:
@@ -266,16 +299,23 @@ def serve(cfg: "ServeConfig") -> None:
                      token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight,
                      model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device,
-                     critic=cfg.critic, plan=cfg.plan_options())
+                     critic=cfg.critic, plan=cfg.plan_options(), grpc_port=cfg.grpc_port, grpc_host=cfg.host)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
+    if cfg.grpc_port:
+        try:
+            check_port(cfg.host, cfg.grpc_port)
+        except DeepcrlError:
+            sock.close()
+            raise
     names = ", ".join(app.state.served)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:
-                print(f"deepcrl serve: ready at {url} (models: {names}; default {app.state.default}; "
+                grpc = "" if cfg.grpc_port is None else f"gRPC at {cfg.host}:{app.state.grpc_port}; "
+                print(f"deepcrl serve: ready at {url} ({grpc}models: {names}; default {app.state.default}; "
                       f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
                       f"auth {'on' if token else 'off'})", flush=True)
 

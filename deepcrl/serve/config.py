@@ -12,7 +12,8 @@ from deepcrl.errors import DeepcrlError
 
 @dataclasses.dataclass(frozen=True)
 class ServeConfig:
-    """Serve an exported ONNX policy over HTTP (JSON or msgpack) and WebSocket, with micro-batching."""
+    """Serve an exported ONNX policy over HTTP (JSON or msgpack), WebSocket and optionally gRPC, with
+    micro-batching."""
 
     model: Path
     """An .onnx file written by `deepcrl export`, or a directory of them (each served under its file stem)."""
@@ -70,6 +71,12 @@ class ServeConfig:
     """With --plan: longest graph edge in learned distance (unset: --plan-cutoff-quantile of landmark pairs)."""
     plan_cutoff_quantile: float = 0.07
     """With --plan and no --plan-cutoff: the quantile of landmark pair distances used as the cutoff."""
+    grpc_port: int | None = None
+    """Also serve the KServe v2 gRPC service (ModelInfer, ModelStreamInfer, health and metadata; Triton's and
+    KServe's gRPC clients) on this port of --host, through the same batcher, limits, token and metrics (needs
+    the grpc extra; unset: no gRPC; 0: a free port, printed in the ready line). With --workers N every worker
+    serves it on the same port (SO_REUSEPORT; a fixed port is needed), and a client's connection stays on the
+    worker that accepted it (deepcrl/serve/grpc_service.py)."""
 
     def plan_options(self) -> dict | None:
         """The planner's options for `create_app` (None without --plan)."""
@@ -83,7 +90,12 @@ class ServeConfig:
         checks.paths(self, "model")
         checks.at_least(self, 1, "max_batch_size", "intra_op_threads", "workers")
         checks.at_least(self, 0, "max_queue_delay_us", "warmup")
-        checks.within(self, 0, 65535, "port")
+        checks.within(self, 0, 65535, "port", "grpc_port")
         checks.positive(self, "max_body_bytes", "timeout_s", "max_in_flight", "repository_poll_s")
+        if self.grpc_port == 0 and self.workers > 1:
+            raise DeepcrlError("--grpc-port 0 picks a different free port in each worker; with --workers give a "
+                               "fixed port.")
+        if self.grpc_port is not None and self.grpc_port == self.port:
+            raise DeepcrlError(f"--grpc-port {self.grpc_port} is also --port; give gRPC a port of its own.")
         if self.plan and self.critic is None:
             raise DeepcrlError("--plan needs --critic FILE.onnx (`deepcrl export --part critic`).")

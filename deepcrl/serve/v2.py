@@ -19,8 +19,8 @@ same statuses (400 malformed, 401 token, 404 model, 413 too large, 422 invalid t
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,19 @@ def model_metadata(s: Served) -> dict[str, Any]:
                            **m.metadata}}
 
 
+def server_metadata() -> dict[str, Any]:
+    """The v2 server metadata."""
+    return {"name": "deepcrl", "version": deepcrl.__version__, "extensions": ["binary_tensor_data"]}
+
+
+def find_model(server: PolicyServer, name: str | None, version: str | None) -> Served:
+    """The served model `name` (404 when unknown), checked against a requested `version` (None: any)."""
+    s = server.lookup(name)
+    if version not in (None, s.version):
+        raise RequestError(404, f"model {name!r} has no version {version!r}; it serves version {s.version}.")
+    return s
+
+
 def _shape(value: Any, name: str, size: int, max_batch: int) -> list[int]:
     if not (isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value)):
         raise RequestError(422, f"input '{name}' needs a 'shape' list of integers, [batch, {size}].")
@@ -68,22 +81,22 @@ def _shape(value: Any, name: str, size: int, max_batch: int) -> list[int]:
     return value
 
 
-def _values(tensor: dict[str, Any], name: str, shape: list[int], binary: memoryview, offset: int):
-    """The tensor's float32 array and the offset of the next binary tensor."""
+def from_bytes(raw, name: str, shape: list[int]) -> np.ndarray:
+    """A tensor's float32 array from its raw little-endian bytes (HTTP's binary extension, gRPC's
+    ``raw_input_contents``)."""
+    if len(raw) != 4 * shape[0] * shape[1]:
+        raise _byte_count(name, len(raw), shape)
+    return np.frombuffer(raw, "<f4").reshape(shape)
+
+
+def _byte_count(name: str, sent: int, shape: list[int]) -> RequestError:
+    return RequestError(422, f"input '{name}' sends {sent} bytes of binary data; shape {shape} of FP32 needs "
+                             f"{4 * shape[0] * shape[1]}.")
+
+
+def from_numbers(data: Any, name: str, shape: list[int]) -> np.ndarray:
+    """A tensor's float32 array from a list of numbers (JSON ``data``, flat or nested; gRPC ``fp32_contents``)."""
     count = shape[0] * shape[1]
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise RequestError(400, f"input '{name}' has a binary_data_size that is not a byte count.")
-        if size != 4 * count:
-            raise RequestError(422, f"input '{name}' sends {size} bytes of binary data; shape {shape} of FP32 "
-                                    f"needs {4 * count}.")
-        if offset + size > len(binary):
-            raise RequestError(400, f"the body ends before the {size} bytes of binary data of input '{name}'.")
-        return np.frombuffer(binary[offset:offset + size], "<f4").reshape(shape), offset + size
-    data = tensor.get("data")
-    if not isinstance(data, list):
-        raise RequestError(422, f"input '{name}' has no 'data' list (and no binary_data_size).")
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -93,7 +106,34 @@ def _values(tensor: dict[str, Any], name: str, shape: list[int], binary: memoryv
     if arr.size != count:
         raise RequestError(422, f"input '{name}' has {arr.size} values but its shape {shape} needs {count}.")
     with np.errstate(over="ignore"):
-        return arr.reshape(shape).astype(np.float32), offset
+        return arr.reshape(shape).astype(np.float32)
+
+
+def check_inputs(tensors: Iterable[tuple[Any, Any, Any, Callable[[str, list[int]], np.ndarray]]],
+                 s: Served) -> tuple[np.ndarray, np.ndarray]:
+    """The v2 rules on input tensors, shared by HTTP (`parse_infer`) and gRPC (`grpc_service.py`):
+    ``(observation[B, obs], goal[B, goal])`` from ``(name, datatype, shape, values)`` tuples, where
+    ``values(name, shape)`` reads the tensor's float32 array once its name, datatype and shape passed."""
+    sizes = {OBSERVATION: s.model.obs_size, GOAL: s.model.goal_size}
+    arrays: dict[str, np.ndarray] = {}
+    for name, datatype, shape, values in tensors:
+        if name not in sizes:
+            raise RequestError(422, f"unknown input {name!r}; the model's inputs are '{OBSERVATION}' and '{GOAL}'.")
+        if name in arrays:
+            raise RequestError(422, f"input '{name}' is sent twice.")
+        if datatype != "FP32":
+            raise RequestError(422, f"input '{name}' has datatype {datatype!r}; the model expects 'FP32'.")
+        arrays[name] = values(name, _shape(shape, name, sizes[name], s.batcher.max_batch))
+        if not np.isfinite(arrays[name]).all():
+            raise RequestError(422, f"input '{name}' holds NaN or infinite values (or numbers too large for "
+                                    "float32).")
+    missing = [n for n in sizes if n not in arrays]
+    if missing:
+        raise RequestError(422, f"the request lacks input '{missing[0]}'.")
+    obs, goal = arrays[OBSERVATION], arrays[GOAL]
+    if obs.shape[0] != goal.shape[0]:
+        raise RequestError(422, f"'{OBSERVATION}' has {obs.shape[0]} rows but '{GOAL}' has {goal.shape[0]}.")
+    return obs, goal
 
 
 def parse_infer(body: bytes, header_length: str | None, s: Served) -> tuple[np.ndarray, np.ndarray, dict, bool]:
@@ -113,32 +153,30 @@ def parse_infer(body: bytes, header_length: str | None, s: Served) -> tuple[np.n
     if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
         raise RequestError(422, "the body must be a JSON map whose 'inputs' is a list of tensors.")
     binary_output = _binary_output(request)
-    sizes = {OBSERVATION: s.model.obs_size, GOAL: s.model.goal_size}
-    arrays: dict[str, np.ndarray] = {}
     offset = 0
-    for tensor in inputs:
-        name = tensor.get("name")
-        if name not in sizes:
-            raise RequestError(422, f"unknown input {name!r}; the model's inputs are '{OBSERVATION}' and '{GOAL}'.")
-        if name in arrays:
-            raise RequestError(422, f"input '{name}' is sent twice.")
-        if tensor.get("datatype") != "FP32":
-            raise RequestError(422, f"input '{name}' has datatype {tensor.get('datatype')!r}; the model expects "
-                                    "'FP32'.")
-        shape = _shape(tensor.get("shape"), name, sizes[name], s.batcher.max_batch)
-        arrays[name], offset = _values(tensor, name, shape, binary, offset)
-        if not np.isfinite(arrays[name]).all():
-            raise RequestError(422, f"input '{name}' holds NaN or infinite values (or numbers too large for "
-                                    "float32).")
-    missing = [n for n in sizes if n not in arrays]
-    if missing:
-        raise RequestError(422, f"the request lacks input '{missing[0]}'.")
+
+    def values(tensor: dict[str, Any]) -> Callable[[str, list[int]], np.ndarray]:
+        def read(name: str, shape: list[int]) -> np.ndarray:
+            nonlocal offset
+            size = (tensor.get("parameters") or {}).get("binary_data_size")
+            if size is None:
+                if not isinstance(tensor.get("data"), list):
+                    raise RequestError(422, f"input '{name}' has no 'data' list (and no binary_data_size).")
+                return from_numbers(tensor["data"], name, shape)
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise RequestError(400, f"input '{name}' has a binary_data_size that is not a byte count.")
+            if size != 4 * shape[0] * shape[1]:
+                raise _byte_count(name, size, shape)
+            if offset + size > len(binary):
+                raise RequestError(400, f"the body ends before the {size} bytes of binary data of input '{name}'.")
+            offset += size
+            return from_bytes(binary[offset - size:offset], name, shape)
+        return read
+
+    obs, goal = check_inputs(((t.get("name"), t.get("datatype"), t.get("shape"), values(t)) for t in inputs), s)
     if offset != len(binary):
         raise RequestError(400, f"the body carries {len(binary) - offset} bytes of binary data that no input "
                                 "claims.")
-    obs, goal = arrays[OBSERVATION], arrays[GOAL]
-    if obs.shape[0] != goal.shape[0]:
-        raise RequestError(422, f"'{OBSERVATION}' has {obs.shape[0]} rows but '{GOAL}' has {goal.shape[0]}.")
     return obs, goal, request, binary_output
 
 
@@ -188,10 +226,7 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
     def model(request: Request, name: str, version: str | None) -> Served:
         if not server.authorized(request.headers):
             raise RequestError(401, NEEDS_TOKEN)
-        s = server.lookup(name)
-        if version not in (None, s.version):
-            raise RequestError(404, f"model {name!r} has no version {version!r}; it serves version {s.version}.")
-        return s
+        return find_model(server, name, version)
 
     def answer(request: Request, name: str, version: str | None, build) -> Response:
         try:
@@ -201,9 +236,8 @@ def add_routes(app: FastAPI, server: PolicyServer) -> None:
             return error(exc)
 
     @app.get("/v2")
-    async def server_metadata() -> Response:
-        return Response(protocol.encode({"name": "deepcrl", "version": deepcrl.__version__,
-                                         "extensions": ["binary_tensor_data"]}, "json"), media_type=protocol.JSON)
+    async def metadata_of_server() -> Response:
+        return Response(protocol.encode(server_metadata(), "json"), media_type=protocol.JSON)
 
     @app.get("/v2/health/live")
     async def live() -> Response:

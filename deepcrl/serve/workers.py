@@ -53,7 +53,8 @@ def _build(cfg: ServeConfig):
                       model_name=cfg.model_name, intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup,
                       max_in_flight=cfg.max_in_flight, model_control=cfg.model_control,
                       repository_poll_s=cfg.repository_poll_s, device=cfg.device,
-                      critic=cfg.critic, plan=cfg.plan_options())
+                      critic=cfg.critic, plan=cfg.plan_options(), grpc_port=cfg.grpc_port, grpc_host=cfg.host,
+                      grpc_reuse_port=cfg.workers > 1)
 
 
 def worker_app():
@@ -70,7 +71,7 @@ def serve_workers(cfg: ServeConfig) -> int:
     """
     from uvicorn.supervisors import Multiprocess
 
-    from deepcrl.serve.app import bind, url_of, uvicorn_config
+    from deepcrl.serve.app import bind, check_port, url_of, uvicorn_config
 
     if cfg.workers < 1:
         raise DeepcrlError(f"--workers must be at least 1, got {cfg.workers}.")
@@ -81,11 +82,18 @@ def serve_workers(cfg: ServeConfig) -> int:
         print(f"deepcrl serve: warning: listening on {cfg.host} without a token (--token-env).", file=sys.stderr)
     sock = bind(cfg.host, cfg.port)
     url = url_of(sock)
+    if cfg.grpc_port is not None:
+        try:
+            check_port(cfg.host, cfg.grpc_port)
+        except DeepcrlError:
+            sock.close()
+            raise
     config = uvicorn_config(f"{__name__}:worker_app", log_level=cfg.log_level, max_body_bytes=cfg.max_body_bytes)
     config.factory, config.workers = True, cfg.workers
 
     def ready() -> None:
-        print(f"deepcrl serve: ready at {url} ({cfg.workers} workers; models: {names}; default {default}; "
+        grpc = "" if cfg.grpc_port is None else f"gRPC at {cfg.host}:{cfg.grpc_port}; "
+        print(f"deepcrl serve: ready at {url} ({grpc}{cfg.workers} workers; models: {names}; default {default}; "
               f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
               f"auth {'on' if cfg.token_env else 'off'})", flush=True)
 
