@@ -20,6 +20,11 @@ def distill_with_progress(cfg: DistillConfig) -> dict:
         return distill(cfg, progress_fn=lambda record: show_distill(display, record, cfg.rounds))
 
 
+def _share(value: float | None) -> str:
+    """A kept share as a percentage; n/a where the teacher had nothing to keep (success 0)."""
+    return "n/a" if value is None else f"{value:.2%}"
+
+
 def run(cfg: DistillConfig) -> int:
     from deepcrl.cli import console, json_output, print_json
 
@@ -32,7 +37,7 @@ def run(cfg: DistillConfig) -> int:
     console().print(
         f"student -> {report['out']}\n"
         f"  success        teacher {t['eval']['success']:.3f}  student {s['eval']['success']:.3f}  "
-        f"random {report['random']['eval']['success']:.3f}  (retained {r['success_retained']:.2%})\n"
+        f"random {report['random']['eval']['success']:.3f}  (retained {_share(r['success_retained'])})\n"
         f"  time at goal   teacher {t['eval']['time_at_goal']:.1f}  student {s['eval']['time_at_goal']:.1f}\n"
         f"  parameters     teacher {t['params']:,}  student {s['params']:,}  ({r['params']:.1f}x fewer)\n"
         f"  latency (JAX)  teacher {t['latency_us']:.0f} us  student {s['latency_us']:.0f} us  "
