@@ -81,6 +81,8 @@ class PlanStats:
     """Rows that pursued a landmark."""
     unreachable_steps: int = 0
     """Rows whose goal had no path in the landmark graph: the goal was pursued directly (the fallback)."""
+    given_up_steps: int = 0
+    """Rows of episodes that had given up on the plan (`PlannedPolicy`'s `give_up`): the goal was pursued."""
     goals_encoded: int = 0
     """Goals whose landmark costs were computed (the per-goal cache's misses)."""
 
@@ -243,10 +245,20 @@ class PlannedPolicy:
     while its goal stays the same) stops choosing it. A learned distance can be short across a wall the policy
     cannot pass; without this the agent pushes against that wall for the rest of the episode, or oscillates
     between two such landmarks. 0 turns it off (the planner alone: stateless, as the server runs it).
+
+    Give up (`give_up`, with patience): an episode that has run out of patience on that many landmarks stops
+    planning and pursues its goal directly for the rest of the episode. A graph whose learned edges cross a wall
+    around a dead end draws the agent from one landmark of the pocket to the next (seed 1 of point_maze_big:
+    30-40 landmarks pursued, never leaving the pocket, on direct pairs the policy alone solves); the planner
+    has then shown it is wrong for this episode and the policy is the better bet. 0 turns it off.
     """
 
-    def __init__(self, policy, planner: Planner, patience: int = 0):
-        self.policy, self.planner, self.patience = policy, planner, int(patience)
+    def __init__(self, policy, planner: Planner, patience: int = 0, give_up: int = 0):
+        if patience < 0 or give_up < 0:
+            raise DeepcrlError(f"patience and give_up must be 0 or more, got {patience} and {give_up}.")
+        if give_up and not patience:
+            raise DeepcrlError("give_up counts landmarks whose patience ran out; it needs a patience above 0.")
+        self.policy, self.planner, self.patience, self.give_up = policy, planner, int(patience), int(give_up)
         for name in ("obs_size", "goal_size", "action_size"):
             if hasattr(policy, name):
                 setattr(self, name, getattr(policy, name))
@@ -265,6 +277,13 @@ class PlannedPolicy:
             self._goal = goal.copy()
             banned = self._spent >= self.patience
         target, self.last_index = self.planner.waypoints(observation, goal, banned)
+        if self.give_up > 0:
+            quit_ = (banned.sum(axis=1) >= self.give_up) & (self.last_index >= 0)
+            if quit_.any():
+                target = np.where(quit_[:, None], goal, target)
+                self.last_index = np.where(quit_, -1, self.last_index)
+                self.planner.stats.given_up_steps += int(quit_.sum())
+                self.planner.stats.waypoint_steps -= int(quit_.sum())
         if self.patience > 0:
             rows = np.nonzero(self.last_index >= 0)[0]
             self._spent[rows, self.last_index[rows]] += 1
