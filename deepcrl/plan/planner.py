@@ -123,6 +123,7 @@ class Planner:
         self.pairwise = _cdist(self.l_phi, self.l_psi)  # [i, j] = d(l_i -> l_j)
         self._psi_t = np.ascontiguousarray(self.l_psi.T)
         self._psi_sq = np.square(self.l_psi).sum(axis=1)
+        self._m2psi_t = np.ascontiguousarray(-2.0 * self._psi_t)  # the one-row path's |psi|^2 - 2 phi.psi
         off = self.pairwise[~np.eye(n, dtype=bool)]
         if cutoff is None:
             cutoff = float(np.quantile(off, cutoff_quantile)) if off.size else float(self.pairwise.max())
@@ -199,6 +200,12 @@ class Planner:
         if goal.ndim != 2 or len(goal) != len(observation):
             raise DeepcrlError(f"goal has shape {goal.shape}; the planner needs [{len(observation)}, "
                                f"{self.encoder.goal_size}].")
+        if len(observation) == 1:
+            return self._one(observation, goal, None if banned is None else banned[0])
+        return self._batch(observation, goal, banned)
+
+    def _batch(self, observation: np.ndarray, goal: np.ndarray, banned: np.ndarray | None):
+        """`waypoints` for checked [B, ...] rows: [B, N] distances in one matmul, masks and one argmin per row."""
         psi_g, costs = self._cached(goal)
         phi_s = np.asarray(self.encoder.phi(observation), np.float32)
         direct = np.square(phi_s - psi_g).sum(axis=1) <= self.cutoff ** 2
@@ -226,6 +233,42 @@ class Planner:
         s.unreachable_steps += n_unreachable
         s.waypoint_steps += len(goal) - n_direct - n_unreachable
         return out, index
+
+    def _one(self, observation: np.ndarray, goal: np.ndarray, banned: np.ndarray | None):
+        """`waypoints` for one row (a robot's request): the same decision with a few numpy calls on the landmarks
+        within the cutoff only (the batch path's [B, N] masks and copies cost more than the encoder at one row)."""
+        hit = self._cache.get(goal.tobytes())
+        if hit is None:
+            self._cached(goal)
+            hit = self._cache[goal.tobytes()]
+        else:
+            self._cache.move_to_end(goal.tobytes())
+        psi_g, cost = hit
+        phi = np.asarray(self.encoder.phi(observation), np.float32)[0]
+        pp = float(phi @ phi)
+        c2 = self.cutoff * self.cutoff
+        s = self.stats
+        s.steps += 1
+        diff = phi - psi_g
+        if float(diff @ diff) <= c2:
+            s.direct_steps += 1
+            return goal, np.array([-1])
+        sq = phi @ self._m2psi_t
+        sq += self._psi_sq  # |l|^2 - 2 phi.l: below c2 - |phi|^2 exactly where d(s, l) <= cutoff
+        idx = np.flatnonzero(sq <= c2 - pp)
+        if not len(idx):  # no landmark within the cutoff of s: its nearest one only
+            idx = np.array([int(sq.argmin())])
+        total = np.sqrt(np.maximum(sq[idx] + pp, 0.0))
+        total += cost[idx]
+        if banned is not None:
+            total[banned[idx]] = np.inf
+        k = int(total.argmin())
+        if not np.isfinite(total[k]):
+            s.unreachable_steps += 1
+            return goal, np.array([-1])
+        s.waypoint_steps += 1
+        j = int(idx[k])
+        return self.landmark_goals[j:j + 1], np.array([j])
 
     def summary(self) -> dict:
         """The graph's facts and the decisions counted so far."""
