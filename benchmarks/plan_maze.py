@@ -2,9 +2,9 @@
 
 For each teacher run directory (one per seed):
 
-- the cutoff (`quantiles` of the landmark pairs' learned distances) and the patience (`PlannedPolicy`) are
-  chosen on *validation* episodes (seed 500 + teacher seed, `val_episodes`; the best overall success), never
-  on the test episodes;
+- the cutoff (`quantiles` of the landmark pairs' learned distances), the patience and the give-up count
+  (`PlannedPolicy`) are chosen per teacher on *validation* episodes (seed 500 + teacher seed, `val_episodes`;
+  the best overall success), never on the test episodes;
 - the test: the same `episodes` episodes (seed 1000 + teacher seed, as benchmarks/depth_big_maze.py's final
   evaluation) without and with planning: overall, detour-pair and direct-pair success; the stateless
   planner (no patience) on `diag_episodes` other episodes;
@@ -45,18 +45,23 @@ class PlanMazeConfig:
     """Test episodes per teacher (the same starts and goals with and without planning)."""
     diag_episodes: int = 200
     """Episodes of the stateless planner (no patience; seed 2000 + teacher seed): why patience is needed."""
-    val_episodes: int = 200
-    """Validation episodes per (cutoff, patience) candidate."""
+    val_episodes: int = 300
+    """Validation episodes per (cutoff, patience, give-up) candidate."""
     landmarks: int = 500
     """Landmarks (env coverage: reset states)."""
     quantiles: tuple[float, ...] = (0.04, 0.07)
     """Cutoff candidates: quantiles of the landmark pairs' learned distances."""
-    patiences: tuple[int, ...] = (5, 10)
+    patiences: tuple[int, ...] = (5, 10, 20)
     """Patience candidates (steps an episode may pursue one landmark; `PlannedPolicy`)."""
+    give_ups: tuple[int, ...] = (0, 8, 16)
+    """Give-up candidates (landmarks an episode may exhaust before it pursues its goal directly; 0: never)."""
     latency_landmarks: int = 500
     """Landmarks of the latency measurement."""
     distance_goals: int = 4096
     """Goals per /v1/distance call in the latency measurement."""
+    latency: bool = True
+    """Also time the planner step and /v1/distance (exports each critic twice; benchmarks/plan_latency.py
+    compares the planner step before and after on its own)."""
     smoke: bool = False
     """Tiny sizes, to check the script end to end."""
     name: str = "plan_maze"
@@ -213,30 +218,36 @@ def one_teacher(run_dir: Path, cfg: PlanMazeConfig, tmp: Path) -> tuple[dict, di
     seed = teacher_seed(run_dir)
     policy = load_policy(run_dir)
     out = {"run": str(run_dir), "seed": seed, "env_steps": json_step(run_dir), "validation": {}}
-    candidates = [(q, p) for q in cfg.quantiles for p in cfg.patiences]
+    candidates = [(q, p, g) for q in cfg.quantiles for p in cfg.patiences for g in cfg.give_ups]
     for q in (cfg.quantiles if len(candidates) > 1 else ()):  # one candidate: nothing to choose
         planner = build_planner(run_dir, env, cfg.landmarks, cutoff_quantile=q, seed=seed + 1)
         for p in cfg.patiences:
-            r = run_episodes(env, PlannedPolicy(policy, planner, p), cfg.val_episodes, 500 + seed)
-            out["validation"][f"q{q}_p{p}"] = {**rates(r), "cutoff": planner.cutoff, "quantile": q, "patience": p}
+            for g in cfg.give_ups:
+                r = run_episodes(env, PlannedPolicy(policy, planner, p, g), cfg.val_episodes, 500 + seed)
+                out["validation"][f"q{q}_p{p}_g{g}"] = {**rates(r), "cutoff": planner.cutoff, "quantile": q,
+                                                        "patience": p, "give_up": g}
     best = (max(out["validation"].values(), key=lambda v: v["success"]) if out["validation"] else
-            {"quantile": candidates[0][0], "patience": candidates[0][1]})
+            dict(zip(("quantile", "patience", "give_up"), candidates[0])))
     base = run_episodes(env, policy, cfg.episodes, 1000 + seed)
     planner = build_planner(run_dir, env, cfg.landmarks, cutoff_quantile=best["quantile"], seed=seed + 1)
     # the same planner without patience: what the learned distances alone do (stateless, as /v1/plan serves)
     stateless = PlannedPolicy(policy, planner, 0)
     alone = run_episodes(env, stateless, cfg.diag_episodes, 2000 + seed, record=stateless)
+    # the chosen patience without give-up (the method before give-up existed), on the test episodes
+    no_give_up = (run_episodes(env, PlannedPolicy(policy, planner, best["patience"], 0), cfg.episodes, 1000 + seed)
+                  if best["give_up"] else None)
     planner.stats = type(planner.stats)()
-    planned = PlannedPolicy(policy, planner, best["patience"])
+    planned = PlannedPolicy(policy, planner, best["patience"], best["give_up"])
     t0 = time.perf_counter()
     plan = run_episodes(env, planned, cfg.episodes, 1000 + seed, record=planned)
     radius = env.goal_spec.success_radius
-    out.update(cutoff_quantile=best["quantile"], patience=best["patience"],
+    out.update(cutoff_quantile=best["quantile"], patience=best["patience"], give_up=best["give_up"],
                plan_eval_s=round(time.perf_counter() - t0, 1), base=rates(base),
                plan_no_patience={**rates(alone), **waypoint_reach(alone, planner.landmark_goals, radius)},
                plan={**rates(plan), **waypoint_reach(plan, planner.landmark_goals, radius)},
+               plan_no_give_up=rates(no_give_up if no_give_up is not None else plan),
                planner=planner.summary(), distance_quality=distance_quality(planner, env.walls),
-               latency=latency(run_dir, env, cfg, tmp))
+               latency=latency(run_dir, env, cfg, tmp) if cfg.latency else None)
     return out, {"base": base, "plan": plan, "planner": planner, "env": env}
 
 
@@ -290,20 +301,21 @@ def plot(trace: dict, path: Path) -> Path:
 def summarise(cfg: PlanMazeConfig, teachers: list[dict], load_start) -> dict:
     """Mean and spread over the teachers so far, and the targets."""
     table = {}
-    for cond in ("base", "plan_no_patience", "plan"):
+    for cond in ("base", "plan_no_patience", "plan_no_give_up", "plan"):
         for k in ("success", "detour_success", "direct_success"):
             table[f"{cond}_{k}"] = _stats([t[cond][k] for t in teachers])
     table["detour_success_ratio"] = _stats([t["plan"]["detour_success"] / t["base"]["detour_success"]
                                             for t in teachers if t["base"]["detour_success"]])
     for k in ("planner_step_us", "planner_new_goal_us", "policy_step_us"):
-        table[k] = _stats([t["latency"][k] for t in teachers])
+        table[k] = _stats([t["latency"][k] for t in teachers if t["latency"]])
     ratio = table["detour_success_ratio"]
     return {"config": {k: (list(map(str, v)) if k == "runs" else v) for k, v in dataclasses.asdict(cfg).items()},
             "machine": {**machine_facts(), "loadavg_start": list(load_start)}, "table": table,
             "teachers": teachers, "png": str(RESULTS / f"{cfg.name}.png"),
             "targets": {"detour_success_doubled": bool(ratio and ratio["mean"] >= 2.0),
                         "overall_success_at_least_0.85": table["plan_success"]["mean"] >= 0.85,
-                        "planner_step_at_most_100_us": table["planner_step_us"]["mean"] <= 100}}
+                        "planner_step_at_most_100_us": (table["planner_step_us"]["mean"] <= 100
+                                                        if table["planner_step_us"] else None)}}
 
 
 def main(cfg: PlanMazeConfig) -> dict:
@@ -312,7 +324,7 @@ def main(cfg: PlanMazeConfig) -> dict:
 
     if cfg.smoke:
         cfg = dataclasses.replace(cfg, episodes=32, val_episodes=16, diag_episodes=16, landmarks=60, quantiles=(0.05,),
-                                  patiences=(5, 10), latency_landmarks=60, distance_goals=64)
+                                  patiences=(5, 10), give_ups=(0, 4), latency_landmarks=60, distance_goals=64)
     load_start = os.getloadavg()
     teachers, result = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -320,7 +332,7 @@ def main(cfg: PlanMazeConfig) -> dict:
             row, trace = one_teacher(Path(run_dir), cfg, Path(tmp))
             teachers.append(row)
             print(f"{run_dir}: base {row['base']} plan {row['plan']} q={row['cutoff_quantile']} "
-                  f"p={row['patience']}", flush=True)
+                  f"p={row['patience']} g={row['give_up']}", flush=True)
             if len(teachers) == 1:
                 plot(trace, RESULTS / f"{cfg.name}.png")
             result = summarise(cfg, teachers, load_start)  # written after every teacher: a partial study counts

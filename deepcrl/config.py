@@ -69,6 +69,9 @@ class EvalConfig:
     plan_patience: int = 10
     """With --plan: steps an episode may pursue one landmark before it stops choosing it (a learned distance
     can be short across a wall the policy cannot pass); 0: never give up on a landmark."""
+    plan_give_up: int = 8
+    """With --plan: landmarks an episode may run out of patience on before it stops planning and pursues its goal
+    directly (the graph is wrong around it: learned edges across a wall); 0: never stop planning."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
@@ -86,6 +89,9 @@ class EvalConfig:
             raise DeepcrlError(f"--plan-landmarks must be at least 1 (an empty landmark set), got {self.plan_landmarks}.")
         if self.plan_patience < 0:
             raise DeepcrlError(f"--plan-patience must be 0 or more, got {self.plan_patience}.")
+        if self.plan_give_up < 0 or (self.plan_give_up and not self.plan_patience):
+            raise DeepcrlError(f"--plan-give-up must be 0 or more and needs --plan-patience above 0 (it counts "
+                               f"landmarks whose patience ran out), got {self.plan_give_up}.")
         if self.plan_critic is not None:
             object.__setattr__(self, "plan_critic", Path(self.plan_critic))
         if self.probe and self.run is None:

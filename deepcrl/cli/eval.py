@@ -27,7 +27,7 @@ def run(cfg: EvalConfig) -> int:
 
         planner = build_planner(cfg.plan_critic or cfg.run, env, cfg.plan_landmarks, cfg.plan_cutoff,
                                 cfg.plan_cutoff_quantile, seed=cfg.seed + 1)
-        policy = PlannedPolicy(policy, planner, cfg.plan_patience)
+        policy = PlannedPolicy(policy, planner, cfg.plan_patience, cfg.plan_give_up)
     result = evaluate(env, policy, episodes=cfg.eval_episodes, seed=cfg.seed, episode_length=cfg.episode_length)
     out = {"source": source, "env": env_id, "seed": cfg.seed, **result.as_dict()}
     if planner is not None:

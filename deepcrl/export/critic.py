@@ -1,4 +1,6 @@
-"""A teacher's critic -> ONNX: the two encoders phi(s, a) and psi(g) as separately callable outputs.
+"""A critic -> ONNX: the two encoders phi(s, a) and psi(g) as separately callable outputs. A teacher's CRL
+critic, or a student's distance head (``deepcrl distill --represent`` trains shallow encoders to match the
+teacher's representation and energy; the file has the same contract, and parity is checked the same way).
 
 The critic scores f(s, a, g) = -||phi(s, a) - psi(g)||_2 (the InfoNCE energy). Its negation is a learned
 *distance*: small when g is reached soon from s after taking a. The file has three inputs with independent
@@ -30,23 +32,36 @@ from deepcrl.plan.critic import (ACTION, ACTION_RULE, CRITIC_INPUTS, CRITIC_OUTP
 PARITY_BATCHES = (1, 2, 7, 256)
 
 
-def load_critic(run_dir: str | Path):
-    """(manifest, deploy-form `Critic` module) of a run directory.
+UNROLL_MAX_BLOCKS = 16
+"""Critics with at most this many residual blocks (depth 64) are exported unrolled (`scan=False`: the same
+parameters, no ONNX ``Loop``): ONNX Runtime then folds each block's weight slice into a constant and runs no
+sub-graph per block, which is most of a one-row phi call's time. Deeper critics keep the ``Loop``."""
+
+
+def load_critic(run_dir: str | Path, unroll: bool = False):
+    """(manifest, deploy-form critic module) of a run directory: a teacher's CRL critic, or the distance head of a
+    student distilled with ``--represent`` (its shallow encoders phi_s, psi_s, trained to match the teacher's).
+    `unroll`: a teacher's blocks unrolled (no scan) when it has at most `UNROLL_MAX_BLOCKS` blocks.
 
     Raises:
-        ArtifactError: the artifact has no critic (a student without a distance head, a policy-only teacher).
+        ArtifactError: the artifact has no critic (a student distilled without ``--represent``).
     """
+    import pkgutil
+
     from deepcrl import artifacts
-    from deepcrl.policy import DEPLOY_OVERRIDES, restore_module
-    from deepcrl.teacher import networks
+    from deepcrl.policy import CRITIC_BUILDERS, DEPLOY_OVERRIDES, restore_module
 
     manifest, params = artifacts.load(run_dir)
     if "critic" not in params or "critic" not in manifest.network:
+        hint = ("distil it with --represent to give it one" if manifest.kind == "student"
+                else "use a teacher run directory")
         raise ArtifactError(f"{run_dir} holds no critic (no distance head phi/psi), so it gives no distances; "
-                            "use a teacher run directory.")
+                            f"{hint}.")
     config = {**manifest.network["critic"], **DEPLOY_OVERRIDES.get(manifest.kind, {})}
+    if unroll and manifest.kind == "teacher" and int(config.get("depth", 4)) // 4 <= UNROLL_MAX_BLOCKS:
+        config["scan"] = False
     try:
-        critic = networks.critic_from_config(config)
+        critic = pkgutil.resolve_name(CRITIC_BUILDERS[manifest.kind])(config)
     except DeepcrlError:
         raise
     except Exception as exc:  # noqa: BLE001 - a manifest the builder rejects
@@ -114,15 +129,17 @@ def _parity_rows(manifest, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray,
     return {"random": rand, "rollout": (obs, act, goal)}
 
 
-def build(run_dir: Path, opset: int = 21, max_diff: float = 1e-5, seed: int = 0) -> tuple[bytes, dict[str, Any]]:
-    """Export and parity-check a run directory's critic; returns (model bytes, report). Nothing is written."""
+def build(run_dir: Path, opset: int = 21, max_diff: float = 1e-5, seed: int = 0,
+          unroll: bool = True) -> tuple[bytes, dict[str, Any]]:
+    """Export and parity-check a run directory's critic; returns (model bytes, report). Nothing is written.
+    `unroll=False` keeps the blocks' ``Loop`` at any depth (what benchmarks/plan_latency.py compares)."""
     import jax
     import onnx
 
     from deepcrl.export import contract
     from deepcrl.export.onnx import session_for, set_metadata
 
-    manifest, critic = load_critic(run_dir)
+    manifest, critic = load_critic(run_dir, unroll=unroll)
     t0 = time.perf_counter()
     model = to_onnx_model(manifest, critic, opset)
     export_s = time.perf_counter() - t0

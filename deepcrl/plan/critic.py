@@ -87,12 +87,14 @@ class OnnxCritic:
         try:  # one session per encoder: the other one's tower is not run at all (a third faster per phi row)
             self._phi = _session(_part(model, [OBSERVATION, ACTION], PHI), intra_op_threads)
             self._psi = _session(_part(model, [GOAL], PSI), intra_op_threads)
+            self._phi_out, self._zeros = [PHI], {}
         except Exception as exc:  # noqa: BLE001 - ORT's own exception types
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ArtifactError(f"{self.path} is not a loadable ONNX critic ({first}).") from exc
 
     def _rows(self, x, size: int, what: str) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
+            x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != size:
             raise DeepcrlError(f"{what} has shape {x.shape}; this critic needs [batch, {size}].")
         return x
@@ -100,11 +102,18 @@ class OnnxCritic:
     def phi(self, observation, action=None) -> np.ndarray:
         """phi(s, a) [B, repr]; the action defaults to zeros (the planner's convention)."""
         o = self._rows(observation, self.obs_size, "observation")
-        a = (np.zeros((len(o), self.action_size), np.float32) if action is None
-             else self._rows(action, self.action_size, "action"))
+        if action is None:
+            a = self._zeros.get(len(o))
+            if a is None:  # one read-only zero block per batch size seen (a planner asks with one or a few)
+                a = np.zeros((len(o), self.action_size), np.float32)
+                a.flags.writeable = False
+                if len(self._zeros) < 16:
+                    self._zeros[len(o)] = a
+        else:
+            a = self._rows(action, self.action_size, "action")
         if len(a) != len(o):
             raise DeepcrlError(f"observation and action batch sizes differ ({len(o)} vs {len(a)}).")
-        return self._phi.run(None, {OBSERVATION: o, ACTION: a})[0]
+        return self._phi.run(self._phi_out, {OBSERVATION: o, ACTION: a})[0]
 
     def psi(self, goal) -> np.ndarray:
         """psi(g) [B, repr] (encode goals once, reuse them)."""

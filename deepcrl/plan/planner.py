@@ -81,6 +81,8 @@ class PlanStats:
     """Rows that pursued a landmark."""
     unreachable_steps: int = 0
     """Rows whose goal had no path in the landmark graph: the goal was pursued directly (the fallback)."""
+    given_up_steps: int = 0
+    """Rows of episodes that had given up on the plan (`PlannedPolicy`'s `give_up`): the goal was pursued."""
     goals_encoded: int = 0
     """Goals whose landmark costs were computed (the per-goal cache's misses)."""
 
@@ -121,6 +123,7 @@ class Planner:
         self.pairwise = _cdist(self.l_phi, self.l_psi)  # [i, j] = d(l_i -> l_j)
         self._psi_t = np.ascontiguousarray(self.l_psi.T)
         self._psi_sq = np.square(self.l_psi).sum(axis=1)
+        self._m2psi_t = np.ascontiguousarray(-2.0 * self._psi_t)  # the one-row path's |psi|^2 - 2 phi.psi
         off = self.pairwise[~np.eye(n, dtype=bool)]
         if cutoff is None:
             cutoff = float(np.quantile(off, cutoff_quantile)) if off.size else float(self.pairwise.max())
@@ -197,6 +200,12 @@ class Planner:
         if goal.ndim != 2 or len(goal) != len(observation):
             raise DeepcrlError(f"goal has shape {goal.shape}; the planner needs [{len(observation)}, "
                                f"{self.encoder.goal_size}].")
+        if len(observation) == 1:
+            return self._one(observation, goal, None if banned is None else banned[0])
+        return self._batch(observation, goal, banned)
+
+    def _batch(self, observation: np.ndarray, goal: np.ndarray, banned: np.ndarray | None):
+        """`waypoints` for checked [B, ...] rows: [B, N] distances in one matmul, masks and one argmin per row."""
         psi_g, costs = self._cached(goal)
         phi_s = np.asarray(self.encoder.phi(observation), np.float32)
         direct = np.square(phi_s - psi_g).sum(axis=1) <= self.cutoff ** 2
@@ -225,6 +234,42 @@ class Planner:
         s.waypoint_steps += len(goal) - n_direct - n_unreachable
         return out, index
 
+    def _one(self, observation: np.ndarray, goal: np.ndarray, banned: np.ndarray | None):
+        """`waypoints` for one row (a robot's request): the same decision with a few numpy calls on the landmarks
+        within the cutoff only (the batch path's [B, N] masks and copies cost more than the encoder at one row)."""
+        hit = self._cache.get(goal.tobytes())
+        if hit is None:
+            self._cached(goal)
+            hit = self._cache[goal.tobytes()]
+        else:
+            self._cache.move_to_end(goal.tobytes())
+        psi_g, cost = hit
+        phi = np.asarray(self.encoder.phi(observation), np.float32)[0]
+        pp = float(phi @ phi)
+        c2 = self.cutoff * self.cutoff
+        s = self.stats
+        s.steps += 1
+        diff = phi - psi_g
+        if float(diff @ diff) <= c2:
+            s.direct_steps += 1
+            return goal, np.array([-1])
+        sq = phi @ self._m2psi_t
+        sq += self._psi_sq  # |l|^2 - 2 phi.l: below c2 - |phi|^2 exactly where d(s, l) <= cutoff
+        idx = np.flatnonzero(sq <= c2 - pp)
+        if not len(idx):  # no landmark within the cutoff of s: its nearest one only
+            idx = np.array([int(sq.argmin())])
+        total = np.sqrt(np.maximum(sq[idx] + pp, 0.0))
+        total += cost[idx]
+        if banned is not None:
+            total[banned[idx]] = np.inf
+        k = int(total.argmin())
+        if not np.isfinite(total[k]):
+            s.unreachable_steps += 1
+            return goal, np.array([-1])
+        s.waypoint_steps += 1
+        j = int(idx[k])
+        return self.landmark_goals[j:j + 1], np.array([j])
+
     def summary(self) -> dict:
         """The graph's facts and the decisions counted so far."""
         return {"landmarks": len(self), "cutoff": self.cutoff, "edges": self.edges,
@@ -243,10 +288,20 @@ class PlannedPolicy:
     while its goal stays the same) stops choosing it. A learned distance can be short across a wall the policy
     cannot pass; without this the agent pushes against that wall for the rest of the episode, or oscillates
     between two such landmarks. 0 turns it off (the planner alone: stateless, as the server runs it).
+
+    Give up (`give_up`, with patience): an episode that has run out of patience on that many landmarks stops
+    planning and pursues its goal directly for the rest of the episode. A graph whose learned edges cross a wall
+    around a dead end draws the agent from one landmark of the pocket to the next (seed 1 of point_maze_big:
+    30-40 landmarks pursued, never leaving the pocket, on direct pairs the policy alone solves); the planner
+    has then shown it is wrong for this episode and the policy is the better bet. 0 turns it off.
     """
 
-    def __init__(self, policy, planner: Planner, patience: int = 0):
-        self.policy, self.planner, self.patience = policy, planner, int(patience)
+    def __init__(self, policy, planner: Planner, patience: int = 0, give_up: int = 0):
+        if patience < 0 or give_up < 0:
+            raise DeepcrlError(f"patience and give_up must be 0 or more, got {patience} and {give_up}.")
+        if give_up and not patience:
+            raise DeepcrlError("give_up counts landmarks whose patience ran out; it needs a patience above 0.")
+        self.policy, self.planner, self.patience, self.give_up = policy, planner, int(patience), int(give_up)
         for name in ("obs_size", "goal_size", "action_size"):
             if hasattr(policy, name):
                 setattr(self, name, getattr(policy, name))
@@ -265,6 +320,13 @@ class PlannedPolicy:
             self._goal = goal.copy()
             banned = self._spent >= self.patience
         target, self.last_index = self.planner.waypoints(observation, goal, banned)
+        if self.give_up > 0:
+            quit_ = (banned.sum(axis=1) >= self.give_up) & (self.last_index >= 0)
+            if quit_.any():
+                target = np.where(quit_[:, None], goal, target)
+                self.last_index = np.where(quit_, -1, self.last_index)
+                self.planner.stats.given_up_steps += int(quit_.sum())
+                self.planner.stats.waypoint_steps -= int(quit_.sum())
         if self.patience > 0:
             rows = np.nonzero(self.last_index >= 0)[0]
             self._spent[rows, self.last_index[rows]] += 1

@@ -43,3 +43,23 @@ def critic_onnx(fresh_teacher_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("plan") / "critic.onnx"
     return export_critic(ExportConfig(run=fresh_teacher_dir, out=out, part="critic")), out
+
+
+@pytest.fixture(scope="session")
+def student_with_head_dir(tmp_path_factory):
+    """A student artifact with a distance head (as `distill --represent` saves it): actor and shallow encoders."""
+    from flax import nnx
+
+    from deepcrl import artifacts
+    from deepcrl.student.networks import actor_from_config, critic_from_config
+
+    sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
+    actor_cfg = {**sizes, "hidden": [16, 16]}
+    critic_cfg = {**sizes, "hidden": [16, 16], "layer_norm": False, "repr_size": 8}
+    actor, critic = actor_from_config(actor_cfg, seed=0), critic_from_config(critic_cfg, seed=1)
+    path = tmp_path_factory.mktemp("plan") / "student_with_head"
+    manifest = artifacts.Manifest(kind="student", env_id="point_maze", network={"actor": actor_cfg,
+                                  "critic": critic_cfg}, **sizes)
+    artifacts.save(path, manifest, {"actor": nnx.to_pure_dict(nnx.state(actor, nnx.Param)),
+                                    "critic": nnx.to_pure_dict(nnx.state(critic, nnx.Param))})
+    return path

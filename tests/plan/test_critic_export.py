@@ -40,6 +40,26 @@ def test_student_without_critic_is_one_sentence(fresh_student_dir, tmp_path):
         JaxCritic(fresh_student_dir)
 
 
+def test_student_distance_head_exports_like_the_teachers(student_with_head_dir, tmp_path):
+    from deepcrl.export.config import ExportConfig
+    from deepcrl.export.critic import export_critic
+    from deepcrl.plan.build import JaxCritic
+    from deepcrl.plan.critic import OnnxCritic
+    from deepcrl.plan.planner import Planner
+
+    report = export_critic(ExportConfig(run=student_with_head_dir, out=tmp_path / "head.onnx", part="critic"))
+    assert report["kind"] == "student" and report["max_abs_diff"] <= 1e-5
+    onnx_c, jax_c = OnnxCritic(tmp_path / "head.onnx"), JaxCritic(student_with_head_dir)
+    assert onnx_c.metadata["kind"] == "student" and onnx_c.metadata["repr_size"] == "8"
+    rng = np.random.default_rng(1)
+    s, g = rng.uniform(0, 4, (6, 2)).astype(np.float32), rng.uniform(0, 4, (4, 2)).astype(np.float32)
+    np.testing.assert_allclose(onnx_c.phi(s), jax_c.phi(s), atol=1e-5)
+    np.testing.assert_allclose(onnx_c.psi(g), jax_c.psi(g), atol=1e-5)
+    assert onnx_c.phi(s).shape == (6, 8)
+    planner = Planner(onnx_c, s, s, cutoff_quantile=0.5)  # the planner takes a student's head as a teacher's
+    assert planner.edges > 0 and planner.waypoints(s[:1], g[:1])[1].shape == (1,)
+
+
 def test_policy_file_is_not_a_critic(tmp_path, fresh_teacher_dir):
     from deepcrl.export.config import ExportConfig
     from deepcrl.export.critic import export_critic

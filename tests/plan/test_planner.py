@@ -105,6 +105,28 @@ def test_patience_gives_up_a_landmark_and_resets_on_a_new_goal():
     assert int(policy.last_index[0]) == 1
 
 
+def test_give_up_pursues_the_goal_after_enough_landmarks_ran_out_of_patience():
+    from deepcrl.plan.planner import PlannedPolicy
+
+    seen = []
+    # cutoff 1.8: three landmarks lie within reach of s, the goal (2.02 away) does not
+    policy = PlannedPolicy(lambda o, g: seen.append(np.array(g)) or np.zeros((len(o), 2)), planner(cutoff=1.8),
+                           patience=1, give_up=2)
+    s, g = np.array([[0.0, 0.3]]), np.array([[2.0, 0.0]])
+    chosen = []
+    for _ in range(4):  # stuck: landmark 1, then 0 run out of patience; then the episode stops planning
+        policy(s, g)
+        chosen.append(int(policy.last_index[0]))
+    assert min(chosen[:2]) >= 0 and chosen[0] != chosen[1] and chosen[2:] == [-1, -1]
+    np.testing.assert_allclose(seen[-1], g)
+    stats = policy.planner.stats
+    assert (stats.given_up_steps, stats.waypoint_steps, stats.direct_steps, stats.unreachable_steps) == (2, 2, 0, 0)
+    policy(s, np.array([[2.0, 0.1]]))  # a new goal: a new episode, planning again
+    assert int(policy.last_index[0]) == 1
+    with pytest.raises(DeepcrlError, match="needs a patience"):
+        PlannedPolicy(lambda o, g: o, planner(), patience=0, give_up=2)
+
+
 def test_eval_plan_cli_on_a_teacher(fresh_teacher_dir, capsys):
     import json
 
@@ -114,7 +136,8 @@ def test_eval_plan_cli_on_a_teacher(fresh_teacher_dir, capsys):
                  "--episode-length", "10", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["plan"]["landmarks"] == 40 and out["plan"]["steps"] == 80
-    assert out["plan"]["direct_steps"] + out["plan"]["waypoint_steps"] + out["plan"]["unreachable_steps"] >= 80
+    decided = ("direct_steps", "waypoint_steps", "unreachable_steps", "given_up_steps")
+    assert sum(out["plan"][k] for k in decided) == 80
 
 
 def test_eval_plan_refuses_a_student_and_no_landmarks(fresh_student_dir, capsys):
