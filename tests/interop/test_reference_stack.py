@@ -1,19 +1,14 @@
-"""Against the paper's own code and pinned stack (slow; needs its virtualenv and a checkout of its repository):
-train its train.py for one tiny epoch on ant (CPU), import the final.pkl it saved, and compare deepcrl's actions,
-log-stds and energies with its own flax networks on the same inputs.
+"""Against the paper's own code and pinned stack (marked `reference` and `slow`; needs its virtualenv and a
+checkout of its repository): train its train.py for one tiny epoch on ant (CPU), import the final.pkl it saved,
+and compare deepcrl's actions, log-stds and energies with its own flax networks on the same inputs.
 
-Set up once (CPU; the reference pins python 3.10):
-    python3.10 -m venv ~/.cache/deepcrl/venvs/scaling-crl
-    ~/.cache/deepcrl/venvs/scaling-crl/bin/pip install numpy==1.26.4 jax==0.4.23 jaxlib==0.4.23 flax==0.7.4 tyro \
-        wandb==0.17.9 wandb-osh==1.2.2 brax==0.10.1 mediapy==1.2.2 scipy==1.12.0 mujoco==3.2.6 \
-        'ml_dtypes<0.5' 'orbax-checkpoint<0.5' 'chex<0.1.87' 'optax<0.2.3'
-    git clone https://github.com/wang-kevin3290/scaling-crl ~/.cache/deepcrl/scaling-crl-src
-and apply the reference README's brax contact.py fix: brax 0.10.1 calls `mjx.ncon`, which mujoco 3.2.6 no longer
-has (a one-line equivalent: in brax/contact.py set ``ncon = mjx.make_data(sys).contact.geom1.shape[0]``). Its
-second fix (brax/io/json.py) only matters for HTML rendering, which the test turns off.
-(~/.cache is $XDG_CACHE_HOME when set.) DEEPCRL_SCALING_CRL_VENV and DEEPCRL_SCALING_CRL_SRC override the two
-paths. This check stays opt-in, also in the full run: the reference's source is a public repository that CI
-cannot fetch (it reaches package registries only), so without it the test skips with this reason.
+Set up once with `scripts/provision-reference.sh PATH/TO/scaling-crl-checkout` (python 3.10 venv with the
+reference's pins, CPU jaxlib, brax's contact.py fix; see the script), then
+`python -m pytest -q -m reference tests/interop/test_reference_stack.py`.
+The venv defaults to ~/.cache/deepcrl/venvs/scaling-crl and the checkout link to ~/.cache/deepcrl/scaling-crl-src
+(~/.cache is $XDG_CACHE_HOME when set); DEEPCRL_SCALING_CRL_VENV and DEEPCRL_SCALING_CRL_SRC override them.
+The checks stay opt-in: the reference's source is a public repository that CI cannot fetch (it reaches package
+registries only), so without it they skip with that reason.
 """
 
 from __future__ import annotations
@@ -39,7 +34,8 @@ TINY = ["--env_id", "ant", "--seed", "1", "--total_env_steps", "480", "--num_epo
 def _stack() -> Path:
     python = VENV / "bin" / "python"
     if not python.exists() or not (SRC / "train.py").is_file():
-        pytest.skip(f"no reference venv at {VENV} or checkout at {SRC} (see this module's docstring)")
+        pytest.skip(f"no reference venv at {VENV} or checkout at {SRC} (build them with "
+                    "scripts/provision-reference.sh PATH/TO/scaling-crl-checkout)")
     return python
 
 
@@ -73,6 +69,7 @@ def _import_and_compare(run: Path, npz: Path, out: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 def test_networks_built_and_pickled_by_the_reference_import_with_its_outputs(tmp_path):
     """The reference's own flax modules, initialised (and perturbed) and pickled by jax 0.4.23 as train.py saves."""
     python = _stack()
@@ -85,6 +82,7 @@ def test_networks_built_and_pickled_by_the_reference_import_with_its_outputs(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 def test_a_checkpoint_trained_by_the_reference_imports_with_its_outputs(tmp_path):
     """One tiny epoch of the reference's train.py on ant (its spring backend, CPU), then import final.pkl.
 
