@@ -74,7 +74,7 @@ class Config:
     """Adam learning rate of actor, critic and alpha (both learners)."""
     discount: float = 0.99
     """Discount of the hindsight goal offsets."""
-    epochs: int = 8
+    epochs: int = 6
     """Evaluations after the prefill (the reference's --num_epochs)."""
     iterations_per_epoch: int = 16
     """Training iterations between evaluations."""
@@ -84,6 +84,8 @@ class Config:
     """Wall-time bound of each run (the process is killed after it; finished evaluations are kept)."""
     out: Path = Path("benchmarks/results/vs_reference.json")
     """JSON output; the plot goes beside it (.png)."""
+    logs: Path = Path("runs/vs_reference")
+    """Each run's full output (LEARNER_seedS.log) and deepcrl's run directories."""
     plot_only: bool = False
     """Only redraw the PNG from the JSON."""
 
@@ -155,7 +157,8 @@ def reference_row(metrics: dict, wall_s: float) -> dict:
 # -- runs ------------------------------------------------------------------------------------------------------
 def _stream(cmd: list[str], cwd: Path, env: dict, timeout_s: float, log: Path, on_line) -> dict:
     """Run `cmd` under nice/timeout; call on_line(line, seconds since launch) for each stdout line."""
-    full = ["timeout", "--kill-after=10", str(int(timeout_s)), "nice", "-n", "15", *cmd]
+    niceness = max(0, 15 - os.nice(0))  # nice 15 in all (not more: nice 19 starves beside other nice-15 work)
+    full = ["timeout", "--kill-after=10", str(int(timeout_s)), "nice", "-n", str(niceness), *cmd]
     t0 = time.time()
     with open(log, "w") as fh:
         proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -182,6 +185,7 @@ def run_reference(cfg: Config, seed: int, logs: Path) -> dict:
     status = _stream(cmd, cfg.reference_src, env, cfg.timeout_min * 60, logs / f"reference_seed{seed}.log", on_line)
     losses = [r[k] for r in rows for k in ("critic_loss", "actor_loss")]
     return {"system": "reference", "seed": seed, "command": " ".join(cmd[1:]), "cwd": str(cfg.reference_src),
+            "log": str(logs / f"reference_seed{seed}.log"),
             **status, "finite_losses": bool(losses) and all(x is not None and math.isfinite(x) for x in losses),
             "rows": rows}
 
@@ -196,50 +200,23 @@ def run_deepcrl(cfg: Config, seed: int, logs: Path) -> dict:
             record = json.loads(line[6:])
             ev = record["eval"]
             rows.append({"env_steps": record["env_steps"], "wall_s": round(wall, 2), "success": ev["success"],
-                         "time_at_goal": ev["time_at_goal"], "mean_distance": record["mean_distance"],
-                         "final_distance": ev["final_distance"],
+                         "time_at_goal": ev["time_at_goal"], "final_distance": ev["final_distance"],
                          "episode_length": ev["episode_length"], "critic_loss": record.get("critic_loss"),
                          "actor_loss": record.get("actor_loss"), "log_alpha": record.get("log_alpha")})
 
-    status = _stream(cmd, Path.cwd(), dict(os.environ), cfg.timeout_min * 60, logs / f"deepcrl_seed{seed}.log",
-                     on_line)
+    # JAX's persistent compilation cache: deepcrl's evaluation jits its rollout afresh on every call, so without
+    # it each evaluation compiles again (minutes under load); the second seed also reuses the first one's programs.
+    cache = logs / "jax_cache"
+    warm = cache.is_dir() and any(cache.iterdir())
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache.absolute()),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    status = _stream(cmd, Path.cwd(), env, cfg.timeout_min * 60, logs / f"deepcrl_seed{seed}.log", on_line)
+    status["compilation_cache"] = "warm" if warm else "cold"
     losses = [r[k] for r in rows for k in ("critic_loss", "actor_loss") if r.get(k) is not None]
     return {"system": "deepcrl", "seed": seed, "train_config": kwargs, "command": "deepcrl train " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in kwargs.items()), **status,
+        f"--{k.replace('_', '-')} {v}" for k, v in kwargs.items()), "log": str(logs / f"deepcrl_seed{seed}.log"),
+        **status,
         "finite_losses": bool(losses) and all(math.isfinite(x) for x in losses), "rows": rows}
-
-
-def _mean_distance_fn(env_id: str, episodes: int, seed: int = 12345):
-    """Mean distance to the goal over whole episodes of the saved actor (deterministic), on the episodes deepcrl's
-    own evaluation uses (its seed); the reference reports the same mean (over the steps before an ant falls)."""
-    import jax
-    import numpy as np
-
-    from deepcrl import envs
-    from deepcrl.envs.rollout import rollout
-    from deepcrl.policy import load_policy
-
-    env = envs.make(env_id)
-    spec = env.goal_spec
-    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(seed), episodes))
-    step = jax.vmap(env.step)
-    cache: dict = {}
-
-    def mean_distance(run_dir: str) -> float:
-        policy = load_policy(run_dir)
-        if "run" not in cache:
-            apply_fn = policy.apply_fn
-
-            @jax.jit
-            def run(params, state):
-                _, steps = rollout(step, lambda obs, goal, _: apply_fn(params, obs, goal), state, spec,
-                                   spec.episode_length)
-                return steps.metrics["dist_to_goal"].mean()
-
-            cache["run"] = run
-        return float(np.asarray(cache["run"](policy.params, state)))
-
-    return mean_distance
 
 
 def _deepcrl_child(kwargs_json: str) -> None:
@@ -248,12 +225,10 @@ def _deepcrl_child(kwargs_json: str) -> None:
     from deepcrl.teacher.train import train
 
     kwargs = json.loads(kwargs_json)
-    mean_distance = _mean_distance_fn(kwargs["env"], kwargs["eval_episodes"])
 
     def progress(record: dict) -> None:
-        if "eval" in record:  # the artifact in `out` was saved just before this call
+        if "eval" in record:
             slim = {k: v for k, v in record.items() if k != "norms"}
-            slim["mean_distance"] = mean_distance(kwargs["out"])
             print("VSREF " + json.dumps(slim), flush=True)
 
     summary = train(TrainConfig(**kwargs), progress_fn=progress)
@@ -289,14 +264,14 @@ def plot(results: dict, path: Path) -> None:
         if not rows:
             continue
         for col, xkey in enumerate(("env_steps", "wall_s")):
-            for row_i, ykey in enumerate(("success", "time_at_goal", "mean_distance")):
+            for row_i, ykey in enumerate(("success", "time_at_goal", "critic_loss")):
                 ax = axes[row_i][col]
                 ax.plot([r[xkey] for r in rows], [r[ykey] for r in rows], "o-", color=colors[run["system"]],
                         alpha=0.8, label=f"{run['system']} seed {run['seed']}")
                 ax.set_xlabel("env steps" if xkey == "env_steps" else "wall s (process launch to evaluation)")
                 ax.set_ylabel({"success": "success (reached within 0.5 m)",
                                "time_at_goal": "time at goal (steps of 1000)",
-                               "mean_distance": "mean distance to goal (m)"}[ykey])
+                               "critic_loss": "critic loss (InfoNCE + 0.1 logsumexp^2)"}[ykey])
                 ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     c = results["config"]
@@ -318,7 +293,7 @@ def main(cfg: Config) -> None:
         sys.exit(f"no reference checkout at {cfg.reference_src} (pass --reference-src)")
     if "reference" in cfg.systems and not (cfg.reference_venv / "bin" / "python").exists():
         sys.exit(f"no reference venv at {cfg.reference_venv} (scripts/provision-reference.sh)")
-    logs = cfg.out.parent / (cfg.out.stem + "_logs")
+    logs = cfg.logs
     logs.mkdir(parents=True, exist_ok=True)
     results = {"benchmark": "vs_reference", "task": {"reference": "ant", "deepcrl": "ant_ref"},
                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},

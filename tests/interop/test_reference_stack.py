@@ -25,7 +25,7 @@ _CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepc
 VENV = Path(os.environ.get("DEEPCRL_SCALING_CRL_VENV", _CACHE / "venvs" / "scaling-crl"))
 SRC = Path(os.environ.get("DEEPCRL_SCALING_CRL_SRC", _CACHE / "scaling-crl-src"))
 TINY = ["--env_id", "ant", "--seed", "1", "--total_env_steps", "480", "--num_epochs", "1", "--num_envs", "8",
-        "--num_eval_envs", "4", "--episode_length", "40", "--min_replay_size", "20", "--max_replay_size", "100",
+        "--num_eval_envs", "4", "--episode_length", "40", "--min_replay_size", "40", "--max_replay_size", "100",
         "--unroll_length", "10", "--batch_size", "32", "--num_sgd_batches_per_training_step", "4",
         "--actor_depth", "4", "--critic_depth", "4", "--actor_network_width", "32", "--critic_network_width", "32",
         "--no-track", "--no-capture_vis"]
@@ -86,8 +86,11 @@ def test_networks_built_and_pickled_by_the_reference_import_with_its_outputs(tmp
 def test_a_checkpoint_trained_by_the_reference_imports_with_its_outputs(tmp_path):
     """One tiny epoch of the reference's train.py on ant (its spring backend, CPU), then import final.pkl.
 
-    At this tiny size (8 envs, 40-step episodes) the reference's own losses came out NaN on this stack and so did
-    every saved parameter: the import must then refuse the file in one sentence (else match its outputs)."""
+    min_replay_size is the episode length (40) on purpose: the reference's buffer samples one whole-episode
+    window per env, and with fewer steps stored (20 of 40, as this test once ran) the window reaches rows never
+    written, whose all-zero state, action and goal give identical all-zero representations; the gradient of the
+    distance sqrt(0) is then NaN and every parameter the run saves is NaN (deepcrl refuses such a file:
+    test_import_scaling_crl.py). Here the reference must train with finite outputs, and deepcrl must match them."""
     python = _stack()
     src = tmp_path / "src"
     shutil.copytree(SRC, src, ignore=shutil.ignore_patterns(".git", "runs", "wandb"))
@@ -97,13 +100,7 @@ def test_a_checkpoint_trained_by_the_reference_imports_with_its_outputs(tmp_path
     assert (run / "final.pkl").is_file() and (run / "args.pkl").is_file() and (run / "step_480.pkl").is_file()
     forward = str(Path(__file__).with_name("scaling_crl_forward.py"))
     _run([str(python), forward, str(src), str(run), str(tmp_path / "ref.npz")], tmp_path, 600)
-    if not np.isfinite(np.load(tmp_path / "ref.npz")["action"]).all():  # the reference's run diverged
-        from deepcrl.errors import DeepcrlError
-        from deepcrl.interop.scaling_crl import import_run
-
-        with pytest.raises(DeepcrlError, match="non-finite parameters"):
-            import_run(run, tmp_path / "imported")
-        assert not (tmp_path / "imported" / "manifest.json").exists()
-        return
+    want = np.load(tmp_path / "ref.npz")
+    assert all(np.isfinite(want[k]).all() for k in ("action", "log_std", "energy")), "the reference diverged"
     summary = _import_and_compare(run, tmp_path / "ref.npz", tmp_path / "imported")
     assert summary["env"] == "ant_ref" and summary["actor_depth"] == 4 and summary["critic_width"] == 32
