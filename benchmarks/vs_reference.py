@@ -202,7 +202,8 @@ def run_deepcrl(cfg: Config, seed: int, logs: Path) -> dict:
             rows.append({"env_steps": record["env_steps"], "wall_s": round(wall, 2), "success": ev["success"],
                          "time_at_goal": ev["time_at_goal"], "final_distance": ev["final_distance"],
                          "episode_length": ev["episode_length"], "critic_loss": record.get("critic_loss"),
-                         "actor_loss": record.get("actor_loss"), "log_alpha": record.get("log_alpha")})
+                         "actor_loss": record.get("actor_loss"),
+                         "log_alpha": math.log(record["alpha"]) if record.get("alpha") else None})
 
     # JAX's persistent compilation cache: deepcrl's evaluation jits its rollout afresh on every call, so without
     # it each evaluation compiles again (minutes under load); the second seed also reuses the first one's programs.
