@@ -12,7 +12,7 @@ def run(cfg: SweepConfig) -> int:
     # This process only plans and collects (importing the Brax envs starts JAX's backend): keep it off the
     # GPU, whose memory belongs to the cells' own processes (they do not inherit this setting).
     jax.config.update("jax_platforms", "cpu")
-    from deepcrl.sweep.runner import cell_state, plan, run_sweep, train_command
+    from deepcrl.sweep.runner import plan, run_sweep, training_units
 
     from deepcrl.cli import console, json_output, print_json
 
@@ -20,9 +20,12 @@ def run(cfg: SweepConfig) -> int:
     if cfg.dry_run:
         out = console(highlight=False)
         cells = []
-        for cell in plan(cfg):
-            state = cell_state(cell, cfg)
-            cmd = None if state in ("done", "out_of_time") else train_command(cell, cfg, state)[1:]
+        planned = plan(cfg)
+        units, state_fn, command_fn = training_units(planned, cfg)
+        # with --seeds-together each cell shows its (depth, width) group's state and `--seeds` command
+        for cell, unit in ((c, u) for u in units for c in getattr(u, "cells", (u,))):
+            state = state_fn(unit, cfg)
+            cmd = None if state in ("done", "out_of_time") else command_fn(unit, cfg, state)[1:]
             cells.append({"cell": cell.name, "state": state, "command": cmd})
             if not cfg.json:
                 text = "(nothing to train)" if cmd is None else " ".join(cmd)

@@ -47,6 +47,10 @@ class SweepConfig:
     probe: bool = False
     """Also run the representation probe on each cell (point mazes only): its critic's Spearman correlation
     with the geodesic and the straight-line distance, and OUT/CELL/probe.png."""
+    seeds_together: bool = False
+    """Train the seeds of each (depth, width) pair as one `deepcrl train --seeds` process (one vmapped program:
+    on a GPU about the cost of one seed; on a busy CPU no cheaper than separate runs). The cells are then
+    OUT/d{depth}_w{width}/seed_{seed}/; the pair resumes and is skipped as a whole."""
     dry_run: bool = False
     """Check the grid and print each cell's `deepcrl train` command and state without training anything."""
     json: bool = False

@@ -11,6 +11,7 @@ kill picks up where the last one stopped: finished cells are skipped, unfinished
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shlex
 import subprocess
@@ -28,6 +29,7 @@ from deepcrl._io import write_json_atomic
 from deepcrl.errors import ArtifactError, DeepcrlError
 from deepcrl.sweep.cellinfo import PROBE_PNG, cached_cell_info, read_cell_info
 from deepcrl.sweep.config import SweepConfig
+from deepcrl.sweep.groups import expand, group_command, group_state, make_groups, seed_cell_dir
 
 SWEEP_JSON, SWEEP_PNG, TRAIN_LOG = "sweep.json", "sweep.png", "train.log"
 PID_FILE = ".sweep.pid"  # the process training a cell right now (left behind if the sweep was killed)
@@ -53,7 +55,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return self.dir.name
+        return cell_name(self.depth, self.width, self.seed)
 
 
 def cell_name(depth: int, width: int, seed: int) -> str:
@@ -116,21 +118,27 @@ def plan(cfg: SweepConfig) -> list[Cell]:
     for depth in depths:
         for width in widths:
             for seed in seeds:
+                out = (seed_cell_dir(cfg.out, depth, width, seed) if cfg.seeds_together
+                       else cfg.out / cell_name(depth, width, seed))
                 train = dataclasses.replace(base, depth=depth, width=width, seed=seed, steps=cfg.steps,
-                                            max_minutes=cfg.max_minutes,
-                                            out=cfg.out / cell_name(depth, width, seed))
+                                            max_minutes=cfg.max_minutes, out=out)
                 train.resolved(on_gpu=on_gpu).validate()
                 cells.append(Cell(depth, width, seed, Path(train.out), train))
+            if cfg.seeds_together:  # the group's own command line must pass `deepcrl train`'s checks too
+                dataclasses.replace(base, depth=depth, width=width, seeds=tuple(seeds)).resolved(
+                    on_gpu=on_gpu).validate()
+    units = make_groups(cells, cfg.out) if cfg.seeds_together else cells
     for cell in cells:
         _check_same_run(cell)
-        pid = _busy(cell)
+    for unit in units:
+        pid = _busy(unit)
         if pid is not None:
-            raise DeepcrlError(f"{cell.dir} is being trained by process {pid} (a sweep that is still running?); "
+            raise DeepcrlError(f"{unit.dir} is being trained by process {pid} (a sweep that is still running?); "
                                "wait for it or end it first.")
     return cells
 
 
-def _busy(cell: Cell) -> int | None:
+def _busy(cell) -> int | None:
     """The id of a live process still training this cell (a killed sweep's orphan), else None."""
     try:
         pid = int((cell.dir / PID_FILE).read_text().split()[0])
@@ -220,8 +228,10 @@ def train_command(cell: Cell, cfg: SweepConfig, state: str) -> list[str]:
 class _Runner:
     """Runs the cells' processes, at most `jobs` at a time; terminates them if the sweep is interrupted."""
 
-    def __init__(self, cfg: SweepConfig, log: Log):
+    def __init__(self, cfg: SweepConfig, log: Log, state_fn=None, command_fn=None):
         self.cfg, self.log = cfg, log
+        # what trains: a cell, or with --seeds-together a `deepcrl.sweep.groups.SeedGroup` of cells
+        self.state_fn, self.command_fn = state_fn or cell_state, command_fn or train_command
         self.live: dict[int, subprocess.Popen] = {}
         self.lock = threading.Lock()
         # children import the same deepcrl as this process, wherever it was imported from
@@ -267,10 +277,10 @@ class _Runner:
         """Train the cell if it needs it; returns what happened."""
         cfg = self.cfg
         cell.dir.mkdir(parents=True, exist_ok=True)
-        state = cell_state(cell, cfg)
+        state = self.state_fn(cell, cfg)
         outcome = {"state_before": state, "ran": False, "error": None, "failed": False}
         if state in ("new", "partial"):
-            cmd = train_command(cell, cfg, state)
+            cmd = self.command_fn(cell, cfg, state)
             # bounded: the budget, plus time for compiling, the last evaluation and the checkpoint
             timeout = None if cfg.max_minutes is None else 60 * cfg.max_minutes + max(300.0, 15 * cfg.max_minutes)
             self.log(f"{cell.name}: {'resuming' if state == 'partial' else 'training'}")
@@ -322,9 +332,18 @@ def cell_row(cell: Cell, cfg: SweepConfig, outcome: dict) -> dict:
     return row
 
 
-def _run_local(cells: list[Cell], cfg: SweepConfig, log: Log) -> dict[str, dict]:
-    """Train the cells in local processes, `jobs` at a time; each cell's outcome by name."""
-    runner = _Runner(cfg, log)
+def training_units(cells: list[Cell], cfg: SweepConfig) -> tuple[list, Callable, Callable]:
+    """What trains, with its state and command functions: the cells themselves, or with --seeds-together one
+    `deepcrl.sweep.groups.SeedGroup` per (depth, width) (a `deepcrl train --seeds` process)."""
+    if not cfg.seeds_together:
+        return cells, cell_state, train_command
+    return (make_groups(cells, cfg.out), functools.partial(group_state, cell_state=cell_state),
+            functools.partial(group_command, train_command=train_command, spent_s=_spent_s))
+
+
+def _run_local(cells: list, cfg: SweepConfig, log: Log, state_fn=None, command_fn=None) -> dict[str, dict]:
+    """Train the cells (or seed groups) in local processes, `jobs` at a time; each one's outcome by name."""
+    runner = _Runner(cfg, log, state_fn, command_fn)
     outcomes: dict[str, dict] = {}
     pool = ThreadPoolExecutor(max_workers=cfg.jobs)
     try:
@@ -357,12 +376,17 @@ def run_sweep(cfg: SweepConfig, log: Log | None = None) -> dict:
     cells = plan(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    units, state_fn, command_fn = training_units(cells, cfg)
+    for unit in units:  # a seed group in states one `--seeds` run cannot continue from: refused before training
+        state_fn(unit, cfg)
     if cfg.launcher != "process":  # a SLURM job array (or submitit's local executor) through submitit
         from deepcrl.sweep.launch import run_cells
 
-        outcomes = run_cells(cells, cfg, log, train_command, cell_state, TRAIN_LOG)
+        outcomes = run_cells(units, cfg, log, command_fn, state_fn, TRAIN_LOG)
     else:
-        outcomes = _run_local(cells, cfg, log)
+        outcomes = _run_local(units, cfg, log, state_fn, command_fn)
+    if cfg.seeds_together:
+        outcomes = expand(units, outcomes)
     for cell in cells:  # parameter counts and probes, here, one cell after another (cached per step)
         manifest = _manifest(cell.dir)
         if manifest is not None:
