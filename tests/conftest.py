@@ -41,7 +41,7 @@ def missing_prerequisite():
             pytest.fail(f"{sentence}; run `{PROVISION}` (the full run requires every slow check's prerequisites).",
                         pytrace=False)
         pytest.skip(f"{sentence}; run `{PROVISION}` to provision it, then "
-                    "`python -m pytest -q -m 'not gpu'` (the full run)")
+                    "`python -m pytest -q -m 'not gpu and not reference'` (the full run)")
 
     return missing
 

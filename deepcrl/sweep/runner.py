@@ -1,11 +1,7 @@
-"""Run a sweep: plan the cells, train each in its own `deepcrl train` process, collect one row per cell.
-
-Each cell trains in its own ``python -m deepcrl.cli train`` process; this process plans (every check runs
-before anything trains), waits, and afterwards counts each cell's parameters and runs the probe itself (small
-work; `deepcrl sweep` keeps this process's JAX on the CPU so a GPU's memory stays the cells'). Everything is
-read back from the cells' run directories (manifest.json, metrics.jsonl, cellinfo.json), so a re-run after a
-kill picks up where the last one stopped: finished cells are skipped, unfinished ones continue with
-``--resume``, and a cell still trained by a killed sweep's orphan process is refused.
+"""Run a sweep: plan the cells (every check runs before anything trains), train each in its own
+``python -m deepcrl.cli train`` process, then count parameters and run the probe here (this process's JAX stays on
+the CPU). Everything is read back from the cells' run directories, so a re-run after a kill skips finished cells,
+resumes unfinished ones and refuses a cell still trained by a killed sweep's orphan process.
 """
 
 from __future__ import annotations
