@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +30,7 @@ from deepcrl.errors import DeepcrlError
 from deepcrl.teacher.checkpoint import artifact_params, load_train_state, make_manifest, save_train_state
 from deepcrl.teacher.config import TrainConfig
 from deepcrl.teacher.iteration import Setup, init_state, iteration, make_setup, state_shardings
+from deepcrl.teacher import sinks as sinks_mod
 from deepcrl.teacher.sinks import Curves, MetricsFile, TensorBoard, numeric
 
 SEED_DIR = "seed_{}"
@@ -103,20 +103,17 @@ def train_seeds(cfg: TrainConfig, progress_fn: Callable[[dict], None] | None = N
     history = sinks[0][0].history
     lr = jnp.asarray(base.cfg.learning_rate, jnp.float32)
     start_iter = int(states.iteration[0])
-    last_eval: list[dict] = [next((r["eval"] for r in reversed(ss[0].history) if "eval" in r), {}) for ss in sinks]
+    last_eval: list[dict] = [sinks_mod.last_eval(ss[0].history) for ss in sinks]
     last_train: list[dict] = [{} for _ in seeds]
-    t0 = time.perf_counter() - (history[-1]["wall_s"] if history else 0.0)
-    t_start = time.perf_counter()
-    compile_s = None
+    clock = sinks_mod.RunClock(history, cfg.max_minutes)
     try:
         it = start_iter
         while it < total_iters:
-            t_it = time.perf_counter()
+            clock.start_iteration()
             prev_steps = int(states.env_steps[0])
             new_states, metrics = seeds_iteration(base, states, lr)
             metrics = jax.device_get(metrics)
-            if compile_s is None:
-                compile_s = time.perf_counter() - t_it
+            clock.end_iteration()
             norms_all = metrics.pop("norms", {})
             per_seed = [{k: float(v[i]) for k, v in metrics.items()} for i in range(len(seeds))]
             for seed, m in zip(seeds, per_seed):
@@ -129,9 +126,9 @@ def train_seeds(cfg: TrainConfig, progress_fn: Callable[[dict], None] | None = N
             states = new_states
             it += 1
             env_steps = int(states.env_steps[0])
-            out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > cfg.max_minutes * 60
+            out_of_time = clock.out_of_time()
             evaluate_now = it % base.cfg.eval_every == 0 or it == total_iters or out_of_time
-            wall = round(time.perf_counter() - t0, 3)
+            wall = clock.wall_s()
             for i, (s, seed) in enumerate(zip(setups, seeds)):
                 norms = {k: [float(f"{x:.5g}") for x in np.asarray(v)[i]] for k, v in norms_all.items()}
                 record = {"iteration": it, "env_steps": env_steps, "wall_s": wall, **per_seed[i], "norms": norms}
@@ -151,13 +148,13 @@ def train_seeds(cfg: TrainConfig, progress_fn: Callable[[dict], None] | None = N
                 if hasattr(sink, "close"):
                     sink.close()
 
-    wall = time.perf_counter() - t_start
+    wall = clock.elapsed_s()
     done_steps = int(states.env_steps[0])
     mean_eval = {k: float(np.mean([e[k] for e in last_eval])) for k in numeric(last_eval[0])
                  if all(k in e for e in last_eval)} if all(last_eval) else {}
     return {
         "run_dir": str(root), "env_steps": done_steps, "iterations": int(states.iteration[0]), "wall_s": wall,
-        "compile_s": compile_s,
+        "compile_s": clock.compile_s,
         "steps_per_s": len(seeds) * (done_steps - start_iter * base.steps_per_iteration) / max(wall, 1e-9),
         "eval": mean_eval, "train": {},
         "seeds": {seed: {"run_dir": str(s.cfg.out), "eval": e, "train": t}

@@ -74,3 +74,39 @@ class TensorBoard:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def last_eval(history: list[dict]) -> dict:
+    """The newest evaluation in a run's metrics rows ({} before the first): a resumed run reports it until it
+    evaluates again."""
+    return next((r["eval"] for r in reversed(history) if "eval" in r), {})
+
+
+
+class RunClock:
+    """The host loop's time keeping. ``wall_s`` continues a resumed run's last row; the ``--max-minutes`` budget
+    counts from this process's start; the first iteration's time (compile included) is ``compile_s``."""
+
+    def __init__(self, history: list[dict], max_minutes: float | None):
+        import time
+
+        self._now = time.perf_counter
+        self.t_start = self._now()
+        self.t0 = self.t_start - (history[-1]["wall_s"] if history else 0.0)
+        self.max_minutes, self.compile_s, self._t_it = max_minutes, None, 0.0
+
+    def start_iteration(self) -> None:
+        self._t_it = self._now()
+
+    def end_iteration(self) -> None:
+        if self.compile_s is None:
+            self.compile_s = self._now() - self._t_it
+
+    def wall_s(self) -> float:
+        return round(self._now() - self.t0, 3)
+
+    def elapsed_s(self) -> float:
+        return self._now() - self.t_start
+
+    def out_of_time(self) -> bool:
+        return self.max_minutes is not None and self.elapsed_s() > self.max_minutes * 60

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +27,7 @@ from deepcrl.teacher.checkpoint import (TRAIN_STATE_DIR, actor_module, artifact_
                                         make_manifest, save_train_state)
 from deepcrl.teacher.config import TrainConfig
 from deepcrl.teacher.iteration import Setup, TrainState, init_state, iteration, make_setup, state_shardings
+from deepcrl.teacher import sinks as sinks_mod
 from deepcrl.teacher.sinks import CURVES_FILE, METRICS_FILE, Curves, MetricsFile, TensorBoard, numeric
 
 __all__ = ["train", "evaluate_state", "TRAIN_STATE_DIR", "METRICS_FILE", "CURVES_FILE"]
@@ -101,22 +101,19 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
     lr = jnp.asarray(cfg.learning_rate, jnp.float32)
 
     start_iter = int(state.iteration)
-    last_eval: dict = next((r["eval"] for r in reversed(history) if "eval" in r), {})
+    last_eval: dict = sinks_mod.last_eval(history)
     last_train: dict = {}
-    t0 = time.perf_counter() - (history[-1]["wall_s"] if history else 0.0)  # wall time continues on resume
-    t_start = time.perf_counter()
-    compile_s = None
+    clock = sinks_mod.RunClock(history, cfg.max_minutes)
     try:
         it = start_iter
         while it < total_iters:
-            t_it = time.perf_counter()
+            clock.start_iteration()
             prev_steps = int(state.env_steps)
             new_state, metrics = iteration(setup, state, lr)
             metrics = jax.device_get(metrics)
             norms = {k: [float(f"{x:.5g}") for x in v] for k, v in metrics.pop("norms", {}).items()}
             metrics = {k: float(v) for k, v in metrics.items()}
-            if compile_s is None:
-                compile_s = time.perf_counter() - t_it
+            clock.end_iteration()
             bad = _first_non_finite(metrics)
             if bad is not None:
                 kept = (f"the last good checkpoint (env step {ckpt_steps:,}) is kept in {run_dir}"
@@ -127,10 +124,10 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
             state = new_state
             it += 1
             env_steps = int(state.env_steps)
-            out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > cfg.max_minutes * 60
+            out_of_time = clock.out_of_time()
             if cfg.max_minutes is not None:
                 out_of_time = distributed.agree(out_of_time)  # process 0's clock decides for all processes
-            record = {"iteration": it, "env_steps": env_steps, "wall_s": round(time.perf_counter() - t0, 3),
+            record = {"iteration": it, "env_steps": env_steps, "wall_s": clock.wall_s(),
                       **metrics, "norms": norms}
             last_train = metrics
             if it % cfg.eval_every == 0 or it == total_iters or out_of_time:
@@ -149,11 +146,11 @@ def train(cfg: TrainConfig, progress_fn: ProgressFn | None = None) -> dict:
             if hasattr(sink, "close"):
                 sink.close()
 
-    wall = time.perf_counter() - t_start
+    wall = clock.elapsed_s()
     done_steps = int(state.env_steps)
     return {
         "run_dir": str(run_dir), "env_steps": done_steps, "iterations": int(state.iteration),
-        "wall_s": wall, "compile_s": compile_s,
+        "wall_s": wall, "compile_s": clock.compile_s,
         "steps_per_s": (done_steps - start_iter * setup.steps_per_iteration) / max(wall, 1e-9),
         "eval": last_eval, "train": last_train,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},

@@ -91,3 +91,23 @@ def test_display_prints_the_pending_update_when_a_run_stops_early(capsys):
         display.update(20, loss=0.5)
     assert [line.split(" |")[0] for line in capsys.readouterr().out.splitlines()] == ["train 10/1,000 steps",
                                                                                       "train 20/1,000 steps"]
+
+
+def test_run_clock_continues_a_resumed_runs_wall_time_and_keeps_the_budget_per_process(monkeypatch):
+    from deepcrl.teacher import sinks
+
+    now = [100.0]
+    monkeypatch.setattr("time.perf_counter", lambda: now[0])
+    clock = sinks.RunClock([{"wall_s": 50.0}], max_minutes=1.0)  # resumed after 50 s of earlier training
+    clock.start_iteration()
+    now[0] = 130.0
+    clock.end_iteration()  # the first iteration (compile included) took 30 s
+    now[0] = 140.0
+    clock.start_iteration()
+    now[0] = 145.0
+    clock.end_iteration()
+    assert clock.compile_s == 30.0 and clock.wall_s() == 95.0 and clock.elapsed_s() == 45.0
+    assert not clock.out_of_time()
+    now[0] = 160.5  # 60.5 s in this process: over the minute, though the run's wall time is 110.5 s
+    assert clock.out_of_time()
+    assert not sinks.RunClock([], max_minutes=None).out_of_time() and sinks.RunClock([], None).wall_s() == 0.0
