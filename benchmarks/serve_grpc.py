@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -33,55 +32,10 @@ import msgpack
 import numpy as np
 
 from deepcrl.bench.common import machine_facts, versions, write_result
+from deepcrl.bench.grpc_load import free_port, grpc_connect, grpc_requests
 from deepcrl.bench.load import Run, closed_loop, http_connect, http_requests, ws_connect
 from deepcrl.bench.serve import _start, _stop
 from deepcrl.bench.synthetic import write_policy
-
-SERVICE = "/inference.GRPCInferenceService/"
-
-
-class GrpcUnary:
-    """One grpc.aio channel; `roundtrip(bytes)` sends a serialized ModelInferRequest (no client-side encoding
-    in the timed loop, as the HTTP connections send pre-encoded bodies)."""
-
-    def __init__(self, target: str):
-        import grpc
-
-        self.channel = grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        self.call = self.channel.unary_unary(SERVICE + "ModelInfer")  # no serializers: bytes in, bytes out
-        self.closed = False
-
-    async def roundtrip(self, payload: bytes) -> int:
-        import grpc
-
-        try:
-            await self.call(payload, timeout=30)
-        except grpc.aio.AioRpcError as exc:
-            return 1000 + exc.code().value[0]  # not 200: counted as an error by kind
-        return 200
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-
-class GrpcStream(GrpcUnary):
-    """One ModelStreamInfer stream: write a request, read its answer."""
-
-    def __init__(self, target: str):
-        super().__init__(target)
-        self.stream = self.channel.stream_stream(SERVICE + "ModelStreamInfer")()
-
-    async def roundtrip(self, payload: bytes) -> int:
-        from tritonclient.grpc import service_pb2 as pb
-
-        await self.stream.write(payload)
-        reply = pb.ModelStreamInferResponse.FromString(await self.stream.read())
-        return 200 if not reply.error_message else 1400
-
-    async def close(self) -> None:
-        await self.stream.done_writing()
-        await super().close()
-
 
 def _rows(obs_size: int, goal_size: int, count: int = 64, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -90,29 +44,22 @@ def _rows(obs_size: int, goal_size: int, count: int = 64, seed: int = 0):
 
 
 def _payloads(name: str, rows) -> dict[str, list[bytes]]:
-    from tritonclient.grpc import service_pb2 as pb
-
-    grpc_bodies, v2_bodies, v1_pairs = [], [], []
+    v2_bodies, v1_pairs = [], []
     for obs, goal in rows:
-        r = pb.ModelInferRequest(model_name=name)
-        for tensor, value in (("observation", obs), ("goal", goal)):
-            r.inputs.add(name=tensor, datatype="FP32", shape=[1, value.size])
-            r.raw_input_contents.append(value.astype("<f4").tobytes())
-        grpc_bodies.append(r.SerializeToString())
         v2_bodies.append(json.dumps({"inputs": [
             {"name": "observation", "shape": [1, obs.size], "datatype": "FP32", "data": obs.tolist()},
             {"name": "goal", "shape": [1, goal.size], "datatype": "FP32", "data": goal.tolist()}]}).encode())
         v1_pairs.append({"observation": obs.tolist(), "goal": goal.tolist()})
-    return {"grpc": grpc_bodies, "v2_json": v2_bodies, "v1_json": [json.dumps(p).encode() for p in v1_pairs],
-            "v1_msgpack": [msgpack.packb(p) for p in v1_pairs]}
+    return {"grpc": grpc_requests(name, rows), "v2_json": v2_bodies,
+            "v1_json": [json.dumps(p).encode() for p in v1_pairs], "v1_msgpack": [msgpack.packb(p) for p in v1_pairs]}
 
 
 async def _measure(url: str, grpc_target: str, name: str, rows, duration_s: float, rounds: int,
                    pid: int) -> dict[str, dict]:
     p = _payloads(name, rows)
     targets = {
-        "grpc unary": (lambda: _async(GrpcUnary(grpc_target)), p["grpc"]),
-        "grpc stream": (lambda: _async(GrpcStream(grpc_target)), p["grpc"]),
+        "grpc unary": (lambda: grpc_connect(grpc_target), p["grpc"]),
+        "grpc stream": (lambda: grpc_connect(grpc_target, stream=True), p["grpc"]),
         "http v2 json": (lambda: http_connect(url), http_requests(url, f"/v2/models/{name}/infer", p["v2_json"],
                                                                    "application/json", None)),
         "http v1 json": (lambda: http_connect(url), http_requests(url, "/v1/act", p["v1_json"], "application/json",
@@ -126,10 +73,6 @@ async def _measure(url: str, grpc_target: str, name: str, rows, duration_s: floa
         for label, (connect, payloads) in targets.items():
             await closed_loop(connect, payloads, 1, duration_s / rounds, runs[label], pid, warmup=0.1)
     return {label: run.stats() for label, run in runs.items()}
-
-
-async def _async(value):
-    return value
 
 
 def _sync_clients(url: str, grpc_target: str, name: str, rows, duration_s: float) -> dict[str, dict]:
@@ -169,12 +112,6 @@ def _sync_clients(url: str, grpc_target: str, name: str, rows, duration_s: float
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="an exported policy (default: a synthetic 256x256 student)")
@@ -186,7 +123,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or write_policy(Path(tmp) / "policy.onnx", obs_size=4, goal_size=2, hidden=(256, 256))
         name = model.stem
-        grpc_port = _free_port()
+        grpc_port = free_port()
         proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(model), "--port", "0",
                             "--grpc-port", str(grpc_port)])
         try:

@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,17 @@ from typing import Any
 import numpy as np
 import tyro
 
+from deepcrl.bench.serve_script import FreshServerConfig, measure_fresh_server, write_script_result
+
 
 @dataclasses.dataclass(frozen=True)
-class ServeReloadConfig:
+class ServeReloadConfig(FreshServerConfig):
     """Closed-loop load through repeated model replacements."""
 
     replacements: int = 10
     """Loads of a new version."""
     concurrency: int = 16
-    """Keep-alive connections, each with one request in flight."""
+    """Keep-alive connections, each with one request in flight (16, the issue's experiment)."""
     steady_s: float = 3.0
     """Seconds of load before the first replacement."""
     interval_s: float = 1.5
@@ -44,8 +45,6 @@ class ServeReloadConfig:
     """Requests sent this long after a load call returned still count as 'during replacement'."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden sizes of the synthetic policy (student-sized by default)."""
-    out: Path = Path("benchmarks/results/serve_reload.json")
-    """Result JSON."""
 
 
 def _pct(values, q):
@@ -123,32 +122,17 @@ async def _measure(url: str, requests: list[bytes], cfg: ServeReloadConfig, root
 
 
 def main(cfg: ServeReloadConfig) -> int:
-    from deepcrl.bench.common import machine_facts, write_result
-    from deepcrl.bench.load import http_requests
-    from deepcrl.bench.serve import _payloads, _start, _stop
-    from deepcrl.bench.synthetic import write_policy
-
-    machine = machine_facts(jax_devices=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_policy(root / "policy.onnx", obs_size=29, goal_size=2, action_size=8, hidden=cfg.hidden, seed=1)
-        proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(root), "--port", "0",
-                            "--model-control", "explicit"])
-        try:
-            requests = http_requests(url, "/v1/act", _payloads(29, 2, 0)[0], "application/json", None)
-            result = asyncio.run(_measure(url, requests, cfg, root))
-        finally:
-            _stop(proc)
-    out = {"benchmark": "serve_reload", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": {**machine, "shared_machine": "2 cores shared by the server, the load generator, the new "
-                                                    "session's warm-up and other jobs: read the ratio"},
-           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}, **result,
-           "target": {"failed": 0, "p99_ratio_during_vs_steady_max": 2.0}}
-    write_result(cfg.out, out, jax_devices=False)
+    result, machine = measure_fresh_server(lambda url, requests, _, root: _measure(url, requests, cfg, root),
+                                           ["--model-control", "explicit"], hidden=cfg.hidden, seed=1,
+                                           model_dir=True)
+    path = write_script_result("serve_reload", cfg, machine,
+                        {**result, "target": {"failed": 0, "p99_ratio_during_vs_steady_max": 2.0}},
+                        shared_machine="2 cores shared by the server, the load generator, the new session's "
+                                       "warm-up and other jobs: read the ratio")
     print(f"{result['requests']} requests, {result['failed']} failed {result['failed_by_kind']}; p99 steady "
           f"{result['steady']['p99_us']} µs, during replacements {result['during_replacements']['p99_us']} µs "
           f"(x{result['p99_ratio_during_vs_steady']}); loads {[l['status'] for l in result['loads']]}")
-    print(f"wrote {cfg.out}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -14,27 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import tyro
 
+from deepcrl.bench.serve_script import FreshServerConfig, measure_fresh_server, write_script_result
+
 
 @dataclasses.dataclass(frozen=True)
-class ServeSighupConfig:
-    """Closed-loop keep-alive load through rolling restarts."""
+class ServeSighupConfig(FreshServerConfig):
+    """Closed-loop keep-alive load through rolling restarts (8 connections by default)."""
 
     restarts: int = 3
     """SIGHUPs sent."""
     interval_s: float = 6.0
     """Seconds between them (the load runs for restarts x interval + 2 s)."""
-    concurrency: int = 8
-    """Keep-alive connections."""
-    out: Path = Path("benchmarks/results/serve_sighup.json")
-    """Result JSON."""
 
 
 async def _run(url: str, requests: list[bytes], cfg: ServeSighupConfig, pid: int):
@@ -45,8 +41,6 @@ async def _run(url: str, requests: list[bytes], cfg: ServeSighupConfig, pid: int
     async def hups() -> None:
         for _ in range(cfg.restarts):
             await asyncio.sleep(cfg.interval_s / 2)
-            import os
-
             os.kill(pid, signal.SIGHUP)
             await asyncio.sleep(cfg.interval_s / 2)
 
@@ -56,26 +50,9 @@ async def _run(url: str, requests: list[bytes], cfg: ServeSighupConfig, pid: int
 
 
 def main(cfg: ServeSighupConfig) -> int:
-    from deepcrl.bench.common import machine_facts, write_result
-    from deepcrl.bench.load import http_requests
-    from deepcrl.bench.serve import _payloads, _start, _stop
-    from deepcrl.bench.synthetic import write_policy
-
-    machine = machine_facts(jax_devices=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = write_policy(Path(tmp) / "policy.onnx", obs_size=29, goal_size=2, action_size=8, hidden=(64, 64))
-        proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(model), "--port", "0",
-                            "--workers", "2"])
-        try:
-            requests = http_requests(url, "/v1/act", _payloads(29, 2, 0)[0], "application/json", None)
-            run = asyncio.run(_run(url, requests, cfg, proc.pid))
-        finally:
-            _stop(proc)
+    run, machine = measure_fresh_server(lambda url, requests, pid, _: _run(url, requests, cfg, pid), ["--workers", "2"])
     stats = run.stats()
-    out = {"benchmark": "serve_sighup", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": machine, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
-           **stats, "errors_by_kind": stats.get("errors_by_kind", {})}
-    write_result(cfg.out, out, jax_devices=False)
+    write_script_result("serve_sighup", cfg, machine, {**stats, "errors_by_kind": stats.get("errors_by_kind", {})})
     print(f"{stats['requests']} requests through {cfg.restarts} rolling restarts: {stats['errors']} failed "
           f"{stats.get('errors_by_kind', {})}; p50 {stats.get('p50_us')} µs, p99 {stats.get('p99_us')} µs")
     return 0

@@ -69,7 +69,11 @@ class BenchServeConfig:
     rates: tuple[int, ...] = (500, 2000)
     """Open-loop request rates per second (latency counted from each request's scheduled send time)."""
     protocols: tuple[str, ...] = ("json", "msgpack", "ws")
-    """Transports to measure: json, msgpack (both HTTP POST /v1/act) and ws (WS /v1/stream)."""
+    """Transports to measure: json, msgpack (both HTTP POST /v1/act), ws (WS /v1/stream) and grpc (KServe v2
+    ModelInfer over gRPC; closed loop at concurrency 1 only; needs the grpc extra)."""
+    grpc_port: int | None = None
+    """With --url and the grpc protocol: the running server's --grpc-port (with --model the benchmark starts its
+    server with a free one)."""
     baseline: bool = True
     """Also measure the hand-written baseline (a minimal FastAPI + pydantic endpoint, one ORT call per request)."""
     max_batch_size: int = 64

@@ -36,6 +36,7 @@ import numpy as np
 
 from deepcrl.bench.common import machine_facts, versions
 from deepcrl.bench.config import BenchServeConfig
+from deepcrl.bench.grpc_load import free_port, grpc_connect, grpc_requests, require_grpc
 from deepcrl.bench.load import Run, closed_loop, http_connect, http_requests, open_loop, stats, ws_connect
 from deepcrl.bench.serve_report import summary, write
 from deepcrl.errors import DeepcrlError
@@ -126,10 +127,16 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
     """Run the benchmark; writes ``cfg.out`` + .json and .png and returns the results dict."""
     if (cfg.model is None) == (cfg.url is None):
         raise DeepcrlError("give exactly one of --model (the benchmark starts its servers) or --url.")
-    unknown = set(cfg.protocols) - {"json", "msgpack", "ws"}
+    unknown = set(cfg.protocols) - {"json", "msgpack", "ws", "grpc"}
     if unknown:
-        raise DeepcrlError(f"unknown protocol(s) {sorted(unknown)}; choose from json, msgpack, ws.")
-    token = None
+        raise DeepcrlError(f"unknown protocol(s) {sorted(unknown)}; choose from json, msgpack, ws, grpc.")
+    token, grpc_target, grpc_args = None, None, []
+    if "grpc" in cfg.protocols:
+        require_grpc()
+        if cfg.url is not None and cfg.grpc_port is None:
+            raise DeepcrlError("the grpc protocol with --url needs the running server's --grpc-port.")
+        port = cfg.grpc_port if cfg.url is not None else free_port()
+        grpc_target, grpc_args = f"127.0.0.1:{port}", ["--grpc-port", str(port)]
     if cfg.url is not None:
         if urlsplit(cfg.url).hostname not in LOOPBACK:
             raise DeepcrlError(f"{cfg.url} is not a loopback address; the benchmark only measures 127.0.0.1/::1.")
@@ -151,7 +158,7 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
         if cfg.url is None:
             proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(cfg.model), "--port",
                                 "0", "--max-batch-size", str(cfg.max_batch_size), "--max-queue-delay-us",
-                                str(cfg.max_queue_delay_us), "--device", cfg.device])
+                                str(cfg.max_queue_delay_us), "--device", cfg.device, *grpc_args])
             procs.append(proc)
             pids["deepcrl"] = proc.pid
             base_url = None
@@ -161,7 +168,7 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
                 pids["baseline"] = proc.pid
         else:
             url, base_url = cfg.url.rstrip("/"), None
-        results = runner(_measure(cfg, url, base_url, token, pids))
+        results = runner(_measure(cfg, url, base_url, token, pids, grpc_target))
     finally:
         for proc in procs:
             _stop(proc)
@@ -170,7 +177,7 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
 
 
 async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token: str | None,
-                   pids: dict[str, int]) -> dict[str, Any]:
+                   pids: dict[str, int], grpc_target: str | None = None) -> dict[str, Any]:
     import httpx
 
     from deepcrl.serve.client import PolicyClient, StreamClient
@@ -203,7 +210,12 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
 
     targets: list[tuple[str, str, str, Any]] = []  # (server, protocol, label, (connect, payloads))
     for proto in cfg.protocols:
-        if proto == "ws":
+        if proto == "grpc":
+            rows = [(np.asarray(p[contract.OBSERVATION], np.float32), np.asarray(p[contract.GOAL], np.float32))
+                    for p in map(json.loads, json_bodies)]  # the same rows as the HTTP bodies
+            targets.append(("deepcrl", "grpc", "deepcrl grpc", ((lambda: grpc_connect(grpc_target, token=token)),
+                                                                grpc_requests(info["name"], rows))))
+        elif proto == "ws":
             targets.append(("deepcrl", "ws", "deepcrl ws", ws_target(msgpack_bodies)))
         else:
             targets.append(("deepcrl", proto, f"deepcrl http+{proto}", http_target(url, "/v1/act", proto)))
@@ -229,16 +241,17 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     levels = [("closed", c) for c in cfg.concurrency] + [("open", r) for r in cfg.rates]
     for mode, level in levels:
         tag = f"c={level}" if mode == "closed" else f"{level}/s"
-        if not budget_left(f"{mode} {tag}", len(targets)):
+        level_targets = [t for t in targets if t[1] != "grpc" or (mode, level) == ("closed", 1)]  # grpc: c=1 only
+        if not budget_left(f"{mode} {tag}", len(level_targets)):
             continue
-        runs = [Run() for _ in targets]
+        runs = [Run() for _ in level_targets]
         for _ in range(rounds):
-            for (server, proto, label, (connect, payloads)), run in zip(targets, runs):
+            for (server, proto, label, (connect, payloads)), run in zip(level_targets, runs):
                 if mode == "closed":
                     await closed_loop(connect, payloads, level, slice_s, run, pids.get(server))
                 else:
                     await open_loop(connect, payloads, level, slice_s, run, pids.get(server))
-        for (server, proto, label, _), run in zip(targets, runs):
+        for (server, proto, label, _), run in zip(level_targets, runs):
             key = {"concurrency": level} if mode == "closed" else {"rate": level, "offered_rps": level}
             cells.append({"server": server, "protocol": proto, "mode": mode, **key, **run.stats()})
             if mode == "closed" and level == 1:

@@ -55,7 +55,28 @@ def test_bench_refuses_non_loopback_and_bad_arguments(tmp_path):
     with pytest.raises(DeepcrlError, match="exactly one of --model"):
         run(BenchServeConfig(out=tmp_path / "x"))
     with pytest.raises(DeepcrlError, match="unknown protocol"):
+        run(BenchServeConfig(url="http://127.0.0.1:1", protocols=("smtp",), out=tmp_path / "x"))
+    with pytest.raises(DeepcrlError, match="needs the running server's --grpc-port"):
         run(BenchServeConfig(url="http://127.0.0.1:1", protocols=("grpc",), out=tmp_path / "x"))
+
+
+def test_bench_grpc_protocol_measures_closed_loop_c1_with_the_token(policy_onnx, tmp_path, monkeypatch):
+    from deepcrl.serve.app import RunningServer, create_app
+
+    app = create_app(policy_onnx, warmup=1, token="tok", grpc_port=0)
+    monkeypatch.setenv("DEEPCRL_BENCH_TOKEN", "tok")
+    with RunningServer(app) as running:
+        results = run(BenchServeConfig(url=running.url, grpc_port=app.state.grpc_port, token_env="DEEPCRL_BENCH_TOKEN",
+                                       out=tmp_path / "lat", duration_s=0.2, concurrency=(1, 2), rates=(100,),
+                                       protocols=("json", "grpc"), max_minutes=1))
+    grpc_cells = [c for c in results["cells"] if c["protocol"] == "grpc"]
+    # gRPC is measured at concurrency 1 in the closed loop only, beside every json cell
+    assert [(c["mode"], c.get("concurrency")) for c in grpc_cells] == [("closed", 1)]
+    assert {(c["mode"], c.get("concurrency"), c.get("rate")) for c in results["cells"] if c["protocol"] == "json"} \
+        == {("closed", 1, None), ("closed", 2, None), ("open", None, 100)}
+    (cell,) = grpc_cells
+    assert cell["errors"] == 0 and cell["requests"] > 0 and 0 < cell["p50_us"] <= cell["p99_us"]
+    assert json.loads((tmp_path / "lat.json").read_text())["cells"] == results["cells"]
 
 
 @pytest.mark.slow
