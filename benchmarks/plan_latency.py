@@ -10,6 +10,10 @@ load hits both alike: the ratio is the figure to trust, the microseconds are thi
 
     python benchmarks/plan_latency.py --runs /work/runs/pmb_s0 /work/runs/pmb_s1 /work/runs/pmb_s2
 Writes benchmarks/results/plan_latency.json.
+
+`--critic student`: the planner step (unrolled critic, one-row path) with the teacher's critic vs with the
+student's distance head (``<run><student_suffix>``, distilled with ``--represent``), interleaved the same way,
+with each phi session alone and the policy's step; writes ``<name>_student.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
@@ -45,7 +50,11 @@ class PlanLatencyConfig:
     smoke: bool = False
     """Tiny sizes, to check the script end to end."""
     name: str = "plan_latency"
-    """Result file stem in benchmarks/results/."""
+    """Result file stem in benchmarks/results/ (`--critic student` appends ``_student``)."""
+    critic: Literal["teacher", "student"] = "teacher"
+    """`teacher`: before vs after (above); `student`: the teacher's critic vs the student's distance head."""
+    student_suffix: str = "_student"
+    """With `--critic student`: the student run directory of a teacher run is its path plus this suffix."""
 
 
 def interleaved(fns: dict, repeats: int, args: list) -> dict:
@@ -109,7 +118,79 @@ def one_teacher(run_dir: Path, cfg: PlanLatencyConfig, tmp: Path) -> dict:
             "numpy_work_B_us": tb - timing["phi_session_unrolled"]["median_us"]}
 
 
+def one_student(run_dir: Path, cfg: PlanLatencyConfig, tmp: Path) -> dict:
+    """Planner step with the teacher's critic (T) vs the student's distance head (S), both one-row, interleaved."""
+    from deepcrl import envs
+    from deepcrl.export.config import ExportConfig
+    from deepcrl.export.critic import build
+    from deepcrl.export.onnx import export
+    from deepcrl.export.runtime import OnnxPolicy
+    from deepcrl.plan.critic import OnnxCritic
+    from deepcrl.plan.planner import Planner, coverage_landmarks
+
+    env = envs.make("point_maze_big")
+    dirs = {"teacher": run_dir, "student": Path(f"{run_dir}{cfg.student_suffix}")}
+    critics, sizes = {}, {}
+    for name, d in dirs.items():
+        data, _ = build(d, unroll=True)
+        path = tmp / f"{run_dir.name}_{name}_critic.onnx"
+        path.write_bytes(data)
+        critics[name], sizes[name] = OnnxCritic(path), len(data)
+    policy_path = tmp / f"{run_dir.name}_policy.onnx"
+    export(ExportConfig(run=run_dir, out=policy_path))
+    policy = OnnxPolicy(policy_path)
+    obs, goals = coverage_landmarks(env, cfg.landmarks, seed=3)
+    planners = {k: Planner(c, obs, goals, cutoff_quantile=cfg.cutoff_quantile) for k, c in critics.items()}
+    rng = np.random.default_rng(0)
+    ss = rng.uniform(1, 8, (cfg.states, 1, 2)).astype(np.float32)
+    gs = goals[rng.integers(0, len(goals), cfg.states)][:, None, :]
+    same = sum(int(planners["teacher"].waypoints(s, g)[1][0] == planners["student"].waypoints(s, g)[1][0])
+               for s, g in zip(ss, gs))
+    pairs = [(ss[i], gs[i]) for i in range(64)]
+    zero = np.zeros((1, 2), np.float32)
+    timing = interleaved({
+        "step_teacher_critic": lambda s, g: planners["teacher"].waypoints(s, g),
+        "step_student_head": lambda s, g: planners["student"].waypoints(s, g),
+        "phi_session_teacher_critic": lambda s, g: critics["teacher"]._phi.run(None, {"observation": s, "action": zero}),
+        "phi_session_student_head": lambda s, g: critics["student"]._phi.run(None, {"observation": s, "action": zero}),
+        "policy_step": lambda s, g: policy(s, g),
+    }, cfg.repeats, pairs)
+    tt, ts = (timing[k]["median_us"] for k in ("step_teacher_critic", "step_student_head"))
+    return {"run": str(run_dir), "student": str(dirs["student"]), "landmarks": cfg.landmarks,
+            "cutoff_teacher": planners["teacher"].cutoff, "cutoff_student": planners["student"].cutoff,
+            "onnx_bytes": sizes, "timing": timing, "speedup_teacher_over_student": tt / ts,
+            "same_waypoint_frac": same / cfg.states}
+
+
+def main_student(cfg: PlanLatencyConfig) -> dict:
+    load_start = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_dir in cfg.runs:
+            rows.append(one_student(Path(run_dir), cfg, Path(tmp)))
+            r = rows[-1]["timing"]
+            print(f"{run_dir}: teacher critic {r['step_teacher_critic']['median_us']:.1f} us, student head "
+                  f"{r['step_student_head']['median_us']:.1f} us", flush=True)
+    s = [r["timing"]["step_student_head"]["median_us"] for r in rows]
+    t = [r["timing"]["step_teacher_critic"]["median_us"] for r in rows]
+    result = {"config": {k: (list(map(str, v)) if k == "runs" else v) for k, v in dataclasses.asdict(cfg).items()},
+              "machine": {**machine_facts(), "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg())},
+              "teachers": rows,
+              "summary": {"step_student_head_median_us": {"mean": float(np.mean(s)), "std": float(np.std(s)),
+                                                          "values": s},
+                          "step_teacher_critic_median_us": {"mean": float(np.mean(t)), "std": float(np.std(t)),
+                                                            "values": t},
+                          "speedup_teacher_over_student": [r["speedup_teacher_over_student"] for r in rows]}}
+    write_result(RESULTS / f"{cfg.name}_student.json", result)
+    return result
+
+
 def main(cfg: PlanLatencyConfig) -> dict:
+    if cfg.critic == "student":
+        if cfg.smoke:
+            cfg = dataclasses.replace(cfg, runs=cfg.runs[:1], landmarks=60, repeats=200, states=100,
+                                      name=f"{cfg.name}_smoke")
+        return main_student(cfg)
     if cfg.smoke:
         cfg = dataclasses.replace(cfg, runs=cfg.runs[:1], landmarks=60, repeats=200, states=100,
                                   name=f"{cfg.name}_smoke")

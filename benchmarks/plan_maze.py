@@ -19,6 +19,12 @@ For each teacher run directory (one per seed):
 
     python benchmarks/plan_maze.py --runs /work/runs/pmb_s0 /work/runs/pmb_s1 /work/runs/pmb_s2
 Writes benchmarks/results/plan_maze.json and plan_maze.png (a planned detour over the maze).
+
+`--critic student` plans with the student's distance head instead (a student distilled with ``--represent`` in
+``<teacher run><student_suffix>``), on the same test episodes and with the cutoff quantile, patience and give-up
+that the teacher-critic study chose per teacher (read from `settings`; no validation run), and writes
+``<name>_student.json`` (the teacher-critic results stay): the teacher's policy alone and planned with the
+student's head, and with `student_policy` the student's policy alone and planned with its own head.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
@@ -65,7 +72,16 @@ class PlanMazeConfig:
     smoke: bool = False
     """Tiny sizes, to check the script end to end."""
     name: str = "plan_maze"
-    """Result file stem in benchmarks/results/."""
+    """Result file stem in benchmarks/results/ (`--critic student` appends ``_student``)."""
+    critic: Literal["teacher", "student"] = "teacher"
+    """Whose distance head plans: the teacher's critic, or the student's (``<run><student_suffix>``)."""
+    student_suffix: str = "_student"
+    """With `--critic student`: the student run directory of a teacher run is its path plus this suffix."""
+    settings: Path = RESULTS / "plan_maze.json"
+    """With `--critic student`: the teacher-critic result whose per-teacher cutoff quantile, patience and give-up
+    are reused (so the two critics are compared under the same settings, on the same test episodes)."""
+    student_policy: bool = True
+    """With `--critic student`: also run the student's own policy, alone and planned with its head."""
 
 
 def run_episodes(env, policy, episodes: int, seed: int, record=None):
@@ -318,10 +334,102 @@ def summarise(cfg: PlanMazeConfig, teachers: list[dict], load_start) -> dict:
                                                         if table["planner_step_us"] else None)}}
 
 
+def critic_params(run_dir: Path) -> int:
+    """Parameters of a run directory's critic (a teacher's phi and psi encoders, or a student's distance head)."""
+    import jax
+
+    from deepcrl import artifacts
+
+    _, params = artifacts.load(run_dir)
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params["critic"])))
+
+
+def one_student(run_dir: Path, cfg: PlanMazeConfig, chosen: dict) -> tuple[dict, dict]:
+    """The teacher's policy planned with the student's distance head (and the student's policy), `chosen`
+    settings (the teacher-critic study's cutoff quantile, patience and give-up), the same test episodes."""
+    from deepcrl import envs
+    from deepcrl.plan.build import build_planner
+    from deepcrl.plan.planner import PlannedPolicy
+    from deepcrl.policy import load_policy
+
+    env = envs.make("point_maze_big")
+    seed = teacher_seed(run_dir)
+    student_dir = Path(f"{run_dir}{cfg.student_suffix}")
+    q, p, g = chosen["cutoff_quantile"], chosen["patience"], chosen["give_up"]
+    radius = env.goal_spec.success_radius
+    out = {"run": str(run_dir), "student": str(student_dir), "seed": seed, "cutoff_quantile": q, "patience": p,
+           "give_up": g, "critic_params_teacher": critic_params(run_dir),
+           "critic_params_student": critic_params(student_dir),
+           "teacher_critic_plan": chosen["plan"], "teacher_critic_base": chosen["base"]}
+    planner = build_planner(student_dir, env, cfg.landmarks, cutoff_quantile=q, seed=seed + 1)
+    policies = {"": load_policy(run_dir)}
+    if cfg.student_policy:
+        policies["student_policy_"] = load_policy(student_dir)
+    trace = {"planner": planner, "env": env}
+    for prefix, policy in policies.items():
+        base = run_episodes(env, policy, cfg.episodes, 1000 + seed)
+        planner.stats = type(planner.stats)()
+        planned = PlannedPolicy(policy, planner, p, g)
+        t0 = time.perf_counter()
+        plan = run_episodes(env, planned, cfg.episodes, 1000 + seed, record=planned)
+        out[f"{prefix}base"] = rates(base)
+        out[f"{prefix}plan"] = {**rates(plan), **waypoint_reach(plan, planner.landmark_goals, radius),
+                                "eval_s": round(time.perf_counter() - t0, 1), "planner": planner.summary()}
+        if not prefix:
+            trace.update(base=base, plan=plan)
+    out.update(cutoff=planner.cutoff, distance_quality=distance_quality(planner, env.walls))
+    return out, trace
+
+
+def summarise_student(cfg: PlanMazeConfig, rows: list[dict], load_start) -> dict:
+    import os
+
+    table = {}
+    conds = ["teacher_critic_base", "teacher_critic_plan", "base", "plan"]
+    conds += ["student_policy_base", "student_policy_plan"] if cfg.student_policy else []
+    for cond in conds:
+        for k in ("success", "detour_success", "direct_success"):
+            table[f"{cond}_{k}"] = _stats([r[cond][k] for r in rows])
+    for k in ("critic_params_teacher", "critic_params_student"):
+        table[k] = _stats([r[k] for r in rows])
+    for k in ("spearman_learned_vs_geodesic", "wall_jumping_edges"):
+        table[f"student_head_{k}"] = _stats([r["distance_quality"][k] for r in rows])
+    return {"config": {k: (list(map(str, v)) if k == "runs" else str(v) if isinstance(v, Path) else v)
+                       for k, v in dataclasses.asdict(cfg).items()},
+            "machine": {**machine_facts(), "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg())},
+            "table": table, "teachers": rows, "png": str(RESULTS / f"{cfg.name}_student.png")}
+
+
+def main_student(cfg: PlanMazeConfig) -> dict:
+    import json
+    import os
+
+    load_start = os.getloadavg()
+    chosen = {t["run"]: t for t in json.loads(Path(cfg.settings).read_text())["teachers"]}
+    rows, result = [], {}
+    for run_dir in cfg.runs:
+        if str(run_dir) not in chosen:
+            raise SystemExit(f"{cfg.settings} has no settings for {run_dir}; run the teacher-critic study first.")
+        row, trace = one_student(Path(run_dir), cfg, chosen[str(run_dir)])
+        rows.append(row)
+        print(f"{run_dir}: student head: base {row['base']['success']:.3f} plan {row['plan']['success']:.3f} "
+              f"(teacher critic {row['teacher_critic_plan']['success']:.3f}) q={row['cutoff_quantile']} "
+              f"p={row['patience']} g={row['give_up']}", flush=True)
+        if len(rows) == 1:
+            plot(trace, RESULTS / f"{cfg.name}_student.png")
+        result = summarise_student(cfg, rows, load_start)
+        write_result(RESULTS / f"{cfg.name}_student.json", result)
+    return result
+
+
 def main(cfg: PlanMazeConfig) -> dict:
     import os
     import tempfile
 
+    if cfg.critic == "student":
+        if cfg.smoke:
+            cfg = dataclasses.replace(cfg, episodes=32, landmarks=60, name=f"{cfg.name}_smoke")
+        return main_student(cfg)
     if cfg.smoke:
         cfg = dataclasses.replace(cfg, episodes=32, val_episodes=16, diag_episodes=16, landmarks=60, quantiles=(0.05,),
                                   patiences=(5, 10), give_ups=(0, 4), latency_landmarks=60, distance_goals=64)
