@@ -5,24 +5,29 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="session")
-def fresh_teacher_dir(tmp_path_factory):
-    """A point_maze teacher artifact (depth 4, width 32 actor and critic, repr 16), freshly initialised."""
+def _save_fresh(path, kind: str, networks, actor_cfg: dict, critic_cfg: dict):
+    """Save freshly initialised actor and critic of `networks` (a networks module) as a `kind` artifact."""
     from flax import nnx
 
     from deepcrl import artifacts
-    from deepcrl.teacher.networks import actor_from_config, critic_from_config
 
-    sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
-    actor_cfg = {**sizes, "depth": 4, "width": 32}
-    critic_cfg = {**sizes, "depth": 4, "width": 32, "repr_size": 16}
-    actor, critic = actor_from_config(actor_cfg, seed=0), critic_from_config(critic_cfg, seed=1)
-    path = tmp_path_factory.mktemp("plan") / "fresh_teacher"
-    manifest = artifacts.Manifest(kind="teacher", env_id="point_maze", network={"actor": actor_cfg,
-                                  "critic": critic_cfg}, **sizes)
+    sizes = {k: actor_cfg[k] for k in ("obs_size", "goal_size", "action_size")}
+    actor, critic = networks.actor_from_config(actor_cfg, seed=0), networks.critic_from_config(critic_cfg, seed=1)
+    manifest = artifacts.Manifest(kind=kind, env_id="point_maze", network={"actor": actor_cfg, "critic": critic_cfg},
+                                  **sizes)
     artifacts.save(path, manifest, {"actor": nnx.to_pure_dict(nnx.state(actor, nnx.Param)),
                                     "critic": nnx.to_pure_dict(nnx.state(critic, nnx.Param))})
     return path
+
+
+@pytest.fixture(scope="session")
+def fresh_teacher_dir(tmp_path_factory):
+    """A point_maze teacher artifact (depth 4, width 32 actor and critic, repr 16), freshly initialised."""
+    from deepcrl.teacher import networks
+
+    sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
+    return _save_fresh(tmp_path_factory.mktemp("plan") / "fresh_teacher", "teacher", networks,
+                       {**sizes, "depth": 4, "width": 32}, {**sizes, "depth": 4, "width": 32, "repr_size": 16})
 
 
 @pytest.fixture(scope="session")
@@ -48,18 +53,9 @@ def critic_onnx(fresh_teacher_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def student_with_head_dir(tmp_path_factory):
     """A student artifact with a distance head (as `distill --represent` saves it): actor and shallow encoders."""
-    from flax import nnx
-
-    from deepcrl import artifacts
-    from deepcrl.student.networks import actor_from_config, critic_from_config
+    from deepcrl.student import networks
 
     sizes = {"obs_size": 2, "goal_size": 2, "action_size": 2}
-    actor_cfg = {**sizes, "hidden": [16, 16]}
-    critic_cfg = {**sizes, "hidden": [16, 16], "layer_norm": False, "repr_size": 8}
-    actor, critic = actor_from_config(actor_cfg, seed=0), critic_from_config(critic_cfg, seed=1)
-    path = tmp_path_factory.mktemp("plan") / "student_with_head"
-    manifest = artifacts.Manifest(kind="student", env_id="point_maze", network={"actor": actor_cfg,
-                                  "critic": critic_cfg}, **sizes)
-    artifacts.save(path, manifest, {"actor": nnx.to_pure_dict(nnx.state(actor, nnx.Param)),
-                                    "critic": nnx.to_pure_dict(nnx.state(critic, nnx.Param))})
-    return path
+    return _save_fresh(tmp_path_factory.mktemp("plan") / "student_with_head", "student", networks,
+                       {**sizes, "hidden": [16, 16]},
+                       {**sizes, "hidden": [16, 16], "layer_norm": False, "repr_size": 8})
