@@ -8,6 +8,7 @@ same shape as `train`'s ``progress_fn``; a sink that holds a file open also has 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from deepcrl import artifacts
@@ -82,14 +83,11 @@ def last_eval(history: list[dict]) -> dict:
     return next((r["eval"] for r in reversed(history) if "eval" in r), {})
 
 
-
 class RunClock:
     """The host loop's time keeping. ``wall_s`` continues a resumed run's last row; the ``--max-minutes`` budget
     counts from this process's start; the first iteration's time (compile included) is ``compile_s``."""
 
     def __init__(self, history: list[dict], max_minutes: float | None):
-        import time
-
         self._now = time.perf_counter
         self.t_start = self._now()
         self.t0 = self.t_start - (history[-1]["wall_s"] if history else 0.0)
