@@ -15,17 +15,7 @@ from deepcrl.cli import main
 
 pytestmark = pytest.mark.slow
 
-import os
-
-# Opt-in bodies (DEEPCRL_TEST_ALL_BODIES=1) until a run proves them; none now: the ant mazes ran green and
-# humanoid too once export's parity inputs stopped putting its barely varying inputs ~700 std out (Dec 4).
-_PENDING: tuple[str, ...] = ()
-ENVS = tuple(
-    pytest.param(env, marks=pytest.mark.skipif(not os.environ.get("DEEPCRL_TEST_ALL_BODIES"),
-                                                reason=f"{env}: opt-in until it runs green (see _PENDING) "
-                                                       "(DEEPCRL_TEST_ALL_BODIES=1)"))
-    if env in _PENDING else env
-    for env in ("reacher", "ant", "ant_u_maze", "ant_big_maze", "humanoid"))
+ENVS = ("reacher", "ant", "ant_u_maze", "ant_big_maze", "humanoid")  # every body; .ci/run runs each in its own process
 TINY = ["--depth", "4", "--width", "16", "--num-envs", "4", "--unroll-length", "5", "--batch-size", "16",
         "--sgd-steps", "1", "--replay-capacity", "20", "--eval-every", "1", "--eval-episodes", "4"]
 
