@@ -8,6 +8,7 @@ so their results compare directly.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from typing import Any
@@ -70,6 +71,36 @@ def _summarise(success_steps: np.ndarray, dists: np.ndarray, detour: np.ndarray)
     )
 
 
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 8
+
+
+def _compiled(env, policy, length: int):
+    """(jitted vmapped reset, jitted rollout(params, state) -> (success, distance)) for this env and policy
+    shape, made once and reused while the same env object and an equal `trace_key` come back (the last 8 kept).
+
+    Without it every call defined a new jitted function, so each evaluation during training re-traced and
+    re-compiled the whole episode (minutes for an MJX body on a loaded CPU)."""
+    trace_key = getattr(policy, "trace_key", None)
+    key = (id(env), length, trace_key if trace_key is not None else id(policy.apply_fn))
+    entry = _COMPILED.get(key)
+    if entry is not None and entry[0] is env:
+        _COMPILED.move_to_end(key)
+        return entry[1], entry[2]
+    spec, apply_fn, step = env.goal_spec, policy.apply_fn, jax.vmap(env.step)
+
+    @jax.jit
+    def run(params, state):
+        _, steps = rollout(step, lambda obs, goal, _: apply_fn(params, obs, goal), state, spec, length)
+        return steps.metrics["success"], steps.metrics["dist_to_goal"]
+
+    reset = jax.jit(jax.vmap(env.reset))
+    _COMPILED[key] = (env, reset, run)  # the env is kept so its id cannot be reused by another while cached
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return reset, run
+
+
 def evaluate(env_or_id, policy, episodes: int = 64, seed: int = 0, episode_length: int | None = None) -> EvalResult:
     """Roll `policy` for `episodes` episodes and summarise.
 
@@ -90,22 +121,15 @@ def evaluate(env_or_id, policy, episodes: int = 64, seed: int = 0, episode_lengt
                                f"has {size}; evaluate it on the env it was trained for.")
     length = int(episode_length or spec.episode_length)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    reset = jax.jit(jax.vmap(env.reset))
-    step = jax.vmap(env.step)
-    state = reset(keys)
-    detour = np.asarray(state.info.get("detour", jnp.zeros(episodes))) > 0
-
     if hasattr(policy, "apply_fn"):
-        apply_fn = policy.apply_fn
-
-        @jax.jit
-        def run(params, state):
-            _, steps = rollout(step, lambda obs, goal, _: apply_fn(params, obs, goal), state, spec, length)
-            return steps.metrics["success"], steps.metrics["dist_to_goal"]
-
+        reset, run = _compiled(env, policy, length)
+        state = reset(keys)
+        detour = np.asarray(state.info.get("detour", jnp.zeros(episodes))) > 0
         succ, dist = jax.device_get(run(policy.params, state))
     else:
-        step_jit = jax.jit(step)
+        state = jax.jit(jax.vmap(env.reset))(keys)
+        detour = np.asarray(state.info.get("detour", jnp.zeros(episodes))) > 0
+        step_jit = jax.jit(jax.vmap(env.step))
         succ, dist = [], []
         for _ in range(length):
             obs, goal = (np.asarray(x) for x in envs.split_obs(spec, state.obs))

@@ -77,6 +77,9 @@ class JaxPolicy:
             return low + (unit + 1.0) * (0.5 * (high - low))
 
         self.apply_fn = apply_fn
+        # Two policies with the same graph and action bounds trace to the same program: `evaluate` keys its
+        # compiled rollout on this, so a training run's periodic evaluations compile once, not once each.
+        self.trace_key = (graphdef, float(low), float(high))
         self._jit = jax.jit(apply_fn)
 
     def __call__(self, observation: np.ndarray, goal: np.ndarray) -> np.ndarray:

@@ -103,3 +103,34 @@ def test_cli_eval_config_errors_are_one_sentence(capsys, argv, words):
 def test_debug_shows_the_traceback_of_a_config_error():
     with pytest.raises(DeepcrlError, match="exactly one of"):
         main(["--debug", "eval"])
+
+
+class _TracedGreedy:
+    """A JAX policy (apply_fn + params) that counts how often JAX traces it; equal trace_keys trace the same."""
+
+    obs_size = goal_size = action_size = 2
+    traces = 0
+
+    def __init__(self, gain: float):
+        import jax.numpy as jnp
+
+        self.params = {"gain": jnp.float32(gain)}
+        self.trace_key = ("greedy-test",)
+
+        def apply_fn(params, observation, goal):
+            _TracedGreedy.traces += 1  # runs only while tracing
+            d = goal - observation
+            return jnp.clip(params["gain"] * d, -1.0, 1.0)
+
+        self.apply_fn = apply_fn
+
+
+def test_repeated_evaluations_compile_once_and_use_each_calls_parameters():
+    env = envs.make("point_maze_open")
+    _TracedGreedy.traces = 0
+    fast = evaluate(env, _TracedGreedy(5.0), episodes=8, seed=3)
+    still = evaluate(env, _TracedGreedy(0.0), episodes=8, seed=3)  # a new policy object, new parameters
+    assert _TracedGreedy.traces == 1  # the second evaluation reused the compiled rollout
+    assert fast.success == 1.0 and still.success < fast.success  # ... yet ran with its own parameters
+    evaluate(env, _TracedGreedy(5.0), episodes=8, seed=3, episode_length=7)  # another length: a new program
+    assert _TracedGreedy.traces == 2
