@@ -15,6 +15,16 @@ shared cores the generator and the server compete, so part of every latency is t
 recovery time: from the end of the overload to the first 100 ms window after which every window's admitted
 p99 stays within 2x the steady p99 (or within 1 ms of it).
 
+Two load generators. `--generator python` is deepcrl.bench.load in this process, on the server's cores: on a small
+machine it cannot offer twice the capacity (Dec 4, 2 cores: 2-4 s late at p99), so most of what it measures is
+its own lateness. `--generator h2load` (the default when `h2load` is on PATH: `apt install nghttp2-client`) is
+nghttp2's C++ client, run as a fleet of `--fleet-connections` keep-alive robots, each sending at an equal share
+of the offered rate (`--rps`): one process at half the capacity for the whole timeline and a second one that
+adds the rest during the overload. With `--pin` the server gets the first core and the generators the others,
+as robots on their own machines would. h2load logs each request's start and duration; it has no notion of a
+due time, so a robot whose answer is late sends its next request late (its shortfall is reported as
+`sent_rps` against `offered_rps`).
+
 Usage: python benchmarks/serve_overload.py [--model policy.onnx] [--max-in-flight 32] [--factor 2]
 Writes benchmarks/results/serve_overload.json and .png.
 """
@@ -24,11 +34,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tyro
@@ -58,7 +71,13 @@ class ServeOverloadConfig:
     after_s: float = 5.0
     """Seconds at half the capacity after the overload (recovery)."""
     max_connections: int = 1024
-    """Most connections the generator opens (each carries one request at a time)."""
+    """python generator: most connections it opens (each carries one request at a time)."""
+    generator: Literal["auto", "h2load", "python"] = "auto"
+    """Load generator (see the module's docstring); auto: h2load when it is on PATH, else python."""
+    fleet_connections: int = 400
+    """h2load: robots (keep-alive connections), each sending at an equal share of the offered rate."""
+    pin: bool = True
+    """With >= 2 cores: the server on core 0, the h2load generators on the others."""
     window_s: float = 0.1
     """Window of the latency timeline and of the recovery rule."""
     out: Path = Path("benchmarks/results/serve_overload.json")
@@ -133,6 +152,89 @@ async def _timeline_run(url: str, requests: list[bytes], cfg: ServeOverloadConfi
             "timeline": timeline}
 
 
+_SUMMARY = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                      r"(\d+) errored, (\d+) timeout")
+
+
+def _cpus(pin: bool) -> tuple[list[str], list[str]]:
+    """(server prefix, generator prefix): taskset pins when asked for and possible, else nothing."""
+    n = os.cpu_count() or 1
+    if not pin or n < 2 or shutil.which("taskset") is None:
+        return [], []
+    return ["taskset", "-c", "0"], ["taskset", "-c", f"1-{n - 1}"]
+
+
+def _h2load(url: str, body: Path, prefix: list[str], *, clients: int, seconds: float, rps: float | None,
+            log: Path | None = None) -> subprocess.Popen:
+    cmd = [*prefix, "h2load", "--h1", "-c", str(clients), "-D", f"{seconds:g}", "-d", str(body),
+           "-H", "content-type: application/json", url + "/v1/act"]
+    if rps is not None:
+        cmd[-1:-1] = ["--rps", f"{rps:.6g}"]
+    if log is not None:
+        cmd[-1:-1] = ["--log-file", str(log)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _h2load_capacity(url: str, body: Path, prefix: list[str], cfg: ServeOverloadConfig) -> dict[str, Any]:
+    out = _h2load(url, body, prefix, clients=cfg.capacity_concurrency, seconds=cfg.capacity_s, rps=None)
+    text = out.communicate()[0]
+    found = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)
+    if found is None:
+        raise SystemExit(f"h2load did not report a rate: {text[-400:]}")
+    return {"closed_loop_concurrency": cfg.capacity_concurrency, "generator": "h2load",
+            "throughput_rps": float(found.group(1)), "summary": _SUMMARY.search(text).group(0)}
+
+
+def _h2load_timeline(url: str, body: Path, prefix: list[str], cfg: ServeOverloadConfig, capacity: float,
+                     tmp: Path) -> dict[str, Any]:
+    """Half the capacity from `base` robots for the whole timeline; `extra` robots add the rest during the
+    overload; every robot sends at the same rate. Phases and windows by each request's start time."""
+    half, high = 0.5 * capacity, cfg.factor * capacity
+    base_n = max(1, round(cfg.fleet_connections * 0.5 / cfg.factor))
+    extra_n = max(1, cfg.fleet_connections - base_n)
+    total_s = cfg.steady_s + cfg.overload_s + cfg.after_s
+    logs = [tmp / "base.log", tmp / "extra.log"]
+    for log in logs:
+        log.unlink(missing_ok=True)
+    base = _h2load(url, body, prefix, clients=base_n, seconds=total_s, rps=half / base_n, log=logs[0])
+    time.sleep(cfg.steady_s)
+    extra = _h2load(url, body, prefix, clients=extra_n, seconds=cfg.overload_s, rps=(high - half) / extra_n,
+                    log=logs[1])
+    texts = [extra.communicate()[0], base.communicate()[0]]
+    rows = np.concatenate([np.loadtxt(log, dtype=np.int64, ndmin=2) for log in logs if log.stat().st_size])
+    start_us, status, dur_us = rows[:, 0], rows[:, 1], rows[:, 2]
+    t0 = int(np.loadtxt(logs[0], dtype=np.int64, ndmin=2)[:, 0].min())
+    t = (start_us - t0) / 1e6
+    bounds = [(0.0, cfg.steady_s, half), (cfg.steady_s, cfg.steady_s + cfg.overload_s, high),
+              (cfg.steady_s + cfg.overload_s, total_s, half)]
+    phases = {}
+    for name, (a, b, rate) in zip(("steady", "overload", "after"), bounds):
+        sel = (t >= a) & (t < b)
+        ok, refused = sel & (status == 200), sel & (status == 503)
+        kinds: dict[str, int] = {}
+        for code in status[sel & (status != 200)]:
+            kinds[f"http_{code}"] = kinds.get(f"http_{code}", 0) + 1
+        phases[name] = {"offered_rps": round(rate, 1), "sent_rps": round(sel.sum() / (b - a), 1),
+                        "requests": int(sel.sum()), "answered_200": int(ok.sum()), "refused_503": int(refused.sum()),
+                        "deadline_504": int((sel & (status == 504)).sum()), "failures_by_kind": kinds,
+                        "answered_rps": round(ok.sum() / (b - a), 1),
+                        "admitted_p50_us": _pct(dur_us[ok] * 1e3, 50), "admitted_p99_us": _pct(dur_us[ok] * 1e3, 99),
+                        "refusal_p50_us": _pct(dur_us[refused] * 1e3, 50),
+                        "refusal_p99_us": _pct(dur_us[refused] * 1e3, 99)}
+    timeline = []
+    for w in np.arange(0.0, total_s, cfg.window_s):
+        sel = (t >= w) & (t < w + cfg.window_s)
+        ok = sel & (status == 200)
+        timeline.append((round(float(w), 3), _pct(dur_us[ok] * 1e3, 99), int(ok.sum()),
+                         int((sel & (status == 503)).sum())))
+    steady = phases["steady"]["admitted_p99_us"] or 0.0
+    summaries = [m.group(0) for text in texts if (m := _SUMMARY.search(text))]
+    return {"phases": phases, "generator": "h2load", "robots": {"base": base_n, "extra": extra_n,
+                                                                 "rps_each": round(half / base_n, 2)},
+            "h2load_summaries": summaries,
+            "recovery_s": _recovery_s(timeline, cfg.steady_s + cfg.overload_s, steady), "timeline": timeline}
+
+
 def _metrics(url: str) -> dict[str, float]:
     import httpx
 
@@ -150,45 +252,62 @@ def main(cfg: ServeOverloadConfig) -> int:
     from deepcrl.bench.serve import _payloads, _start, _stop
     from deepcrl.bench.synthetic import write_policy
 
+    generator = cfg.generator
+    if generator == "auto":
+        generator = "h2load" if shutil.which("h2load") else "python"
+    if generator == "h2load" and shutil.which("h2load") is None:
+        raise SystemExit("--generator h2load needs nghttp2's h2load on PATH (apt install nghttp2-client).")
+    server_cpus, generator_cpus = _cpus(cfg.pin) if generator == "h2load" else ([], [])
     machine = machine_facts(jax_devices=False)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        model = cfg.model or write_policy(Path(tmp) / "policy.onnx", obs_size=29, goal_size=2, action_size=8,
+        tmp = Path(tmp)
+        model = cfg.model or write_policy(tmp / "policy.onnx", obs_size=29, goal_size=2, action_size=8,
                                           hidden=(64, 64))
         from deepcrl.export.runtime import OnnxPolicy
 
         policy = OnnxPolicy(model, providers=["CPUExecutionProvider"])
         json_bodies, _ = _payloads(policy.obs_size, policy.goal_size, 0)
+        body = tmp / "body.json"
+        body.write_bytes(json_bodies[0])
         settings = [("admission", cfg.max_in_flight)] + ([("unbounded", 100_000)] if cfg.compare_unbounded else [])
         results: dict[str, Any] = {}
         capacity = None
         for label, bound in settings:
-            proc, url = _start([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(model), "--port", "0",
-                                "--max-in-flight", str(bound)])
+            proc, url = _start([*server_cpus, sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(model),
+                                "--port", "0", "--max-in-flight", str(bound)])
             try:
                 requests = http_requests(url, "/v1/act", json_bodies, "application/json", None)
                 if capacity is None:  # measured once, on the first server, so both timelines offer the same rates
-                    run = Run()
-                    asyncio.run(closed_loop(lambda: http_connect(url), requests, cfg.capacity_concurrency,
-                                            cfg.capacity_s, run, proc.pid))
-                    capacity = run.stats()["throughput_rps"]
-                    results["capacity"] = {"closed_loop_concurrency": cfg.capacity_concurrency, **run.stats()}
-                    print(f"capacity: {capacity:.0f} req/s (closed loop, c={cfg.capacity_concurrency})", flush=True)
+                    if generator == "h2load":
+                        results["capacity"] = _h2load_capacity(url, body, generator_cpus, cfg)
+                    else:
+                        run = Run()
+                        asyncio.run(closed_loop(lambda: http_connect(url), requests, cfg.capacity_concurrency,
+                                                cfg.capacity_s, run, proc.pid))
+                        results["capacity"] = {"closed_loop_concurrency": cfg.capacity_concurrency, **run.stats()}
+                    capacity = results["capacity"]["throughput_rps"]
+                    print(f"capacity: {capacity:.0f} req/s (closed loop, c={cfg.capacity_concurrency}, {generator})",
+                          flush=True)
                 load_before = os.getloadavg()[0]
-                cell = asyncio.run(_timeline_run(url, requests, cfg, capacity))
+                if generator == "h2load":
+                    cell = _h2load_timeline(url, body, generator_cpus, cfg, capacity, tmp)
+                else:
+                    cell = asyncio.run(_timeline_run(url, requests, cfg, capacity))
                 cell.update(max_in_flight=bound, loadavg_1min_before=round(load_before, 2),
                             loadavg_1min_after=round(os.getloadavg()[0], 2), server_counters=_metrics(url))
                 results[label] = cell
                 over = cell["phases"]["overload"]
                 print(f"{label}: overload {over['offered_rps']:.0f}/s: answered {over['answered_200']}, refused "
-                      f"{over['refused_503']}, admitted p99 {over['admitted_p99_us']} µs, refusal p99 "
-                      f"{over['refusal_p99_us']} µs, generator lateness p99 {over['generator_lateness_p99_us']} µs, "
-                      f"recovery {cell['recovery_s']} s", flush=True)
+                      f"{over['refused_503']}, admitted p50/p99 {over['admitted_p50_us']}/{over['admitted_p99_us']} "
+                      f"µs, refusal p50/p99 {over['refusal_p50_us']}/{over['refusal_p99_us']} µs, recovery "
+                      f"{cell['recovery_s']} s", flush=True)
             finally:
                 _stop(proc)
     out = {"benchmark": "serve_overload", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": {**machine, "shared_machine": "2 cores shared by the server, this load generator and other "
-                                                    "jobs: see generator_lateness_* for the generator's share"},
+           "machine": {**machine, "generator": generator, "server_cpus": " ".join(server_cpus) or "any",
+                       "generator_cpus": " ".join(generator_cpus) or "any (this process)",
+                       "shared_machine": "the server and the load generator share this machine"},
            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
            "model": str(cfg.model or "synthetic obs 29, goal 2, action 8, hidden 64x64"),
            **results, "seconds": round(time.monotonic() - started, 1)}

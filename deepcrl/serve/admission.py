@@ -29,6 +29,8 @@ TIMEOUT_HEADER = b"x-timeout-us"
 """/v1's per-request deadline header: microseconds from arrival (may only shorten the server's default)."""
 TIMEOUT_FIELD = "timeout_us"
 """The same in a /v1 body or a WebSocket frame."""
+ADMITTED = "deepcrl.admitted"
+"""ASGI scope key: the connection already took this request's admission slot (`connection.py`)."""
 RETRY_AFTER_S = 1
 """The ``Retry-After`` of a refusal, in whole seconds as HTTP has it (the smallest that is not 'retry now')."""
 

@@ -34,7 +34,7 @@ from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.serve import distance, protocol, repository, stream, v1, v2
-from deepcrl.serve.admission import send_refusal
+from deepcrl.serve.admission import ADMITTED, send_refusal
 from deepcrl.serve.repository import CONTROL_MODES, Repository
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.shared import PolicyServer, load_models, load_one
@@ -63,8 +63,8 @@ class PolicyApp(FastAPI):
             v2 = path.startswith("/v2/models/") and path.endswith("/infer")
             if v2 or path.startswith("/v1/"):  # an inference request: admitted before its body is read
                 admission = self.server.admission
-                if not admission.enter():
-                    self.server.metrics.refused.labels("in_flight").inc()
+                if not scope.get(ADMITTED) and not admission.enter():
+                    self.server.metrics.refused_in_flight.inc()
                     message = admission.refusal()
                     body = protocol.encode({"error": message} if v2 else {"error": message, "status": 503}, "json")
                     return await send_refusal(send, body)

@@ -39,6 +39,7 @@ class ServeMetrics:
         self.refused = Counter("deepcrl_refused", "Requests refused with 503 before any work, by reason "
                                "(in_flight: the process's bound; queue: the batcher's queue full).", ["reason"],
                                registry=self.registry)
+        self.refused_in_flight = self.refused.labels("in_flight")  # the overload path's counter, looked up once
         self.deadline_exceeded = Counter("deepcrl_deadline_exceeded", "Requests answered 504 because their deadline "
                                          "passed, by where they were (arrival, queue: dropped uncomputed by the "
                                          "batcher, waiting: queued or computing).", ["where"],

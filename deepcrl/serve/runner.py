@@ -5,6 +5,13 @@ the worker takes every queued row up to `max_batch`, waiting at most `max_delay_
 and hands the slices back to the event loop in a single `call_soon_threadsafe`. With `max_delay_us=0` the first
 request never waits, yet requests that arrive while a call runs share the next one, so batching grows with load
 without costing a lone client anything. ORT releases the GIL during the call, so the event loop keeps parsing.
+
+**Inline calls.** A hand-off to the worker costs two thread switches, a GIL hand-over and a wake-up of the event
+loop per batch, and the GIL hand-over waits while the loop is busy (under overload, several milliseconds per
+request). So with `max_delay_us=0` and a model whose calls take less than `inline_max_us` (a running average of
+the measured calls), requests are gathered on the event loop instead: every request parsed in one turn of the
+loop joins one call, made at the end of that turn on the loop's own thread (`_flush_inline`). A slow model (a deep
+teacher) keeps the worker, so that its calls never stall the loop.
 """
 
 from __future__ import annotations
@@ -60,11 +67,18 @@ class MicroBatcher:
         max_delay_us: longest the first queued request waits for company (0: never).
         max_queue_rows: rows allowed to wait before new requests are refused (`Overloaded`).
         metrics: a `ServeMetrics` to record batch sizes, inference time and queue depth (optional).
+        inline_max_us: with `max_delay_us=0`, a model whose calls average less than this is called on the
+            event loop's thread (see the module's docstring); 0 always uses the worker.
     """
 
     def __init__(self, model, max_batch: int = 64, max_delay_us: int = 0,
-                 max_queue_rows: int | None = None, metrics=None):
+                 max_queue_rows: int | None = None, metrics=None, inline_max_us: float = 0.0):
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay_us * 1e-6
+        self.inline_max_s = inline_max_us * 1e-6 if max_delay_us == 0 else 0.0
+        self._inline: list[_Item] = []  # loop only: requests waiting for the end of this turn of the loop
+        self._rows_inline = 0  # loop only: rows answered (or dropped) by inline calls
+        self._call_s: float | None = None  # running average of a call's duration (both paths write it)
+        self.inline_calls = 0
         self.max_queue_rows = max_queue_rows or 64 * max_batch
         # A C-level SimpleQueue rather than a Condition around a deque: one put/get per hand-off, no Python
         # lock dance (measured at concurrency 1: ~23 vs 24-30 µs per round trip, ~30 vs ~35 µs of CPU).
@@ -111,14 +125,70 @@ class MicroBatcher:
         `deadline` (a `time.perf_counter()` instant): such a request is not computed."""
         if self._thread is None or self._stopping:
             raise Overloaded("the model's batcher is not running (starting up or shutting down)")
-        waiting = self._rows_in - self._rows_out
+        waiting = self._rows_in - self._rows_out - self._rows_inline
         rows = observation.shape[0]
         if waiting + rows > self.max_queue_rows:
             raise Overloaded(f"{waiting} rows are already waiting")
         future = self._loop.create_future()
         self._rows_in += rows
-        self._queue.put(_Item(observation, goal, future, deadline))
+        item = _Item(observation, goal, future, deadline)
+        call_s = self._call_s
+        if call_s is not None and call_s < self.inline_max_s:  # a fast model: this turn of the loop calls it
+            if not self._inline:
+                self._loop.call_soon(self._flush_inline)
+            self._inline.append(item)
+        else:
+            self._queue.put(item)
         return future
+
+    def _flush_inline(self) -> None:
+        """Runs on the event loop at the end of the turn that queued `_inline`: one call per `max_batch` rows."""
+        items, self._inline = self._inline, []
+        now = time.perf_counter()
+        live: list[_Item] = []
+        expired: list[_Item] = []
+        for item in items:
+            self._rows_inline += item.rows
+            if item.deadline < now:
+                expired.append(item)
+            elif not item.future.cancelled():
+                live.append(item)
+        if expired:
+            self.expired += len(expired)
+            _expire(expired)
+        while live:
+            batch, rows = [], 0
+            while live and (not batch or rows + live[0].rows <= self.max_batch):
+                rows += live[0].rows
+                batch.append(live.pop(0))
+            self.inline_calls += 1
+            _resolve(batch, *self._call(batch))
+        if self._m_queue is not None:
+            self._m_queue.set(self._rows_in - self._rows_out - self._rows_inline)
+
+    def _call(self, batch: list[_Item]):
+        """(actions, error, start, end) of one model call on `batch`; records the call's duration."""
+        start = time.perf_counter()
+        try:
+            if len(batch) == 1:
+                obs, goal = batch[0].obs, batch[0].goals
+            else:
+                obs = np.concatenate([i.obs for i in batch])
+                goal = np.concatenate([i.goals for i in batch])
+            actions = self.model(obs, goal)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - an ORT failure fails these requests, not the worker
+            actions = None
+            error = InferenceError(f"inference failed ({type(exc).__name__}: {exc}).")
+            error.__cause__ = exc
+        end = time.perf_counter()
+        self.calls += 1
+        took = end - start
+        self._call_s = took if self._call_s is None else 0.9 * self._call_s + 0.1 * took
+        if self._m_batch is not None:
+            self._m_batch.observe(sum(i.rows for i in batch))
+            self._m_infer.observe(took)
+        return actions, error, start, end
 
     def _take(self) -> list[_Item] | None:
         """Wait for work; return the next batch (None once stopped with nothing left)."""
@@ -181,26 +251,9 @@ class MicroBatcher:
         while (batch := self._take()) is not None:
             if not batch:
                 continue
-            start = time.perf_counter()
+            result = self._call(batch)
             try:
-                if len(batch) == 1:
-                    obs, goal = batch[0].obs, batch[0].goals
-                else:
-                    obs = np.concatenate([i.obs for i in batch])
-                    goal = np.concatenate([i.goals for i in batch])
-                actions = self.model(obs, goal)
-                error = None
-            except Exception as exc:  # noqa: BLE001 - an ORT failure fails these requests, not the worker
-                actions = None
-                error = InferenceError(f"inference failed ({type(exc).__name__}: {exc}).")
-                error.__cause__ = exc
-            end = time.perf_counter()
-            self.calls += 1
-            if self._m_batch is not None:
-                self._m_batch.observe(sum(i.rows for i in batch))
-                self._m_infer.observe(end - start)
-            try:
-                self._loop.call_soon_threadsafe(_resolve, batch, actions, error, start, end)
+                self._loop.call_soon_threadsafe(_resolve, batch, *result)
             except RuntimeError:  # the event loop is closed: nobody is waiting for these answers any more
                 return
 

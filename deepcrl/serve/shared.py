@@ -74,6 +74,10 @@ def model_paths(model_path: Path) -> list[Path]:
     return [model_path]
 
 
+INLINE_MAX_US = 300.0
+"""A model whose calls average less than this is called on the event loop's thread (`runner.MicroBatcher`)."""
+
+
 def load_one(path: Path, metrics: ServeMetrics, *, max_batch_size: int, max_queue_delay_us: int,
              intra_op_threads: int, warmup: int, version: str = "1", device: str = "cpu") -> Served:
     """Load and warm up one model file on `device` (its provider checked: `device.py`) with its batcher (not
@@ -83,7 +87,8 @@ def load_one(path: Path, metrics: ServeMetrics, *, max_batch_size: int, max_queu
     running = model.session.get_providers()
     check_providers(device, running, path)
     model.warmup(warmup, batch_sizes=tuple(sorted({1, min(8, max_batch_size), max_batch_size})))
-    batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics)
+    batcher = MicroBatcher(model, max_batch=max_batch_size, max_delay_us=max_queue_delay_us, metrics=metrics,
+                           inline_max_us=INLINE_MAX_US)
     served = Served(model, batcher, max_batch_size, max_queue_delay_us, version)
     served.info["device"], served.info["providers"] = device, running
     return served

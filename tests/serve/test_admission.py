@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import socket
 import threading
 import time
 
@@ -109,6 +110,73 @@ def test_a_full_server_refuses_with_503_and_retry_after_before_reading_the_body(
     keep_alive.close()
 
 
+def _raw(url: str, data: bytes, responses: int) -> tuple[socket.socket, list[bytes]]:
+    """Send `data` on a new raw connection and read `responses` whole HTTP responses (Content-Length bodies)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(data)
+    buf, out = b"", []
+    while len(out) < responses:
+        while b"\r\n\r\n" not in buf or len(buf) < _response_end(buf):
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the connection after {len(out)} responses"
+            buf += chunk
+        end = _response_end(buf)
+        out.append(buf[:end])
+        buf = buf[end:]
+    return sock, out
+
+
+def _response_end(buf: bytes) -> int:
+    head_end = buf.index(b"\r\n\r\n") + 4
+    length = next(int(line.split(b":")[1]) for line in buf[:head_end].lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    return head_end + length
+
+
+def _post(path: str, body: str, *headers: str) -> bytes:
+    data = body.encode()
+    head = [f"POST {path} HTTP/1.1", "Host: t", "Content-Type: application/json", f"Content-Length: {len(data)}",
+            *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+
+def test_whole_requests_are_refused_from_their_bytes_and_the_connection_goes_on(gated):
+    """Over the bound, requests that arrive whole are refused before parsing (two pipelined in one write, a
+    Connection: close one, a v2 one); a chunked body takes the parser's path to the same refusal; afterwards the
+    same connection is answered normally (the parser was never left mid-request)."""
+    running, server, gate = gated
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(httpx.post, running.url + "/v1/act", content=_body(float(i + 1)), headers=JSON,
+                            timeout=30) for i in range(3)]
+        _wait_for(lambda: server.admission.in_flight == 3 and gate.entered.is_set(), "3 requests in flight")
+        two = _post("/v1/act", _body(7.0)) + _post("/v2/models/policy/infer", "[]")
+        sock, answers = _raw(running.url, two, 2)
+        assert all(a.startswith(b"HTTP/1.1 503 ") and b"\r\nretry-after: 1\r\n" in a for a in answers)
+        assert b'"status":503' in answers[0] and b'"status"' not in answers[1]  # /v1's shape, then v2's
+        close, (answer,) = _raw(running.url, _post("/v1/act", _body(7.0), "Connection: close"), 1)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"connection: close" in answer.lower()
+        assert close.recv(10) == b""  # and the server closed it
+        close.close()
+        chunked = (b"POST /v1/act HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n1\r\n1\r\n1\r\n}\r\n0\r\n\r\n")
+        sock.sendall(chunked)
+        buf = b""
+        while b"\r\n\r\n" not in buf or len(buf) < _response_end(buf):
+            buf += sock.recv(65536)
+        assert buf.startswith(b"HTTP/1.1 503 ")
+        assert _metric(running.url, 'deepcrl_refused_total{reason="in_flight"}') == 4.0
+        gate.release.set()
+        assert [f.result().status_code for f in held] == [200, 200, 200]
+    assert not gate.saw(7.0) and server.admission.in_flight == 0
+    sock.sendall(_post("/v1/act", _body(5.0)))
+    buf = b""
+    while b"\r\n\r\n" not in buf or len(buf) < _response_end(buf):
+        buf += sock.recv(65536)
+    assert buf.startswith(b"HTTP/1.1 200 ") and b'"action"' in buf
+    sock.close()
+
+
 def test_an_expired_deadline_is_answered_504_without_calling_the_model(gated):
     running, server, gate = gated
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -196,3 +264,20 @@ def test_the_batcher_drops_a_request_whose_deadline_passed_in_the_queue():
 
     model, batcher = asyncio.run(main())
     assert model.rows == [[1.0], [3.0]] and batcher.expired == 1
+
+
+def test_the_refusal_fast_path_recognises_only_whole_inference_requests():
+    from deepcrl.serve.connection import _whole_request
+
+    one = _post("/v1/act", _body(1.0))
+    assert _whole_request(one) == (len(one), False, True)
+    assert _whole_request(one + b"POST /v1/act") == (len(one), False, True)  # a pipelined start stays unread
+    assert _whole_request(one[:-3]) is None  # the body has not all arrived: the parser's path
+    v2 = _post("/v2/models/policy/versions/2/infer?x=1", "[]", "Connection: close")
+    assert _whole_request(v2) == (len(v2), True, False)
+    old = _post("/v1/act", "{}").replace(b"HTTP/1.1", b"HTTP/1.0")
+    assert _whole_request(old) == (len(old), False, False)  # HTTP/1.0 closes unless it asks to keep alive
+    for other in (_post("/v1/metadata", "{}").replace(b"POST", b"GET "), _post("/v2/repository/index", "{}"),
+                  _post("/v1/act", "{}", "Transfer-Encoding: chunked"), _post("/v1/act", "{}", "Expect: 100-continue"),
+                  _post("/v1/act", "{}", "Content-Length: 2"), _post("/v1/act", "{}").replace(b"Length: 2", b"Length: x")):
+        assert _whole_request(other) is None, other

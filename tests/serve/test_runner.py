@@ -173,3 +173,29 @@ def test_a_failing_model_fails_its_requests_with_the_cause_and_the_worker_lives_
 
     error, actions = asyncio.run(main())
     assert isinstance(error.__cause__, RuntimeError) and float(actions[0, 0]) == 6.0
+
+
+def test_a_fast_model_is_called_on_the_loop_once_per_turn_and_a_slow_one_keeps_the_worker():
+    class _Slow(_Recorder):
+        def __call__(self, observation, goal):
+            threading.Event().wait(0.005)
+            return super().__call__(observation, goal)
+
+    async def main(model, **kwargs):
+        batcher = MicroBatcher(model, max_batch=4, max_delay_us=0, **kwargs)
+        batcher.start(asyncio.get_running_loop())
+        first = await batcher.submit(*_rows(1))  # measured on the worker: no call time is known before
+        futures = [batcher.submit(*_rows(i)) for i in range(6)]  # queued in one turn of the loop
+        results = await asyncio.gather(*futures)
+        batcher.stop()
+        return batcher, first, results
+
+    fast = _Recorder()
+    batcher, first, results = asyncio.run(main(fast, inline_max_us=1e6))
+    assert batcher.inline_calls == 2 and fast.batches == [1, 4, 2]  # 6 rows: max_batch 4, then the other 2
+    assert first[0][0, 0] == 3.0 and [r[0][0, 0] for r in results] == [3.0 * i for i in range(6)]
+    assert [r[1].batch_rows for r in results] == [4, 4, 4, 4, 2, 2]
+    slow = _Slow()
+    batcher, _, results = asyncio.run(main(slow, inline_max_us=1000))  # 5 ms calls: over the bound
+    assert batcher.inline_calls == 0 and [r[0][0, 0] for r in results] == [3.0 * i for i in range(6)]
+    assert MicroBatcher(fast, max_delay_us=10, inline_max_us=1e6).inline_max_s == 0.0  # a batching window wins
