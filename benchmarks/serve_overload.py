@@ -53,9 +53,10 @@ class ServeOverloadConfig:
 
     model: Path | None = None
     """The .onnx policy to serve (default: a synthetic 2-layer policy, 64 wide, ant-sized inputs)."""
-    max_in_flight: int = 32
-    """The server's --max-in-flight for the admission run (below the server's default of 128: at ~2-3k req/s
-    on this shared machine, 32 in flight is already ~10 ms of queue)."""
+    max_in_flight: int = 16
+    """The server's --max-in-flight for the admission run (below the server's default of 128). With one core
+    for the server, each admitted request in flight adds ~0.15 ms to a turn of its event loop, which every
+    request waits for (Dec 4: p99 at twice the capacity 27 ms at 8, 10.9 ms at 16, 15.6 ms at 32)."""
     compare_unbounded: bool = True
     """Also run the same timeline with the bound lifted (--max-in-flight 100000) for comparison."""
     factor: float = 2.0
@@ -78,6 +79,8 @@ class ServeOverloadConfig:
     """h2load: robots (keep-alive connections), each sending at an equal share of the offered rate."""
     pin: bool = True
     """With >= 2 cores: the server on core 0, the h2load generators on the others."""
+    generator_processes: int = 16
+    """h2load: processes per group of robots, started staggered so that robots do not send in bursts."""
     window_s: float = 0.1
     """Window of the latency timeline and of the recovery rule."""
     out: Path = Path("benchmarks/results/serve_overload.json")
@@ -178,11 +181,29 @@ def _h2load(url: str, body: Path, prefix: list[str], *, clients: int, seconds: f
 def _h2load_capacity(url: str, body: Path, prefix: list[str], cfg: ServeOverloadConfig) -> dict[str, Any]:
     out = _h2load(url, body, prefix, clients=cfg.capacity_concurrency, seconds=cfg.capacity_s, rps=None)
     text = out.communicate()[0]
-    found = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)
-    if found is None:
-        raise SystemExit(f"h2load did not report a rate: {text[-400:]}")
+    took, summary = re.search(r"finished in ([\d.]+)s", text), _SUMMARY.search(text)
+    if took is None or summary is None:
+        raise SystemExit(f"h2load did not report its requests: {text[-400:]}")
     return {"closed_loop_concurrency": cfg.capacity_concurrency, "generator": "h2load",
-            "throughput_rps": float(found.group(1)), "summary": _SUMMARY.search(text).group(0)}
+            "throughput_rps": round(int(summary.group(4)) / float(took.group(1)), 1),  # answered 200s only
+            "summary": summary.group(0)}
+
+
+def _h2load_fleet(url: str, body: Path, prefix: list[str], *, clients: int, rate: float, seconds: float,
+                  logs: Path, name: str, procs: int) -> list[tuple[subprocess.Popen, Path]]:
+    """`clients` robots sending `rate` requests per second in all, as `procs` h2load processes started one
+    `1 / (rate_each x procs)` apart: h2load starts every client of a process at once, so that one process's
+    robots would all send in the same instant, each period (a burst, not a fleet)."""
+    procs = max(1, min(procs, clients))
+    rps_each = rate / clients
+    out = []
+    for k in range(procs):
+        n = clients // procs + (1 if k < clients % procs else 0)
+        log = logs / f"{name}_{k}.log"
+        log.unlink(missing_ok=True)
+        out.append((_h2load(url, body, prefix, clients=n, seconds=seconds, rps=rps_each, log=log), log))
+        time.sleep(1.0 / rps_each / procs)
+    return out
 
 
 def _h2load_timeline(url: str, body: Path, prefix: list[str], cfg: ServeOverloadConfig, capacity: float,
@@ -193,17 +214,17 @@ def _h2load_timeline(url: str, body: Path, prefix: list[str], cfg: ServeOverload
     base_n = max(1, round(cfg.fleet_connections * 0.5 / cfg.factor))
     extra_n = max(1, cfg.fleet_connections - base_n)
     total_s = cfg.steady_s + cfg.overload_s + cfg.after_s
-    logs = [tmp / "base.log", tmp / "extra.log"]
-    for log in logs:
-        log.unlink(missing_ok=True)
-    base = _h2load(url, body, prefix, clients=base_n, seconds=total_s, rps=half / base_n, log=logs[0])
-    time.sleep(cfg.steady_s)
-    extra = _h2load(url, body, prefix, clients=extra_n, seconds=cfg.overload_s, rps=(high - half) / extra_n,
-                    log=logs[1])
-    texts = [extra.communicate()[0], base.communicate()[0]]
+    began = time.monotonic()
+    base = _h2load_fleet(url, body, prefix, clients=base_n, rate=half, seconds=total_s, logs=tmp, name="base",
+                         procs=cfg.generator_processes)
+    time.sleep(max(0.0, cfg.steady_s - (time.monotonic() - began)))
+    extra = _h2load_fleet(url, body, prefix, clients=extra_n, rate=high - half, seconds=cfg.overload_s, logs=tmp,
+                          name="extra", procs=cfg.generator_processes)
+    texts = [proc.communicate()[0] for proc, _ in base + extra]
+    logs = [log for _, log in base + extra]
     rows = np.concatenate([np.loadtxt(log, dtype=np.int64, ndmin=2) for log in logs if log.stat().st_size])
     start_us, status, dur_us = rows[:, 0], rows[:, 1], rows[:, 2]
-    t0 = int(np.loadtxt(logs[0], dtype=np.int64, ndmin=2)[:, 0].min())
+    t0 = int(min(np.loadtxt(log, dtype=np.int64, ndmin=2)[:, 0].min() for _, log in base if log.stat().st_size))
     t = (start_us - t0) / 1e6
     bounds = [(0.0, cfg.steady_s, half), (cfg.steady_s, cfg.steady_s + cfg.overload_s, high),
               (cfg.steady_s + cfg.overload_s, total_s, half)]
@@ -270,7 +291,13 @@ def main(cfg: ServeOverloadConfig) -> int:
         json_bodies, _ = _payloads(policy.obs_size, policy.goal_size, 0)
         body = tmp / "body.json"
         body.write_bytes(json_bodies[0])
-        settings = [("admission", cfg.max_in_flight)] + ([("unbounded", 100_000)] if cfg.compare_unbounded else [])
+        # The capacity is measured on the first server: the unbounded one when it runs, so that no refusal
+        # of the admission bound is mistaken for (or takes from) the capacity.
+        settings = ([("unbounded", 100_000)] if cfg.compare_unbounded else []) + [("admission", cfg.max_in_flight)]
+        if not cfg.compare_unbounded and cfg.max_in_flight < cfg.capacity_concurrency:
+            raise SystemExit(f"--max-in-flight {cfg.max_in_flight} is below --capacity-concurrency "
+                             f"{cfg.capacity_concurrency}: the capacity would be measured through refusals; "
+                             "keep --compare-unbounded or lower --capacity-concurrency.")
         results: dict[str, Any] = {}
         capacity = None
         for label, bound in settings:
@@ -278,7 +305,7 @@ def main(cfg: ServeOverloadConfig) -> int:
                                 "--port", "0", "--max-in-flight", str(bound)])
             try:
                 requests = http_requests(url, "/v1/act", json_bodies, "application/json", None)
-                if capacity is None:  # measured once, on the first server, so both timelines offer the same rates
+                if capacity is None:  # measured once, so both timelines offer the same rates
                     if generator == "h2load":
                         results["capacity"] = _h2load_capacity(url, body, generator_cpus, cfg)
                     else:

@@ -3,6 +3,7 @@
 # files. Idempotent: whatever is already there and working is reused, so a second run takes seconds.
 #
 #   chromium                 tests/envs/test_render.py (the HTML replay, offline)    apt-get, as root
+#   h2load (nghttp2-client)  tests/serve/test_overload_bench.py (a C++ fleet)        apt-get, as root
 #   the TensorFlow virtualenv tests/export/test_savedmodel.py (jax2tf -> SavedModel)  the `tf` extra of pyproject.toml
 #   the Triton virtualenv    tests/export/test_triton.py (a real tritonserver 2.51)  nvidia-pytriton 0.7.0, numpy<2
 #
@@ -22,17 +23,20 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
 log() { printf 'provision: %s\n' "$*"; }
 t0=$SECONDS
 
-# ---- chromium ----------------------------------------------------------------------------------------------
-if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
-  log "chromium: present ($(command -v chromium || command -v chromium-browser))"
+# ---- chromium and h2load (apt) -----------------------------------------------------------------------------
+need=()
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+if [ ${#need[@]} = 0 ]; then
+  log "chromium, h2load: present ($(command -v chromium || command -v chromium-browser), $(command -v h2load))"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  log "chromium: apt-get install"
+  log "apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
-  echo "provision: chromium is missing and this is not a root Debian/Ubuntu shell; install it with" \
-       "\`sudo apt-get install -y chromium\` (or your system's package) and run this again." >&2
+  echo "provision: ${need[*]} missing and this is not a root Debian/Ubuntu shell; install with" \
+       "\`sudo apt-get install -y ${need[*]}\` (or your system's packages) and run this again." >&2
   exit 1
 fi
 

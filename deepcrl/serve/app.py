@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import functools
 import os
 import socket
@@ -152,6 +153,11 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         if grpc_service is not None:
             grpc_server, app.state.grpc_port = await grpc_service.start(
                 server, grpc_host, grpc_port, max_message_bytes=max_body_bytes, reuse_port=grpc_reuse_port)
+        # Everything made so far (the libraries, the models) lives as long as the server: moved out of the
+        # garbage collector's sight, a full collection no longer walks it (12-18 ms here, a stall of every
+        # request in flight, seen as the p99 of a fleet at 4k req/s).
+        gc.collect()
+        gc.freeze()
         server.ready = True
         try:
             yield
