@@ -9,8 +9,9 @@ A control loop wants an action now or an error now: a late action is a wrong one
   computed: the batcher drops it from the batch it would have joined (`runner.DeadlineExceeded`) and the
   event loop answers 504 at the deadline. /metrics counts them (``deepcrl_deadline_exceeded_total``, by where
   the request was when its deadline passed).
-- **Admission.** A bound on the requests one process holds at a time (`--max-in-flight`), checked in the ASGI
-  entry before the body is read or parsed; a request over it is answered 503 with ``Retry-After`` at once,
+- **Admission.** A bound on the requests one process holds at a time (`--max-in-flight`, tightened to an eighth
+  of it while a queue stands: `Admission`), checked when the request's headers are parsed (or, for a request
+  that arrived whole, from its raw bytes: `connection.py`) before the body is read or parsed; a request over it is answered 503 with ``Retry-After`` at once,
   costing the server a few microseconds instead of the ~80 an answered request costs. On a connection, HTTP/1.1
   and the WebSocket stream take one request at a time (uvicorn reads a pipelined request only after answering
   the one before; the stream reads the next frame after answering), so the per-connection bound is 1: further
@@ -22,6 +23,8 @@ keep-alive robots would be refused although nothing is being computed, and its 5
 """
 
 from __future__ import annotations
+
+import time
 
 from deepcrl.serve.protocol import RequestError
 
@@ -55,8 +58,25 @@ def deadline(start: float, default_s: float, requested_s: float | None) -> float
     return start + (default_s if requested_s is None else min(default_s, requested_s))
 
 
+SHED_WINDOW_S = 0.1
+"""The window over which admission decides whether a queue stands (CoDel's interval)."""
+SHED_TARGET_S = 0.005
+"""A queue stands when every request answered in a whole window took longer than this (CoDel's target)."""
+SHED_DIVISOR = 8
+"""While a queue stands, the bound is `max_in_flight // SHED_DIVISOR` (at least 1)."""
+
+
 class Admission:
-    """The per-process bound on requests in flight (one event loop: plain integers, no lock).
+    """The per-process bound on requests in flight (one event loop: plain numbers, no lock), tightened while a
+    queue stands.
+
+    A fixed bound cannot serve both ends: bursts at half the capacity want room (a burst of robots sending
+    at once is not an overload), while at twice the capacity every admitted request makes each turn of the
+    event loop longer, and every request, admitted or refused, waits for that turn. So, in CoDel's manner:
+    when every request answered during a whole `SHED_WINDOW_S` took longer than `SHED_TARGET_S` (a standing
+    queue, not a burst), the bound drops to `max_in_flight // SHED_DIVISOR`; it returns to `max_in_flight` after
+    a window in which fewer than half the arriving requests were refused at the tighter bound (the overload has
+    eased: at twice the capacity about 3 in 4 are; a burst at half the capacity refuses a few). A bound under `2 * SHED_DIVISOR` is kept as it is. `limit` is the bound in force.
 
     Args:
         max_in_flight: most inference requests held at a time (reading, queued, computing, answering).
@@ -65,21 +85,55 @@ class Admission:
     def __init__(self, max_in_flight: int):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = self.limit = max_in_flight
+        # a small bound is taken as it is (shedding below 2 in flight would serialise the server)
+        self.shed_in_flight = max_in_flight // SHED_DIVISOR if max_in_flight >= 2 * SHED_DIVISOR else max_in_flight
         self.in_flight = 0
+        self.sheds = 0  # times a standing queue tightened the bound
+        self._window_end = 0.0
+        self._fastest = float("inf")  # the shortest answer of this window (s)
+        self._admitted = self._refused = 0  # in this window
 
     def enter(self) -> bool:
-        """Take a slot; False (take nothing) when every slot is held."""
-        if self.in_flight >= self.max_in_flight:
+        """Take a slot; False (take nothing, count a refusal) when every slot is held."""
+        if self.in_flight >= self.limit:
+            self._refused += 1
             return False
         self.in_flight += 1
+        self._admitted += 1
         return True
 
-    def leave(self) -> None:
+    def full(self) -> bool:
+        """Whether a request arriving now is refused (and counted as one): for the refusal that never enters."""
+        if self.in_flight >= self.limit:
+            self._refused += 1
+            return True
+        return False
+
+    def leave(self, started: float | None = None) -> None:
+        """Give the slot back; `started` (a `time.perf_counter()` instant: when the request was admitted) lets
+        its time in flight count towards detecting a standing queue."""
         self.in_flight -= 1
+        if started is None:
+            return
+        now = time.perf_counter()
+        if now >= self._window_end:  # the first answer after a window closes it; it belongs to the next
+            self._roll(now)
+        if now - started < self._fastest:
+            self._fastest = now - started
+
+    def _roll(self, now: float) -> None:
+        if self.limit == self.max_in_flight:
+            if self._fastest > SHED_TARGET_S and self._window_end and self.shed_in_flight < self.max_in_flight:
+                self.limit = self.shed_in_flight
+                self.sheds += 1
+        elif self._refused * 2 < self._admitted + self._refused:
+            self.limit = self.max_in_flight
+        self._fastest, self._admitted, self._refused = float("inf"), 0, 0
+        self._window_end = now + SHED_WINDOW_S
 
     def refusal(self) -> str:
-        return (f"the server is at its limit of {self.max_in_flight} requests in flight; retry after "
+        return (f"the server is at its limit of {self.limit} requests in flight; retry after "
                 f"{RETRY_AFTER_S} s.")
 
 
@@ -101,7 +155,7 @@ _BODIES: dict[tuple[int, bool], bytes] = {}
 
 def refusal_body(admission: Admission, v2: bool) -> bytes:
     """The JSON body of a refusal over the in-flight bound (/v1's shape, or v2's ``{"error"}``), made once."""
-    key = (admission.max_in_flight, v2)
+    key = (admission.limit, v2)
     body = _BODIES.get(key)
     if body is None:
         import orjson

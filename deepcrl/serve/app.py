@@ -64,11 +64,15 @@ class PolicyApp(FastAPI):
             v2 = path.startswith("/v2/models/") and path.endswith("/infer")
             if v2 or path.startswith("/v1/"):  # an inference request: admitted before its body is read
                 admission = self.server.admission
-                if not scope.get(ADMITTED) and not admission.enter():
-                    self.server.metrics.refused_in_flight.inc()
-                    message = admission.refusal()
-                    body = protocol.encode({"error": message} if v2 else {"error": message, "status": 503}, "json")
-                    return await send_refusal(send, body)
+                admitted = scope.get(ADMITTED)  # the connection took the slot at the headers (`connection.py`)
+                if admitted is None:
+                    if not admission.enter():
+                        self.server.metrics.refused_in_flight.inc()
+                        message = admission.refusal()
+                        body = protocol.encode({"error": message} if v2 else {"error": message, "status": 503},
+                                               "json")
+                        return await send_refusal(send, body)
+                    admitted = time.perf_counter()
                 try:
                     if path == "/v1/act":
                         return await self.fast_act(scope, receive, send, None, "act")
@@ -78,7 +82,7 @@ class PolicyApp(FastAPI):
                         return await self.fast_act(scope, receive, send, path[11:-4], "act")
                     return await super().__call__(scope, receive, send)
                 finally:
-                    admission.leave()
+                    admission.leave(admitted)
         await super().__call__(scope, receive, send)
 
 

@@ -46,7 +46,9 @@ class ServeConfig:
     max_in_flight: int = 128
     """Most inference requests one server process holds at a time (reading, queued, computing); above it a
     request is refused at once with 503 and Retry-After, before its body is read (deepcrl/serve/admission.py).
-    With --workers N the bound is per worker."""
+    While a queue stands (every answer of a 100 ms window took over 5 ms) the bound is an eighth of this, so that
+    a server offered more than it can answer keeps its admitted requests fast; a bound under 16 is kept as it
+    is. With --workers N the bound is per worker."""
     model_control: str = "none"
     """Who changes the served models while the server runs (Triton's model control modes): none; explicit
     (POST /v2/repository/models/NAME/load and /unload re-read NAME.onnx from --model's directory); poll (every

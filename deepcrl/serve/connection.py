@@ -23,6 +23,8 @@ The class lives at module level so that `--workers`' spawned processes can unpic
 
 from __future__ import annotations
 
+import time
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from deepcrl.serve.admission import ADMITTED, RETRY_AFTER_S, is_inference_path, refusal_body
@@ -32,7 +34,7 @@ _RESPONSES: dict[tuple[int, bool, bool], bytes] = {}
 
 def refusal_response(admission, v2: bool, keep_alive: bool) -> bytes:
     """The whole 503 + Retry-After response of a refusal over the in-flight bound, made once per shape."""
-    key = (admission.max_in_flight, v2, keep_alive)
+    key = (admission.limit, v2, keep_alive)
     response = _RESPONSES.get(key)
     if response is None:
         body = refusal_body(admission, v2)
@@ -114,11 +116,12 @@ class PolicyHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         server = self._policy
         while (server is not None and not self._in_message and not self._draining
-               and server.admission.in_flight >= server.admission.max_in_flight
+               and server.admission.in_flight >= server.admission.limit
                and (self.cycle is None or self.cycle.response_complete)):
             found = _whole_request(data)
             if found is None:
                 break
+            server.admission.full()  # counts the refusal
             end, v2, keep_alive = found
             self._unset_keepalive_if_required()
             self._write_refusal(server, v2, keep_alive)
@@ -148,7 +151,7 @@ class PolicyHttpProtocol(HttpToolsProtocol):
                     if not server.admission.enter():
                         self._refuse(server)
                         return
-                    self.scope[ADMITTED] = True  # PolicyApp leaves the slot when the request is answered
+                    self.scope[ADMITTED] = time.perf_counter()  # PolicyApp leaves the slot when it has answered
             except AttributeError:  # another uvicorn: its normal path (and PolicyApp) admits instead
                 pass
         super().on_headers_complete()

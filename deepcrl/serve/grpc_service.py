@@ -186,7 +186,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
         finally:
             metrics.in_flight.dec()
-            server.admission.leave()
+            server.admission.leave(start)
             metrics.observe(endpoint, "grpc", status, (time.perf_counter() - start) if timed else None)
 
     async def ModelInfer(self, request, context):

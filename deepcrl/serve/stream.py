@@ -66,7 +66,7 @@ async def answer_frame(server: PolicyServer, s: Served, payload: Any, frame_id: 
         _log.error("%s", exc, exc_info=exc.__cause__)
         return {"type": "error", "id": frame_id, "status": 500, "error": str(exc)}, 500, False
     finally:
-        admission.leave()
+        admission.leave(start)
     server.metrics.answered.labels(s.model.name, s.version).inc()
     actions = actions.tolist()
     reply = {"type": "action", "id": frame_id, **protocol.act_reply(actions, batched),

@@ -281,3 +281,50 @@ def test_the_refusal_fast_path_recognises_only_whole_inference_requests():
                   _post("/v1/act", "{}", "Transfer-Encoding: chunked"), _post("/v1/act", "{}", "Expect: 100-continue"),
                   _post("/v1/act", "{}", "Content-Length: 2"), _post("/v1/act", "{}").replace(b"Length: 2", b"Length: x")):
         assert _whole_request(other) is None, other
+
+
+def test_a_standing_queue_tightens_the_bound_and_a_burst_does_not(monkeypatch):
+    """CoDel's rule on a fake clock: a window in which every answer took over 5 ms drops the bound to 1/8; a
+    window with under 1 in 20 refused at that bound restores it; fast answers among slow ones (a burst) never
+    tighten it; a small bound is kept as given."""
+    from deepcrl.serve import admission as adm
+
+    clock = [100.0]
+    monkeypatch.setattr(adm.time, "perf_counter", lambda: clock[0])
+
+    def window(a: adm.Admission, sojourns_s: list[float], arrivals: int = 0) -> None:
+        """One window: its first answer closes the window before, then `arrivals` requests try to enter, then
+        the other answers, spread over the window."""
+        step = adm.SHED_WINDOW_S / len(sojourns_s)
+        assert a.enter()
+        a.leave(clock[0] - sojourns_s[0])
+        clock[0] += step
+        taken = sum(a.enter() for _ in range(arrivals))
+        for s in sojourns_s[1:]:
+            if taken == 0:
+                assert a.enter()
+                taken += 1
+            a.leave(clock[0] - s)
+            taken -= 1
+            clock[0] += step
+        for _ in range(taken):
+            a.leave()
+        clock[0] += 0.001
+
+    a = adm.Admission(128)
+    window(a, [0.0001])  # the first answer only opens the first window
+    window(a, [0.002, 0.030, 0.040])  # a burst: one answer was fast
+    window(a, [0.001])
+    assert a.limit == 128 and a.sheds == 0
+    window(a, [0.006, 0.020, 0.050])  # every answer of the window waited: a standing queue
+    window(a, [0.001] * 5, arrivals=40)  # closes it: the bound drops; then 24 of 40 arrivals are refused
+    assert a.limit == 16 and a.sheds == 1 and a.shed_in_flight == 16
+    window(a, [0.001] * 5, arrivals=10)  # closes the refusing window (the overload went on): still 16
+    assert a.limit == 16
+    window(a, [0.001])  # closes a window in which every arrival fitted: the bound comes back
+    assert a.limit == 128 and a.in_flight == 0
+    small = adm.Admission(8)
+    window(small, [0.0001])
+    window(small, [0.050, 0.060])
+    window(small, [0.050])
+    assert small.limit == 8 and small.sheds == 0
