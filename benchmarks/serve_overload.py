@@ -266,7 +266,8 @@ def _metrics(url: str) -> dict[str, float]:
 
     out = {}
     for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(("deepcrl_refused_total", "deepcrl_deadline_exceeded_total")):
+        if line.startswith(("deepcrl_refused_total", "deepcrl_deadline_exceeded_total", "deepcrl_sheds_total",
+                            "deepcrl_in_flight_limit ")):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out

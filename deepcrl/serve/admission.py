@@ -80,9 +80,11 @@ class Admission:
 
     Args:
         max_in_flight: most inference requests held at a time (reading, queued, computing, answering).
+        on_limit: called with ``(limit, shed)`` at start and whenever the bound in force changes (the server
+            sets its /metrics gauge ``deepcrl_in_flight_limit`` and counts ``deepcrl_sheds_total``).
     """
 
-    def __init__(self, max_in_flight: int):
+    def __init__(self, max_in_flight: int, on_limit=None):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.max_in_flight = self.limit = max_in_flight
@@ -93,6 +95,9 @@ class Admission:
         self._window_end = 0.0
         self._fastest = float("inf")  # the shortest answer of this window (s)
         self._admitted = self._refused = 0  # in this window
+        self._on_limit = on_limit  # called with (limit, shed: bool) when the bound in force changes
+        if on_limit is not None:
+            on_limit(self.limit, False)
 
     def enter(self) -> bool:
         """Take a slot; False (take nothing, count a refusal) when every slot is held."""
@@ -127,8 +132,12 @@ class Admission:
             if self._fastest > SHED_TARGET_S and self._window_end and self.shed_in_flight < self.max_in_flight:
                 self.limit = self.shed_in_flight
                 self.sheds += 1
+                if self._on_limit is not None:
+                    self._on_limit(self.limit, True)
         elif self._refused * 2 < self._admitted + self._refused:
             self.limit = self.max_in_flight
+            if self._on_limit is not None:
+                self._on_limit(self.limit, False)
         self._fastest, self._admitted, self._refused = float("inf"), 0, 0
         self._window_end = now + SHED_WINDOW_S
 

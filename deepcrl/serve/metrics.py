@@ -36,6 +36,11 @@ class ServeMetrics:
                                  registry=self.registry, multiprocess_mode="livesum")
         self.in_flight = Gauge("deepcrl_in_flight_requests", "Requests being answered.", registry=self.registry,
                                multiprocess_mode="livesum")
+        self.in_flight_limit = Gauge("deepcrl_in_flight_limit", "The bound on requests in flight in force: "
+                                     "--max-in-flight, or an eighth of it while a queue stands (admission.py).",
+                                     registry=self.registry, multiprocess_mode="liveall")
+        self.sheds = Counter("deepcrl_sheds", "Times a standing queue tightened the in-flight bound.",
+                             registry=self.registry)
         self.refused = Counter("deepcrl_refused", "Requests refused with 503 before any work, by reason "
                                "(in_flight: the process's bound; queue: the batcher's queue full).", ["reason"],
                                registry=self.registry)

@@ -128,7 +128,13 @@ class PolicyServer:
                  max_body_bytes: int, timeout_s: float, max_in_flight: int = 128):
         self.served, self.default, self.metrics = served, default, metrics
         self.max_body_bytes, self.timeout_s = max_body_bytes, timeout_s
-        self.admission = Admission(max_in_flight)
+
+        def on_limit(limit: int, shed: bool) -> None:
+            metrics.in_flight_limit.set(limit)
+            if shed:
+                metrics.sheds.inc()
+
+        self.admission = Admission(max_in_flight, on_limit)
         self.ready = False
         self._expected = f"Bearer {token}".encode() if token else None
 

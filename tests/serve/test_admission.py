@@ -311,7 +311,8 @@ def test_a_standing_queue_tightens_the_bound_and_a_burst_does_not(monkeypatch):
             a.leave()
         clock[0] += 0.001
 
-    a = adm.Admission(128)
+    changes = []
+    a = adm.Admission(128, lambda limit, shed: changes.append((limit, shed)))
     window(a, [0.0001])  # the first answer only opens the first window
     window(a, [0.002, 0.030, 0.040])  # a burst: one answer was fast
     window(a, [0.001])
@@ -323,6 +324,7 @@ def test_a_standing_queue_tightens_the_bound_and_a_burst_does_not(monkeypatch):
     assert a.limit == 16
     window(a, [0.001])  # closes a window in which every arrival fitted: the bound comes back
     assert a.limit == 128 and a.in_flight == 0
+    assert changes == [(128, False), (16, True), (128, False)]  # what /metrics shows (deepcrl_in_flight_limit)
     small = adm.Admission(8)
     window(small, [0.0001])
     window(small, [0.050, 0.060])
