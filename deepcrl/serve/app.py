@@ -36,6 +36,7 @@ from fastapi import FastAPI
 from deepcrl.errors import DeepcrlError
 from deepcrl.serve import distance, protocol, repository, stream, v1, v2
 from deepcrl.serve.admission import ADMITTED, send_refusal
+from deepcrl.serve.control import SharedControl
 from deepcrl.serve.repository import CONTROL_MODES, Repository
 from deepcrl.serve.metrics import ServeMetrics
 from deepcrl.serve.shared import PolicyServer, load_models, load_one
@@ -92,7 +93,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
                max_in_flight: int = 128, model_control: str = "none", repository_poll_s: float = 1.0,
                device: str = "cpu", critic: str | Path | None = None,
                plan: dict | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
-               grpc_reuse_port: bool = False) -> FastAPI:
+               grpc_reuse_port: bool = False, control_dir: str | Path | None = None) -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -114,6 +115,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         grpc_port: also serve KServe v2 over gRPC on `grpc_host:grpc_port` (0: a free port, in
             ``app.state.grpc_port`` once started; None: no gRPC), on the same event loop (`grpc_service.py`).
         grpc_reuse_port: let several worker processes share the gRPC port (SO_REUSEPORT).
+        control_dir: the model-control directory this app shares with the other workers of one server
+            (`control.py`; None: it is the only one).
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -145,18 +148,19 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     repo = Repository(Path(model_path), server, functools.partial(
         _load_version, metrics=metrics, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
         intra_op_threads=intra_op_threads, warmup=warmup, device=device), control=model_control,
-        poll_s=repository_poll_s)
+        poll_s=repository_poll_s, shared=SharedControl(control_dir) if control_dir is not None else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         for s in served.values():
             s.batcher.start(loop)
-        poller = loop.create_task(repo.poll_forever()) if model_control == "poll" else None
+        await repo.start()  # with shared control: the other workers' loads applied before the first request
         grpc_server = None
         if grpc_service is not None:
             grpc_server, app.state.grpc_port = await grpc_service.start(
-                server, grpc_host, grpc_port, max_message_bytes=max_body_bytes, reuse_port=grpc_reuse_port)
+                server, grpc_host, grpc_port, max_message_bytes=max_body_bytes, reuse_port=grpc_reuse_port,
+                repository=repo)
         # Everything made so far (the libraries, the models) lives as long as the server: moved out of the
         # garbage collector's sight, a full collection no longer walks it (12-18 ms here, a stall of every
         # request in flight, seen as the p99 of a fleet at 4k req/s).
@@ -168,8 +172,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         finally:
             # The ASGI server has drained in-flight requests by now; the batchers finish whatever is queued.
             server.ready = False
-            if poller is not None:
-                poller.cancel()
+            await repo.stop()
             if grpc_server is not None:  # calls in progress finish first (up to GRACE_S)
                 await grpc_server.stop(grpc_service.GRACE_S)
             for s in list(served.values()):

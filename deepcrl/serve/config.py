@@ -54,7 +54,8 @@ class ServeConfig:
     (POST /v2/repository/models/NAME/load and /unload re-read NAME.onnx from --model's directory); poll (every
     --repository-poll-s the directory is scanned: new or changed files load, removed ones unload). A load swaps
     versions without dropping requests; a failed one keeps the old version (deepcrl/serve/repository.py).
-    Under --workers N, explicit control reaches only the worker that took the request: use poll there."""
+    Under --workers N a load or unload answered by any worker takes effect on every worker before it answers
+    (deepcrl/serve/control.py)."""
     repository_poll_s: float = 1.0
     """Seconds between scans of the model directory with --model-control poll."""
     device: Literal["cpu", "cuda", "tensorrt"] = "cpu"

@@ -11,8 +11,11 @@ micro-batcher, model versions and the Prometheus metrics (endpoint ``v2_infer`` 
 ``grpc``). Request validation is v2.py's (`v2.check_inputs`); the largest message is ``--max-body-bytes``.
 
 RPCs: ``ServerLive``, ``ServerReady``, ``ServerMetadata``, ``ModelReady``, ``ModelMetadata`` (these two need the
-token, as their HTTP routes do), ``ModelInfer`` and ``ModelStreamInfer``. Triton's other RPCs (model config,
-statistics, repository, shared memory, trace, logs) answer UNIMPLEMENTED. Inputs come as
+token, as their HTTP routes do), ``ModelInfer``, ``ModelStreamInfer``, and the model repository's
+``RepositoryIndex``, ``RepositoryModelLoad`` and ``RepositoryModelUnload`` (the token too; the same `Repository`
+as ``/v2/repository/*``, so ``--model-control`` and, under ``--workers N``, every worker apply; a load cannot
+carry Triton's ``config`` or ``file:`` parameters). Triton's other RPCs (model config, statistics, shared
+memory, trace, logs) answer UNIMPLEMENTED. Inputs come as
 ``raw_input_contents`` (what tritonclient sends) or ``contents.fp32_contents``; the action goes back as
 ``raw_output_contents``, as Triton answers.
 
@@ -41,6 +44,8 @@ from deepcrl.contract import ACTION
 from deepcrl.errors import DeepcrlError
 from deepcrl.serve.admission import RETRY_AFTER_S, requested_timeout_s
 from deepcrl.serve.protocol import RequestError
+from deepcrl.serve.control import check_load_parameters
+from deepcrl.serve.repository import Repository
 from deepcrl.serve.runner import InferenceError
 from deepcrl.serve.shared import NEEDS_TOKEN, PolicyServer, Served
 from deepcrl.serve.v2 import check_inputs, find_model, from_bytes, from_numbers, model_metadata, server_metadata
@@ -103,8 +108,8 @@ def _tensors(tensors: list[dict]) -> list[pb.ModelMetadataResponse.TensorMetadat
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The KServe v2 RPCs over one app's `PolicyServer`."""
 
-    def __init__(self, server: PolicyServer):
-        self.server = server
+    def __init__(self, server: PolicyServer, repository: Repository | None = None):
+        self.server, self.repository = server, repository
 
     # ---- refusals ---------------------------------------------------------------------------------------------
 
@@ -146,6 +151,40 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         meta = model_metadata(await self._model(request, context))
         return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
                                         inputs=_tensors(meta["inputs"]), outputs=_tensors(meta["outputs"]))
+
+    # ---- model repository (the same `Repository` as the HTTP routes) ------------------------------------------
+
+    async def _repository(self, context) -> Repository:
+        try:
+            self._check_token(context)
+            if self.repository is None:
+                raise RequestError(400, "this server has no model repository.")
+            return self.repository
+        except RequestError as exc:
+            await self._abort(context, exc)
+
+    async def RepositoryIndex(self, request, context):
+        repo = await self._repository(context)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**entry)
+                                                  for entry in repo.index(request.ready)])
+
+    async def _control(self, request, context, operation: str) -> None:
+        repo = await self._repository(context)
+        try:
+            repo.check_control()
+            check_load_parameters(dict(request.parameters))
+            # shielded: a client that gives up does not cut a load short (it completes, the call is cancelled)
+            await asyncio.shield((repo.load if operation == "load" else repo.unload)(request.model_name))
+        except RequestError as exc:
+            await self._abort(context, exc)
+
+    async def RepositoryModelLoad(self, request, context):
+        await self._control(request, context, "load")
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context):
+        await self._control(request, context, "unload")
+        return pb.RepositoryModelUnloadResponse()
 
     # ---- inference -------------------------------------------------------------------------------------------
 
@@ -254,17 +293,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
 
 async def start(server: PolicyServer, host: str, port: int, *, max_message_bytes: int,
-                reuse_port: bool = False) -> tuple[grpc.aio.Server, int]:
+                reuse_port: bool = False, repository: Repository | None = None) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC service of `server` on `host:port` (0: a free port) in the running event loop.
 
     Returns the ``grpc.aio`` server (stop it with ``await g.stop(GRACE_S)``) and the bound port. `reuse_port`
     lets several worker processes share the port (SO_REUSEPORT, as ``--workers N``); without it a port
-    already in use is refused.
+    already in use is refused. `repository` answers the repository RPCs (the app's `Repository`).
     """
     g = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                  ("grpc.max_send_message_length", max_message_bytes),
                                  ("grpc.so_reuseport", int(reuse_port))])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(server), g)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(server, repository), g)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = g.add_insecure_port(address)

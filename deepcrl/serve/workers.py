@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from deepcrl.errors import DeepcrlError
+from deepcrl.serve.control import CONTROL_DIR_ENV
 from deepcrl.serve.config import ServeConfig
 
 CONFIG_ENV = "DEEPCRL_SERVE_WORKER_CONFIG"
@@ -54,7 +55,7 @@ def _build(cfg: ServeConfig):
                       max_in_flight=cfg.max_in_flight, model_control=cfg.model_control,
                       repository_poll_s=cfg.repository_poll_s, device=cfg.device,
                       critic=cfg.critic, plan=cfg.plan_options(), grpc_port=cfg.grpc_port, grpc_host=cfg.host,
-                      grpc_reuse_port=cfg.workers > 1)
+                      grpc_reuse_port=cfg.workers > 1, control_dir=os.environ.get(CONTROL_DIR_ENV))
 
 
 def worker_app():
@@ -127,12 +128,16 @@ def serve_workers(cfg: ServeConfig) -> int:
                 Supervisor.failed = True
                 self.should_exit.set()
 
-    saved = {k: os.environ.get(k) for k in (CONFIG_ENV, "PROMETHEUS_MULTIPROC_DIR")}
-    with tempfile.TemporaryDirectory(prefix="deepcrl-metrics-") as metrics_dir:
-        # Spawned workers inherit the environment: their config, and where their metrics go.
+    saved = {k: os.environ.get(k) for k in (CONFIG_ENV, "PROMETHEUS_MULTIPROC_DIR", CONTROL_DIR_ENV)}
+    with tempfile.TemporaryDirectory(prefix="deepcrl-metrics-") as metrics_dir, \
+            tempfile.TemporaryDirectory(prefix="deepcrl-control-") as control_dir:
+        # Spawned workers inherit the environment: their config, where their metrics go, and (explicit or poll
+        # model control) the directory through which a load on one worker reaches all of them (`control.py`).
         os.environ[CONFIG_ENV] = json.dumps({k: str(v) if isinstance(v, Path) else v
                                              for k, v in dataclasses.asdict(cfg).items()})
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        if cfg.model_control != "none":
+            os.environ[CONTROL_DIR_ENV] = control_dir
         try:
             Supervisor(config, sockets=[sock]).run()
         finally:

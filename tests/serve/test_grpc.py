@@ -365,3 +365,82 @@ def test_serve_refuses_a_grpc_port_in_use_in_one_sentence(policy_onnx):
         cfg = ServeConfig(model=policy_onnx, port=0, grpc_port=taken.getsockname()[1], warmup=1)
         with pytest.raises(DeepcrlError, match="cannot bind the gRPC port 127.0.0.1:.*choose another --grpc-port"):
             serve(cfg)
+
+
+# ---- the model repository RPCs (the same `Repository` as /v2/repository/*) ------------------------------------
+
+
+def test_repository_rpcs_need_the_token_and_model_control(client, served):
+    index = client.get_model_repository_index(headers=BEARER, as_json=True)
+    assert index["models"] == [{"name": NAME, "version": "1", "state": "READY"}]
+    assert httpx.get(served.url + "/v2/repository/index", headers=BEARER).json() == [{**index["models"][0],
+                                                                                      "reason": ""}]
+    for call in (client.get_model_repository_index, lambda: client.load_model(NAME),
+                 lambda: client.unload_model(NAME)):
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert _status(info.value) == "UNAUTHENTICATED"
+    for call in (client.load_model, client.unload_model):  # this server runs with --model-control none
+        with pytest.raises(InferenceServerException) as info:
+            call(NAME, headers=BEARER)
+        assert _status(info.value) == "INVALID_ARGUMENT"
+        assert "--model-control explicit" in info.value.message()
+    assert client.is_model_ready(NAME, headers=BEARER)
+
+
+def test_repository_rpcs_load_replace_and_unload(tmp_path):
+    from deepcrl.bench.synthetic import reference as synthetic_reference
+    from deepcrl.bench.synthetic import write_policy
+    from deepcrl.serve.app import RunningServer, create_app
+
+    def deploy(seed: int, obs_size: int = 2) -> None:
+        tmp = tmp_path / f".{seed}.tmp"
+        write_policy(tmp, hidden=(16,), seed=seed, obs_size=obs_size)
+        os.replace(tmp, tmp_path / "policy.onnx")
+
+    obs, goal = np.full((2, 2), 0.3, np.float32), np.full((2, 2), -0.2, np.float32)
+    deploy(seed=1)
+    app = create_app(tmp_path, max_batch_size=8, warmup=1, model_control="explicit", grpc_port=0)
+    with RunningServer(app), grpcclient.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}") as c:
+        def infer():
+            result = c.infer(NAME, _inputs(obs, goal))
+            return result.get_response().model_version, result.as_numpy("action")
+
+        def refused(call, *args, **kwargs) -> InferenceServerException:
+            with pytest.raises(InferenceServerException) as info:
+                call(*args, **kwargs)
+            assert "\n" not in info.value.message() and "Traceback" not in info.value.message()
+            return info.value
+
+        deploy(seed=2)
+        c.load_model(NAME)
+        version, action = infer()
+        assert version == "2"
+        np.testing.assert_allclose(action, synthetic_reference(obs, goal, hidden=(16,), seed=2), atol=1e-5)
+        assert c.get_model_repository_index(as_json=True)["models"] == [{"name": NAME, "version": "2",
+                                                                          "state": "READY"}]
+        error = refused(c.load_model, NAME, config="{}")  # Triton's config override: refused, not ignored
+        assert _status(error) == "INVALID_ARGUMENT" and "cannot carry 'config'" in error.message()
+        error = refused(c.load_model, NAME, config="{}", files={"file:1/model.onnx": b"x"})
+        assert "'config', 'file:1/model.onnx'" in error.message()
+        error = refused(c.load_model, "nope")
+        assert _status(error) == "INVALID_ARGUMENT" and "has no model 'nope'" in error.message()
+        deploy(seed=3, obs_size=3)
+        error = refused(c.load_model, NAME)
+        assert _status(error) == "FAILED_PRECONDITION" and "sizes (3, 2, 2) differ" in error.message()
+        (tmp_path / "policy.onnx").write_bytes(b"not an onnx file")
+        error = refused(c.load_model, NAME)
+        assert _status(error) == "INVALID_ARGUMENT"
+        assert error.message().startswith("loading model 'policy' failed; version 2 keeps serving: ")
+        assert infer()[0] == "2"  # the failures changed nothing
+        (entry,) = c.get_model_repository_index(as_json=True)["models"]
+        assert entry["version"] == "2" and entry["reason"].startswith("the last load failed")
+        c.unload_model(NAME)
+        assert _status(refused(infer)) == "NOT_FOUND"
+        assert c.get_model_repository_index(as_json=True)["models"] == [{"name": NAME, "state": "UNAVAILABLE",
+                                                                          "reason": "unloaded"}]
+        with grpc.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:  # `ready` (not in tritonclient)
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert list(stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=True)).models) == []
+            assert len(stub.RepositoryIndex(pb.RepositoryIndexRequest()).models) == 1
+        assert _status(refused(c.unload_model, NAME)) == "INVALID_ARGUMENT"
