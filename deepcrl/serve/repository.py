@@ -209,7 +209,10 @@ class Repository:
                 return None
             old = self.server.served.get(name)
             version = self.versions.get(name, 0) + 1
-            snapshot = shared.snapshot(path, name, state["generation"] + 1)  # the bytes every worker loads
+            try:
+                snapshot = shared.snapshot(path, name, state["generation"] + 1)  # the bytes every worker loads
+            except OSError as exc:
+                raise RequestError(400, f"loading model {name!r} failed: cannot read {path} ({exc.strerror}).") from exc
             self.states[name] = ("LOADING", "")
             try:
                 new = await self._build(name, snapshot, version, old)
@@ -275,7 +278,7 @@ class Repository:
             elif entry["file"]:
                 try:
                     new = await asyncio.to_thread(self._load, Path(entry["file"]), str(version))
-                except ArtifactError as exc:
+                except Exception as exc:  # noqa: BLE001 - any failure goes in the ack, for the caller to name
                     errors.append(f"loading {name!r} version {version} failed: {exc}")
                     continue
                 await self._swap(name, new, entry["reason"])

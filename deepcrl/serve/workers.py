@@ -29,8 +29,8 @@ import tempfile
 from pathlib import Path
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve.control import CONTROL_DIR_ENV
 from deepcrl.serve.config import ServeConfig
+from deepcrl.serve.control import CONTROL_DIR_ENV
 
 CONFIG_ENV = "DEEPCRL_SERVE_WORKER_CONFIG"
 """Environment variable carrying the ServeConfig (JSON) from the parent to its workers."""
@@ -138,6 +138,8 @@ def serve_workers(cfg: ServeConfig) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         if cfg.model_control != "none":
             os.environ[CONTROL_DIR_ENV] = control_dir
+        else:
+            os.environ.pop(CONTROL_DIR_ENV, None)
         try:
             Supervisor(config, sockets=[sock]).run()
         finally:
