@@ -178,13 +178,18 @@ class Repository:
         if self.shared is not None:
             return await self._unload_shared(name, quiet)
         async with self._lock_():
-            old = self.server.served.pop(name, None)
-            if old is None:
-                if quiet:
-                    return
-                raise RequestError(400, f"model {name!r} is not loaded.")
-            self.states[name] = ("UNAVAILABLE", "unloaded")
-            await self._retire(old, None)
+            await self._take_out(name, quiet)
+
+    async def _take_out(self, name: str, quiet: bool) -> bool:
+        """Stop serving `name` in this process; False when it was not loaded (400 unless `quiet`)."""
+        old = self.server.served.pop(name, None)
+        if old is None:
+            if quiet:
+                return False
+            raise RequestError(400, f"model {name!r} is not loaded.")
+        self.states[name] = ("UNAVAILABLE", "unloaded")
+        await self._retire(old, None)
+        return True
 
     def _failed(self, name: str, old: Served | None, reason: str) -> None:
         self.states[name] = ("READY", f"the last load failed: {reason}") if old else ("UNAVAILABLE", reason)
@@ -241,13 +246,8 @@ class Repository:
         async with shared.locked(), self._lock_():
             state = shared.read()
             await self._apply(state)
-            old = self.server.served.pop(name, None)
-            if old is None:
-                if quiet:
-                    return
-                raise RequestError(400, f"model {name!r} is not loaded.")
-            self.states[name] = ("UNAVAILABLE", "unloaded")
-            await self._retire(old, None)
+            if not await self._take_out(name, quiet):
+                return
             generation = shared.publish(state, name, {"served": False, "version": self.versions.get(name, 0),
                                                       "file": None, "reason": "unloaded", "signature": None})
             shared.ack(generation, [])
