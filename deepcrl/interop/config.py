@@ -29,8 +29,8 @@ class ImportConfig:
     connections that add (n_hidden > skip_connections), another agent, an early (pre-2025-02) checkpoint.
 
     Security: the pickles are read with a restricted Unpickler that resolves only numpy arrays and dtypes,
-    flax's FrozenDict, jax's array rebuilder and the reference's (or JaxGCRL's) config classes; a file naming any other code is
-    refused, never run.
+    flax's FrozenDict, jax's array rebuilder and the reference's (or JaxGCRL's) config classes; a file naming
+    any other code is refused, never run.
     """
 
     source: Annotated[Literal["scaling-crl", "jaxgcrl"], tyro.conf.Positional]
