@@ -195,3 +195,10 @@ def test_eval_and_export_accept_the_import(imported, tmp_path, capsys):
     assert main(["export", "--run", str(imported), "--out", str(model)]) == 0
     s, g, _ = _inputs(16)
     assert np.abs(OnnxPolicy(model)(s, g) - load_policy(imported)(s, g)).max() <= 1e-5
+
+
+def test_distill_refuses_the_import_in_one_sentence(imported, tmp_path, capsys):
+    """A JaxGCRL agent is already shallow: it imports as a student, which is not a distillation teacher."""
+    assert main(["distill", "--run", str(imported), "--out", str(tmp_path / "s"), "--distill-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a student, but a teacher is needed" in err and err.count("\n") == 1
