@@ -63,8 +63,12 @@ def init(out: Path) -> None:
 def train(out: Path) -> None:
     import os
 
+    import jaxgcrl.utils.env
     import run
 
+    # its progress callback renders an HTML replay, which brax 0.10.1's html writer cannot (JaxGCRL pins 0.12.1);
+    # a picture only: the parameters and files it saves do not depend on it
+    jaxgcrl.utils.env.render = lambda *args, **kwargs: None
     (out / "ckpts").mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # run.main writes ./runs/run_{exp_name}_s_{seed}
     run.main(Config(agent=CRL(**AGENT), run=RunConfig(env="ant", exp_name="tiny", checkpoint_logdir=str(out / "ckpts"),
