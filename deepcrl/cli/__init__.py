@@ -43,7 +43,8 @@ DESCRIPTION = (
     "  deepcrl serve --model policy.onnx                    HTTP + WebSocket policy server\n"
     "  deepcrl pipeline --env point_maze --out runs/demo    all of the above on a CPU budget\n"
     "  deepcrl sweep --env point_maze --depths 4 16 64      depth x width x seed scaling study\n"
-    "  deepcrl import scaling-crl RUN_DIR --out runs/t      a teacher trained with the paper's code\n\n"
+    "  deepcrl import scaling-crl RUN_DIR --out runs/t      a teacher trained with the paper's code\n"
+    "  deepcrl import jaxgcrl RUN_DIR --out runs/s          a JaxGCRL CRL agent, as a student-kind artifact\n\n"
     "  deepcrl --debug VERB ...                             show the full traceback of an error"
 )
 

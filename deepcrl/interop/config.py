@@ -13,7 +13,7 @@ from deepcrl.errors import DeepcrlError
 
 @dataclasses.dataclass(frozen=True)
 class ImportConfig:
-    """Turn a teacher trained with other code into a deepcrl teacher artifact (eval, distill, export, serve).
+    """Turn an agent trained with other code into a deepcrl artifact (eval, export, serve; a teacher: distill).
 
     deepcrl import scaling-crl RUN_DIR --out runs/imported: RUN_DIR is a run directory of the paper's code
     (wang-kevin3290/scaling-crl: runs/ENV_SEED_TIME with final.pkl or step_N.pkl, and args.pkl). The networks
@@ -22,26 +22,34 @@ class ImportConfig:
     source (path, file, sha256, the reference's args). A checkpoint deepcrl cannot represent exactly (ReLU
     variant, another task or layout, a corrupt file) is refused with one sentence.
 
+    deepcrl import jaxgcrl RUN_DIR --out runs/imported: RUN_DIR is a JaxGCRL run directory (runs/run_NAME_s_SEED
+    with args.pkl, and ckpt/final, ckpt/final.pkl or step_N.pkl copied from --checkpoint_logdir). Its CRL agent's
+    plain MLP networks are deepcrl's student networks renamed, so it becomes a student-kind artifact (eval,
+    export, serve; not a distillation teacher) on the same reference-compatible env. Refused: ReLU, skip
+    connections that add (n_hidden > skip_connections), another agent, an early (pre-2025-02) checkpoint.
+
     Security: the pickles are read with a restricted Unpickler that resolves only numpy arrays and dtypes,
-    flax's FrozenDict, jax's array rebuilder and the reference's Args; a file naming any other code is
-    refused, never run.
+    flax's FrozenDict, jax's array rebuilder and the reference's (or JaxGCRL's) config classes; a file naming
+    any other code is refused, never run.
     """
 
-    source: Annotated[Literal["scaling-crl"], tyro.conf.Positional]
-    """Which code wrote the checkpoint: scaling-crl (the paper's train.py)."""
+    source: Annotated[Literal["scaling-crl", "jaxgcrl"], tyro.conf.Positional]
+    """Which code wrote the checkpoint: scaling-crl (the paper's train.py) or jaxgcrl (JaxGCRL's CRL agent)."""
     run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
-    """The reference's run directory (final.pkl or step_N.pkl, and args.pkl)."""
+    """The run directory (scaling-crl: final.pkl or step_N.pkl, and args.pkl; jaxgcrl: args.pkl and ckpt/)."""
     out: Path = Path("runs/imported")
-    """The deepcrl teacher run directory to write."""
+    """The deepcrl run directory to write (a teacher from scaling-crl, a student-kind artifact from jaxgcrl)."""
     file: str | None = None
-    """Checkpoint file inside RUN_DIR to import, e.g. step_5000000.pkl (default: final.pkl, else the latest
-    step_N.pkl)."""
+    """Checkpoint file inside RUN_DIR (jaxgcrl: or RUN_DIR/ckpt) to import, e.g. step_5000000.pkl
+    (default: final.pkl, JaxGCRL's ckpt/final, else the latest step_N.pkl)."""
     json: bool = False
     """Print one JSON object instead of a summary line."""
 
     def __post_init__(self) -> None:
-        """Paths become `Path`s; --file must be a plain file name inside RUN_DIR."""
+        """Paths become `Path`s; --file must be a plain file name inside RUN_DIR (JaxGCRL's is also `final`)."""
         object.__setattr__(self, "run", Path(self.run))
         object.__setattr__(self, "out", Path(self.out))
-        if self.file is not None and (Path(self.file).name != self.file or not self.file.endswith(".pkl")):
+        named_ok = self.file is not None and (self.file.endswith(".pkl") or (
+            self.source == "jaxgcrl" and self.file == "final"))
+        if self.file is not None and (Path(self.file).name != self.file or not named_ok):
             raise DeepcrlError(f"--file must be a .pkl file name inside RUN_DIR, got {self.file!r}.")

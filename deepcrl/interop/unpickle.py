@@ -72,24 +72,36 @@ ALLOWED.update({("numpy.dtypes", name): getattr(np.dtypes, name) for name in dir
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in `ALLOWED`; anything else raises `DeepcrlError`."""
+    """Resolves only the globals in `allowed` (default `ALLOWED`); anything else raises `DeepcrlError`."""
+
+    allowed: dict[tuple[str, str], Any] = ALLOWED
+    source: str = "scaling-crl"
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return ALLOWED[(module, name)]
+            return self.allowed[(module, name)]
         except KeyError:
             raise DeepcrlError(f"refusing to unpickle {module}.{name}: only the reference's arrays, dicts and "
-                               "Args are allowed (a file naming other code is not a scaling-crl checkpoint).") from None
+                               f"Args are allowed (a file naming other code is not a {self.source} checkpoint)."
+                               ) from None
 
 
-def load(path: Path, what: str) -> Any:
-    """Unpickle a file with `RestrictedUnpickler`; any failure is one `DeepcrlError` sentence naming `what`."""
+def load(path: Path, what: str, allowed: dict[tuple[str, str], Any] | None = None,
+         source: str = "scaling-crl") -> Any:
+    """Unpickle a file with `RestrictedUnpickler`; any failure is one `DeepcrlError` sentence naming `what`.
+
+    ``allowed`` replaces the allow-list (`ALLOWED` by default); ``source`` names the format in the refusal.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise DeepcrlError(f"cannot read the {what} {path}: {exc.strerror}.") from exc
     try:
-        return RestrictedUnpickler(io.BytesIO(data)).load()
+        unpickler = RestrictedUnpickler(io.BytesIO(data))
+        if allowed is not None:
+            unpickler.allowed = allowed
+        unpickler.source = source
+        return unpickler.load()
     except DeepcrlError:
         raise
     except Exception as exc:  # a truncated or foreign file raises many types (UnpicklingError, EOFError, ...)
