@@ -208,3 +208,6 @@ def test_envs_cli_marks_the_paper_tasks(capsys):
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["ant_ref"]["paper"].startswith("yes") and "spring" in rows["ant_ref"]["paper"]
     assert rows["ant"]["paper"].startswith("no")
+    for humanoid in ("humanoid_ref", "humanoid_u_maze_ref"):  # their own list of what differs
+        assert rows[humanoid]["paper"].startswith("yes") and "gears" in rows[humanoid]["paper"]
+        assert (rows[humanoid]["obs_size"], rows[humanoid]["goal_size"]) == (268, 3)
