@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepcrl.cli import main
 
 pytestmark = pytest.mark.slow
 
-ENVS = ("reacher", "ant", "ant_u_maze", "ant_big_maze", "humanoid")  # every body; .ci/run runs each in its own process
+# every body, and every paper task (`*_ref`, deepcrl.envs.scaling_crl); .ci/run runs each in its own process
+ENVS = ("reacher", "ant", "ant_u_maze", "ant_big_maze", "humanoid",
+        "reacher_ref", "ant_ref", "ant_u_maze_ref", "ant_big_maze_ref", "humanoid_ref", "humanoid_u_maze_ref")
 TINY = ["--depth", "4", "--width", "16", "--num-envs", "4", "--unroll-length", "5", "--batch-size", "16",
         "--sgd-steps", "1", "--replay-capacity", "20", "--eval-every", "1", "--eval-episodes", "4"]
 
@@ -73,3 +76,25 @@ def test_eval_renders_a_video(run, capsys, tmp_path):
     assert Path(out["render"]) == video
     frames = imageio.mimread(video, format="FFMPEG")
     assert 2 <= len(frames) <= 7 and frames[0].ndim == 3
+
+
+# the paper evaluates its maze agents on layouts with the same walls and only the far goal cells (`*_eval_ref`)
+EVAL_LAYOUTS = {"ant_u_maze_ref": "ant_u_maze_eval_ref", "ant_big_maze_ref": "ant_big_maze_eval_ref"}
+
+
+@pytest.mark.parametrize("run", sorted(EVAL_LAYOUTS), indirect=True)  # the training id's run, shared
+def test_eval_on_the_papers_evaluation_goals(run, capsys):
+    from deepcrl import envs
+
+    env, teacher = run
+    eval_env = envs.make(EVAL_LAYOUTS[env])
+    out = _json(capsys, ["eval", "--run", str(teacher), "--env", EVAL_LAYOUTS[env], "--eval-episodes", "4",
+                         "--episode-length", "5"])
+    assert out["env"] == EVAL_LAYOUTS[env] and out["episodes"] == 4
+    # 5 steps move the ant well under a metre: every goal is still about a far cell's distance away, farther
+    # than the nearest goal cell of the training layout
+    def nearest(goal_cells):
+        return float(np.linalg.norm(np.asarray(goal_cells - eval_env.start_xy), axis=-1).min())
+
+    nearest_eval, nearest_train = nearest(eval_env.goal_cells), nearest(envs.make(env).goal_cells)
+    assert nearest_eval > nearest_train + 2 and out["final_distance"] > nearest_eval - 1.5

@@ -67,6 +67,11 @@ REGISTRY: dict[str, EnvEntry] = {
                                     "the paper's U-maze evaluation goals (far arm only)", paper=True),
     "ant_big_maze_eval_ref": EnvEntry("deepcrl.envs.scaling_crl:AntMazeRef", {"layout": "big_maze_eval"}, "mjx",
                                       "the paper's big-maze evaluation goals (far cells only)", paper=True),
+    "humanoid_ref": EnvEntry("deepcrl.envs.scaling_crl_humanoid:HumanoidRef", {}, "mjx",
+                             "the paper's humanoid: 268-number state, torso x,y,z goal 1-5 m away", paper=True),
+    "humanoid_u_maze_ref": EnvEntry("deepcrl.envs.scaling_crl_humanoid:HumanoidRef", {"layout": "u_maze"}, "mjx",
+                                    "the paper's humanoid U-maze: 2 m cells, goal = a goal cell's centre",
+                                    paper=True),
 }
 
 
@@ -106,7 +111,7 @@ def _paper_column(entry: EnvEntry) -> str:
         return "no (deepcrl's own task)"
     from deepcrl.envs.scaling_crl import DIFFERS
 
-    return f"yes; {DIFFERS}"
+    return f"yes; {getattr(pkgutil.resolve_name(entry.factory), 'PAPER_DIFFERS', DIFFERS)}"
 
 
 def describe() -> list[dict[str, Any]]:

@@ -323,8 +323,10 @@ class Humanoid(_TorsoGoalEnv):
     """
 
     def __init__(self, success_radius: float = 0.5, episode_length: int = 1000, goal_min: float = 1.0,
-                 goal_max: float = 5.0, healthy_z: tuple[float, float] = (1.0, 2.0)):
-        super().__init__(_load_system("humanoid"), success_radius, episode_length, goal_min, goal_max, healthy_z)
+                 goal_max: float = 5.0, healthy_z: tuple[float, float] = (1.0, 2.0),
+                 _sys: base.System | None = None):
+        super().__init__(_sys if _sys is not None else _load_system("humanoid"), success_radius, episode_length,
+                         goal_min, goal_max, healthy_z)
         ctrl = np.asarray(self.sys.actuator.ctrl_range)
         self._ctrl_low, self._ctrl_high = jnp.asarray(ctrl[:, 0]), jnp.asarray(ctrl[:, 1])
 

@@ -35,7 +35,8 @@ from deepcrl.envs.brax_envs import Ant, Reacher, _asset_xml, wall_boxes
 # the reference's env_id -> deepcrl's env id of the same task definition
 REFERENCE_IDS = {"reacher": "reacher_ref", "ant": "ant_ref", "ant_u_maze": "ant_u_maze_ref",
                  "ant_big_maze": "ant_big_maze_ref", "ant_u_maze_eval": "ant_u_maze_eval_ref",
-                 "ant_big_maze_eval": "ant_big_maze_eval_ref"}
+                 "ant_big_maze_eval": "ant_big_maze_eval_ref", "humanoid": "humanoid_ref",
+                 "humanoid_u_maze": "humanoid_u_maze_ref"}
 # what every *_ref id still differs in from the paper's setup (shown by `deepcrl envs`)
 DIFFERS = "physics: MJX (MuJoCo solver) here, Brax 'spring' in the paper"
 
@@ -139,29 +140,34 @@ MAZE_SCALE = 4.0  # metres per cell
 WALL_HEIGHT = 1.0  # half-height of a wall box (the reference: 0.5 x scale / 2)
 
 
-def maze_cells(layout: str, char: str) -> np.ndarray:
-    """World (x, y) centres of a layout's cells marked `char`, in row-major order."""
+def maze_cells(layout: str, char: str, scale: float = MAZE_SCALE) -> np.ndarray:
+    """World (x, y) centres of a layout's cells marked `char`, in row-major order (cells `scale` metres)."""
     rows = MAZES[layout]
-    return np.array([(i * MAZE_SCALE, j * MAZE_SCALE) for i, row in enumerate(rows) for j, c in enumerate(row)
+    return np.array([(i * scale, j * scale) for i, row in enumerate(rows) for j, c in enumerate(row)
                      if c == char], np.float32)
+
+
+def add_reference_walls(world: ElementTree.Element, layout: str, scale: float, half_height: float) -> None:
+    """Add a reference maze's walls to an MJCF worldbody: merged runs of the wall cells next to free cells (the
+    same surfaces as the reference's one box per cell, fewer collision pairs), static, hit by contype-1 geoms."""
+    rows = MAZES[layout]
+    # wall_boxes reads row r as y and column c as x, centred on the origin; the reference puts row i at x
+    columns = tuple("".join("#" if rows[i][j] == "#" else "." for i in range(len(rows)))
+                    for j in range(len(rows[0])))
+    shift = np.array([(len(rows) - 1) / 2, (len(rows[0]) - 1) / 2]) * scale
+    for k, (x, y, hx, hy) in enumerate(wall_boxes(columns, scale)):
+        ElementTree.SubElement(world, "geom", {
+            "name": f"maze_wall_{k}", "type": "box", "pos": f"{x + shift[0]} {y + shift[1]} {half_height}",
+            "size": f"{hx} {hy} {half_height}", "contype": "0", "conaffinity": "1", "condim": "3",
+            "rgba": "0.7 0.5 0.3 1"})
 
 
 @functools.lru_cache(maxsize=None)
 def _maze_system(layout: str) -> base.System:
     """Brax's ant with the reference maze's walls (merged runs of the wall cells next to free cells: the same
     surfaces, fewer collision pairs)."""
-    rows = MAZES[layout]
-    # wall_boxes reads row r as y and column c as x, centred on the origin; the reference puts row i at x
-    columns = tuple("".join("#" if rows[i][j] == "#" else "." for i in range(len(rows)))
-                    for j in range(len(rows[0])))
-    shift = np.array([(len(rows) - 1) / 2, (len(rows[0]) - 1) / 2]) * MAZE_SCALE
     root = ElementTree.fromstring(_asset_xml("ant"))
-    world = root.find("worldbody")
-    for k, (x, y, hx, hy) in enumerate(wall_boxes(columns, MAZE_SCALE)):
-        ElementTree.SubElement(world, "geom", {
-            "name": f"maze_wall_{k}", "type": "box", "pos": f"{x + shift[0]} {y + shift[1]} {WALL_HEIGHT}",
-            "size": f"{hx} {hy} {WALL_HEIGHT}", "contype": "0", "conaffinity": "1", "condim": "3",
-            "rgba": "0.7 0.5 0.3 1"})
+    add_reference_walls(root.find("worldbody"), layout, MAZE_SCALE, WALL_HEIGHT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return mjcf.loads(ElementTree.tostring(root, encoding="unicode"))

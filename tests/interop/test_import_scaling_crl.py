@@ -137,9 +137,29 @@ def test_relu_variant_is_refused(tmp_path, capsys):
 
 
 def test_env_without_a_ref_task_is_refused(tmp_path, capsys):
-    args = ref.Args(env_id="humanoid_u_maze", obs_dim=268, goal_start_idx=0, goal_end_idx=3, actor_depth=4)
-    assert "humanoid_u_maze" in _refused(tmp_path, capsys, args=args,
-                                         ckpt=ref.reference_checkpoint(args, 268, 3, 17))
+    args = ref.Args(env_id="arm_reach", obs_dim=13, goal_start_idx=7, goal_end_idx=10, actor_depth=4)
+    assert "arm_reach" in _refused(tmp_path, capsys, args=args, ckpt=ref.reference_checkpoint(args, 13, 3, 9))
+
+
+def test_humanoid_u_maze_run_imports_to_its_ref_task(tmp_path):
+    """The humanoid tasks' 268-number state and 3-D goal (`humanoid` maps to humanoid_ref the same way)."""
+    from deepcrl import artifacts
+
+    ref_env, env_id = "humanoid_u_maze", "humanoid_u_maze_ref"
+    from deepcrl.policy import load_policy
+
+    args = ref.Args(env_id=ref_env, obs_dim=268, goal_start_idx=0, goal_end_idx=3, actor_depth=4,
+                    actor_network_width=16, critic_network_width=16)
+    ckpt = ref.reference_checkpoint(args, 268, 3, 17)
+    run = ref.write_run(tmp_path / "run", args, ckpt)
+    out = tmp_path / "out"
+    assert main(["import", "scaling-crl", str(run), "--out", str(out)]) == 0
+    m = artifacts.read_manifest(out, "teacher")
+    assert (m.env_id, m.obs_size, m.goal_size, m.action_size) == (env_id, 268, 3, 17)
+    rng = np.random.default_rng(2)
+    s, g = rng.normal(0, 1, (8, 268)).astype(np.float32), rng.normal(0, 1, (8, 3)).astype(np.float32)
+    want, _ = ref.actor_forward(ckpt[1], 4, s, g)
+    assert np.abs(load_policy(out)(s, g) - want).max() <= 1e-5
 
 
 def test_other_observation_layout_is_refused(tmp_path, capsys):
