@@ -9,6 +9,8 @@ backend (reacher: 0.005 s timestep x 4 frames, actuator gear 25; ant: 0.005 s x 
 MJX on Brax's shipped models and MuJoCo's solver (ant: Brax's fast Newton settings, 1 iteration, 4 line-search
 steps; 0.01 s x 5 frames) — the same control period (0.02 s, 0.05 s) but not the same contact and joint
 dynamics, so a policy carries over only approximately and learning curves compare as tasks, not bit for bit.
+The reacher's actuator gear is 50 here (Brax's XML: 200), which gives the reference arm's speed under random
+actions on MJX (`ReacherRef.GEAR`).
 The reference's target body (two slide joints and a contact-free sphere) is not simulated: the goal lives in
 ``info['goal']`` as in every deepcrl env.
 
@@ -53,9 +55,18 @@ class ReacherRef(Reacher):
     """
 
     TARGET_Z = 0.01  # the target body's height in Brax's reacher.xml
+    # Actuator gear on MJX that gives the reference arm's speed. The reference drives gear 25 through Brax's
+    # 'spring' backend; Brax's XML gear 200 on MJX made the tip 3.9x faster under uniform random actions
+    # (1.34 vs 0.35 m/s), and its critic's InfoNCE loss stayed at chance where the reference's fell. At 50 the
+    # tip moves like the reference's (0.37 m/s; 0.065 / 0.174 / 0.190 m in 10 / 50 / 100 steps against
+    # 0.067 / 0.169 / 0.190) and the loss falls like it (benchmarks/results/vs_reference_reacher_gear50.json).
+    GEAR = 50.0
 
     def __init__(self, success_radius: float = 0.05, episode_length: int = 1000):
         super().__init__(success_radius=success_radius, episode_length=episode_length, goal_radius=0.2)
+        sys_ = self.sys  # MJX reads actuator_gear; Brax's actuator struct is kept equal to it
+        self.sys = sys_.replace(actuator_gear=sys_.actuator_gear.at[:, 0].set(self.GEAR),
+                                actuator=sys_.actuator.replace(gear=sys_.actuator.gear * 0 + self.GEAR))
         self.goal_spec = GoalSpec(obs_size=10, goal_size=3, goal_indices=(4, 5, 6),
                                   success_radius=float(success_radius), episode_length=int(episode_length))
 

@@ -49,6 +49,15 @@ def test_reset_and_step_shapes_under_jit_vmap(env_id):
         assert s.info["goal"].shape == (n, env.goal_spec.goal_size)
 
 
+def test_reacher_ref_drives_the_arm_with_the_gear_that_matches_the_references_speed():
+    from deepcrl import envs
+
+    ref, own = envs.make("reacher_ref"), envs.make("reacher")
+    assert np.allclose(np.asarray(ref.sys.actuator_gear)[:, 0], 50.0)
+    assert np.allclose(np.asarray(ref.sys.actuator.gear), 50.0)
+    assert np.allclose(np.asarray(own.sys.actuator_gear)[:, 0], 200.0)  # deepcrl's own reacher keeps Brax's XML
+
+
 def test_reacher_ref_layout_and_success_on_hand_placed_states():
     env = envs.make("reacher_ref")
     observe = jax.jit(lambda q, goal: env.observe(env.pipeline_init(q, jnp.zeros(env.sys.qd_size())), goal))
