@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Literal
+
 import tyro
 
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepcrl"
@@ -40,7 +42,10 @@ _CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepc
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Train the reference and deepcrl on the paper's ant task with one config; compare their learning curves."""
+    """Train the reference and deepcrl on one of the paper's tasks with one config; compare their learning curves."""
+
+    env: Literal["ant", "reacher"] = "ant"
+    """The paper's task: reference `--env_id ENV`, deepcrl `--env ENV_ref`."""
 
     reference_src: Path = Path(os.environ.get("DEEPCRL_SCALING_CRL_SRC", _CACHE / "scaling-crl-src"))
     """Checkout of the reference repository (holds train.py)."""
@@ -82,12 +87,23 @@ class Config:
     """Deterministic evaluation episodes per evaluation (the reference's --num_eval_envs)."""
     timeout_min: float = 13.0
     """Wall-time bound of each run (the process is killed after it; finished evaluations are kept)."""
-    out: Path = Path("benchmarks/results/vs_reference.json")
-    """JSON output; the plot goes beside it (.png)."""
-    logs: Path = Path("runs/vs_reference")
-    """Each run's full output (LEARNER_seedS.log) and deepcrl's run directories."""
+    out: Path | None = None
+    """JSON output; the plot goes beside it (.png). Default benchmarks/results/vs_reference.json for ant,
+    vs_reference_ENV.json for another task."""
+    logs: Path | None = None
+    """Each run's full output (LEARNER_seedS.log) and deepcrl's run directories (default runs/vs_reference for
+    ant, runs/vs_reference_ENV for another task)."""
+    append: bool = False
+    """Keep the runs already in the output JSON and add these (its config must equal this one but for seeds)."""
     plot_only: bool = False
     """Only redraw the PNG from the JSON."""
+
+    def out_path(self) -> Path:
+        suffix = "" if self.env == "ant" else f"_{self.env}"
+        return self.out or Path(f"benchmarks/results/vs_reference{suffix}.json")
+
+    def logs_path(self) -> Path:
+        return self.logs or Path("runs/vs_reference" + ("" if self.env == "ant" else f"_{self.env}"))
 
     def prefill_iterations(self) -> int:
         return math.ceil(self.min_replay / self.unroll_length)
@@ -102,7 +118,9 @@ def reference_command(cfg: Config, seed: int) -> list[str]:
     per_it = cfg.num_envs * cfg.unroll_length
     # train.py computes its training steps per epoch as (total - min_replay * num_envs) // (epochs * per_it).
     total = cfg.min_replay * cfg.num_envs + cfg.epochs * cfg.iterations_per_epoch * per_it
-    return [str(cfg.reference_venv / "bin" / "python"), "train.py", "--env_id", "ant", "--seed", str(seed),
+    # reacher: train.py through this file's dt fix (see _reference_reacher_child); ant: train.py as it is
+    entry = ["train.py"] if cfg.env == "ant" else [str(Path(__file__).absolute()), "--reference-reacher-dt-fix"]
+    return [str(cfg.reference_venv / "bin" / "python"), *entry, "--env_id", cfg.env, "--seed", str(seed),
             "--total_env_steps", str(total), "--num_epochs", str(cfg.epochs), "--num_envs", str(cfg.num_envs),
             "--num_eval_envs", str(cfg.eval_episodes), "--episode_length", str(cfg.episode_length),
             "--min_replay_size", str(cfg.min_replay), "--max_replay_size", str(cfg.replay),
@@ -117,7 +135,7 @@ def reference_command(cfg: Config, seed: int) -> list[str]:
 
 def deepcrl_config(cfg: Config, seed: int, out: Path) -> dict:
     """Keyword arguments of deepcrl's TrainConfig (also what the JSON records)."""
-    return dict(env="ant_ref", out=str(out), steps=cfg.total_env_steps(), depth=cfg.depth, width=cfg.width,
+    return dict(env=f"{cfg.env}_ref", out=str(out), steps=cfg.total_env_steps(), depth=cfg.depth, width=cfg.width,
                 num_envs=cfg.num_envs, batch_size=cfg.batch_size, unroll_length=cfg.unroll_length,
                 sgd_steps=cfg.sgd_steps, replay_capacity=cfg.replay, eval_every=cfg.iterations_per_epoch,
                 eval_episodes=cfg.eval_episodes, seed=seed, learning_rate=cfg.learning_rate, discount=cfg.discount,
@@ -236,20 +254,84 @@ def _deepcrl_child(kwargs_json: str) -> None:
     print("deepcrl summary:", json.dumps({k: summary[k] for k in ("env_steps", "wall_s", "compile_s")}), flush=True)
 
 
+def _reference_reacher_child(train_args: list[str]) -> None:
+    """In the reference's venv (cwd: its checkout): run train.py with its reacher's timestep set the way Brax 0.10.1
+    reads it.
+
+    The reference's reacher sets `sys.tree_replace({"opt.timestep": 0.005})` for the spring backend, but Brax
+    0.10.1 (the reference's pin) steps spring with `sys.dt`, which stays at the XML's 0.01; with gear 25 and 4 frames
+    the arm's joint velocity grows from 1e-3 to 2e9 in 4 steps even at zero action, and every loss is NaN from the
+    first epoch. Brax's own reacher sets `sys.replace(dt=0.005)`; this does the same and changes nothing else."""
+    import runpy
+
+    sys.path.insert(0, os.getcwd())
+    import envs.reacher as reacher  # the reference's module
+
+    original = reacher.Reacher.__init__
+
+    def init(self, backend="generalized", **kwargs):
+        original(self, backend=backend, **kwargs)
+        if backend in ("spring", "positional"):
+            self.sys = self.sys.replace(dt=0.005)
+            print(f"vs_reference: reacher sys.dt set to {self.sys.dt} (control period {self.dt})", flush=True)
+
+    reacher.Reacher.__init__ = init
+    sys.argv = ["train.py", *train_args]
+    runpy.run_path("train.py", run_name="__main__")
+
+
 # -- output ----------------------------------------------------------------------------------------------------
 def differences(cfg: Config) -> list[str]:
-    return [
-        "physics: the reference runs ant on Brax 'spring' (0.005 s x 10 frames); deepcrl on MJX with Brax's ant "
-        "model (0.01 s x 5 frames): same control period, different contact dynamics",
+    physics = {
+        "ant": "physics: the reference runs ant on Brax 'spring' (0.005 s x 10 frames); deepcrl on MJX with Brax's "
+               "ant model (0.01 s x 5 frames): same control period, different contact dynamics",
+        "reacher": "physics: the reference runs reacher on Brax 'spring' (0.005 s x 4 frames, gear 25); deepcrl on "
+                   "MJX with Brax's reacher model (0.01 s x 2 frames): same control period, different dynamics. The "
+                   "reference's reacher runs with sys.dt = 0.005 set the way Brax 0.10.1 reads it (its own code sets "
+                   "opt.timestep, which spring ignores under its pin: dt stays 0.01 and the arm diverges to NaN within "
+                   "a few steps even at zero action); see _reference_reacher_child",
+    }[cfg.env]
+    out = [
+        physics,
         f"the reference collects min_replay_size={cfg.min_replay} steps per env ({cfg.prefill_iterations()} "
         "unrolls) before its first SGD step; deepcrl has no prefill and runs its SGD steps from iteration 1, so at "
         f"equal env steps it has done {cfg.prefill_iterations() * cfg.sgd_steps} more SGD steps",
         "batches: the reference draws one whole-episode window per env per iteration and cuts SGD batches from "
         "those windows; deepcrl draws every batch uniformly over all stored transitions",
-        "evaluation: the reference's time at goal stops counting when an ant falls (episode done), its success is "
-        "'reached at some step'; deepcrl's success and time at goal are the same definitions over 1000 steps",
         "residual init: deepcrl runs with --residual-init reference (LayerNorm scale 1, as the reference)",
     ]
+    if cfg.env == "ant":
+        out.append("evaluation: the reference's time at goal stops counting when an ant falls (episode done), its "
+                   "success is 'reached at some step'; deepcrl's success and time at goal are the same definitions "
+                   "over 1000 steps")
+    else:
+        out.append("evaluation: both count success as 'tip within 0.05 of the target at some step' and time at goal "
+                   "as the steps within 0.05, over 1000 steps without termination")
+    return out
+
+
+_LABELS = {"success": "success (reached the goal)", "time_at_goal": "time at goal (steps of 1000)",
+           "critic_loss": "critic loss (InfoNCE + 0.1 logsumexp^2)"}
+
+
+def curves(results: dict) -> dict:
+    """Per learner, per evaluation index: env steps, mean wall s and mean / min / max over seeds of success, time at
+    goal and critic loss (seeds that reached that evaluation; `seeds` says how many)."""
+    out: dict = {}
+    for system in dict.fromkeys(r["system"] for r in results["runs"]):
+        runs = [r["rows"] for r in results["runs"] if r["system"] == system and r["rows"]]
+        points = []
+        for i in range(max((len(rows) for rows in runs), default=0)):
+            at = [rows[i] for rows in runs if len(rows) > i]
+            point = {"env_steps": at[0]["env_steps"], "seeds": len(at),
+                     "wall_s": round(sum(r["wall_s"] for r in at) / len(at), 1)}
+            for key in _LABELS:
+                vals = [r[key] for r in at if r.get(key) is not None]
+                if vals:
+                    point[key] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
+            points.append(point)
+        out[system] = points
+    return out
 
 
 def plot(results: dict, path: Path) -> None:
@@ -260,54 +342,66 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(3, 2, figsize=(11, 10.5))
     colors = {"reference": "tab:orange", "deepcrl": "tab:blue"}
-    for run in results["runs"]:
-        rows = run["rows"]
-        if not rows:
-            continue
+    for system, points in curves(results).items():
+        n = max((p["seeds"] for p in points), default=0)
         for col, xkey in enumerate(("env_steps", "wall_s")):
-            for row_i, ykey in enumerate(("success", "time_at_goal", "critic_loss")):
+            for row_i, ykey in enumerate(_LABELS):
                 ax = axes[row_i][col]
-                ax.plot([r[xkey] for r in rows], [r[ykey] for r in rows], "o-", color=colors[run["system"]],
-                        alpha=0.8, label=f"{run['system']} seed {run['seed']}")
-                ax.set_xlabel("env steps" if xkey == "env_steps" else "wall s (process launch to evaluation)")
-                ax.set_ylabel({"success": "success (reached within 0.5 m)",
-                               "time_at_goal": "time at goal (steps of 1000)",
-                               "critic_loss": "critic loss (InfoNCE + 0.1 logsumexp^2)"}[ykey])
+                pts = [p for p in points if ykey in p]
+                xs = [p[xkey] for p in pts]
+                ax.fill_between(xs, [p[ykey]["min"] for p in pts], [p[ykey]["max"] for p in pts],
+                                color=colors[system], alpha=0.2, lw=0)
+                ax.plot(xs, [p[ykey]["mean"] for p in pts], "o-", ms=3, color=colors[system],
+                        label=f"{system}: mean of {n} seeds, band min-max")
+                ax.set_xlabel("env steps" if xkey == "env_steps" else "wall s (process launch to evaluation; "
+                              "mean over seeds)")
+                ax.set_ylabel(_LABELS[ykey])
                 ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     c = results["config"]
-    fig.suptitle(f"ant (paper's task): reference train.py vs deepcrl train, depth {c['depth']} width {c['width']}, "
-                 f"{c['num_envs']} envs x {c['unroll_length']}, batch {c['batch_size']}, {c['sgd_steps']} SGD/iter",
-                 fontsize=10)
+    fig.suptitle(f"{c.get('env', 'ant')} (paper's task): reference train.py vs deepcrl train, depth {c['depth']} "
+                 f"width {c['width']}, {c['num_envs']} envs x {c['unroll_length']}, batch {c['batch_size']}, "
+                 f"{c['sgd_steps']} SGD/iter", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+_RUN_ONLY = ("seeds", "systems", "append", "plot_only", "out", "logs", "timeout_min", "reference_src", "reference_venv")
+
+
 def main(cfg: Config) -> None:
     from deepcrl.bench.common import machine_facts, write_result
 
+    out = cfg.out_path()
     if cfg.plot_only:
-        plot(json.loads(cfg.out.read_text()), cfg.out.with_suffix(".png"))
+        plot(json.loads(out.read_text()), out.with_suffix(".png"))
         return
     if "reference" in cfg.systems and not (cfg.reference_src / "train.py").is_file():
         sys.exit(f"no reference checkout at {cfg.reference_src} (pass --reference-src)")
     if "reference" in cfg.systems and not (cfg.reference_venv / "bin" / "python").exists():
         sys.exit(f"no reference venv at {cfg.reference_venv} (scripts/provision-reference.sh)")
-    logs = cfg.logs
+    logs = cfg.logs_path()
     logs.mkdir(parents=True, exist_ok=True)
-    results = {"benchmark": "vs_reference", "task": {"reference": "ant", "deepcrl": "ant_ref"},
-               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-               "differences": differences(cfg),
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    results = {"benchmark": "vs_reference", "task": {"reference": cfg.env, "deepcrl": f"{cfg.env}_ref"},
+               "config": config, "differences": differences(cfg),
                "machine": {**machine_facts(jax_devices=False), "nice": 15}, "runs": []}
+    if cfg.append and out.is_file():
+        old = json.loads(out.read_text())
+        changed = [k for k in config if k not in _RUN_ONLY and old["config"].get(k, config[k]) != config[k]]
+        if changed:
+            sys.exit(f"--append: {out} was run with another {', '.join(changed)}")
+        results["runs"] = old["runs"]
     for seed in cfg.seeds:
         for system in cfg.systems:
             load = list(os.getloadavg())
             run = (run_reference if system == "reference" else run_deepcrl)(cfg, seed, logs)
             run.update(loadavg_before=[round(x, 2) for x in load], loadavg_after=[round(x, 2) for x in os.getloadavg()])
             results["runs"].append(run)
-            write_result(cfg.out, results, jax_devices=False)
-            plot(results, cfg.out.with_suffix(".png"))
+            results["curves"] = curves(results)
+            write_result(out, results, jax_devices=False)
+            plot(results, out.with_suffix(".png"))
             last = run["rows"][-1] if run["rows"] else {}
             print(f"{system} seed {seed}: rc {run['returncode']}, {run['wall_s']} s, finite {run['finite_losses']}, "
                   f"last {last}", flush=True)
@@ -316,5 +410,7 @@ def main(cfg: Config) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--deepcrl-child":
         _deepcrl_child(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--reference-reacher-dt-fix":
+        _reference_reacher_child(sys.argv[2:])
     else:
         main(tyro.cli(Config))
