@@ -254,16 +254,13 @@ def _deepcrl_child(kwargs_json: str) -> None:
     print("deepcrl summary:", json.dumps({k: summary[k] for k in ("env_steps", "wall_s", "compile_s")}), flush=True)
 
 
-def _reference_reacher_child(train_args: list[str]) -> None:
-    """In the reference's venv (cwd: its checkout): run train.py with its reacher's timestep set the way Brax 0.10.1
-    reads it.
+def patch_reference_reacher() -> None:
+    """In the reference's venv (cwd: its checkout): give its reacher the timestep the way Brax 0.10.1 reads it.
 
     The reference's reacher sets `sys.tree_replace({"opt.timestep": 0.005})` for the spring backend, but Brax
     0.10.1 (the reference's pin) steps spring with `sys.dt`, which stays at the XML's 0.01; with gear 25 and 4 frames
     the arm's joint velocity grows from 1e-3 to 2e9 in 4 steps even at zero action, and every loss is NaN from the
     first epoch. Brax's own reacher sets `sys.replace(dt=0.005)`; this does the same and changes nothing else."""
-    import runpy
-
     sys.path.insert(0, os.getcwd())
     import envs.reacher as reacher  # the reference's module
 
@@ -276,6 +273,13 @@ def _reference_reacher_child(train_args: list[str]) -> None:
             print(f"vs_reference: reacher sys.dt set to {self.sys.dt} (control period {self.dt})", flush=True)
 
     reacher.Reacher.__init__ = init
+
+
+def _reference_reacher_child(train_args: list[str]) -> None:
+    """In the reference's venv: train.py with `patch_reference_reacher` applied."""
+    import runpy
+
+    patch_reference_reacher()
     sys.argv = ["train.py", *train_args]
     runpy.run_path("train.py", run_name="__main__")
 
