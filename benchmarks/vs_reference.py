@@ -97,6 +97,13 @@ class Config:
     """Keep the runs already in the output JSON and add these (its config must equal this one but for seeds)."""
     plot_only: bool = False
     """Only redraw the PNG from the JSON."""
+    deepcrl_reacher_gear: float | None = None
+    """Diagnostic, not parity: give deepcrl's reacher_ref this actuator gear (its XML's is 200; the reference's
+    spring reacher uses 25, and its arm moves ~4x slower under random actions). Recorded in each run's config."""
+    baseline_only: bool = False
+    """Only measure the baselines (uniform random and zero actions in deepcrl's ENV_ref) into the JSON, then redraw."""
+    baseline_episodes: int = 64
+    """Episodes of each baseline."""
 
     def out_path(self) -> Path:
         suffix = "" if self.env == "ant" else f"_{self.env}"
@@ -210,7 +217,8 @@ def run_reference(cfg: Config, seed: int, logs: Path) -> dict:
 
 def run_deepcrl(cfg: Config, seed: int, logs: Path) -> dict:
     kwargs = deepcrl_config(cfg, seed, logs / f"deepcrl_seed{seed}")
-    cmd = [sys.executable, str(Path(__file__).absolute()), "--deepcrl-child", json.dumps(kwargs)]
+    child = {**kwargs, "_reacher_gear": cfg.deepcrl_reacher_gear} if cfg.deepcrl_reacher_gear else kwargs
+    cmd = [sys.executable, str(Path(__file__).absolute()), "--deepcrl-child", json.dumps(child)]
     rows: list[dict] = []
 
     def on_line(line: str, wall: float) -> None:
@@ -238,12 +246,33 @@ def run_deepcrl(cfg: Config, seed: int, logs: Path) -> dict:
         "finite_losses": bool(losses) and all(math.isfinite(x) for x in losses), "rows": rows}
 
 
+def patch_deepcrl_reacher_gear(gear: float) -> None:
+    """Make `deepcrl.envs.make("reacher_ref")` return the env with both actuators' gear set to `gear` (MJX reads
+    the model's actuator_gear; Brax's actuator struct is kept equal)."""
+    from deepcrl import envs
+
+    make = envs.make
+
+    def patched(env_id: str, **overrides):
+        env = make(env_id, **overrides)
+        if env_id == "reacher_ref":
+            sys_ = env.sys
+            env.sys = sys_.replace(actuator_gear=sys_.actuator_gear.at[:, 0].set(gear),
+                                   actuator=sys_.actuator.replace(gear=sys_.actuator.gear * 0 + gear))
+        return env
+
+    envs.make = patched
+
+
 def _deepcrl_child(kwargs_json: str) -> None:
     """In the subprocess: train with deepcrl and print each evaluation record as one `VSREF {json}` line."""
     from deepcrl.teacher.config import TrainConfig
     from deepcrl.teacher.train import train
 
     kwargs = json.loads(kwargs_json)
+    gear = kwargs.pop("_reacher_gear", None)
+    if gear:
+        patch_deepcrl_reacher_gear(gear)
 
     def progress(record: dict) -> None:
         if "eval" in record:
@@ -314,6 +343,67 @@ def differences(cfg: Config) -> list[str]:
     return out
 
 
+def baselines(cfg: Config) -> dict:
+    """Success and time at goal of uniform random and of zero actions in deepcrl's ENV_ref and (reacher) in the
+    reference's env: what 'moved' means for each learner, whose physics differ."""
+    import numpy as np
+
+    from deepcrl import envs
+    from deepcrl.evaluate import evaluate
+
+    env = envs.make(f"{cfg.env}_ref")
+    rng = np.random.default_rng(0)
+    policies = {"uniform_random": lambda obs, goal: rng.uniform(-1, 1, (len(obs), env.action_size)),
+                "zero": lambda obs, goal: np.zeros((len(obs), env.action_size))}
+    out = {"deepcrl": {name: {k: v for k, v in evaluate(env, policy, cfg.baseline_episodes, seed=1).as_dict().items()
+                              if k in ("episodes", "success", "time_at_goal", "final_distance")}
+                       for name, policy in policies.items()}}
+    if cfg.env == "reacher" and (cfg.reference_venv / "bin" / "python").exists():
+        env_vars = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        done = subprocess.run([str(cfg.reference_venv / "bin" / "python"), str(Path(__file__).absolute()),
+                               "--reference-reacher-baselines", str(cfg.baseline_episodes)], cwd=cfg.reference_src,
+                              env={**env_vars, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        out["reference"] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _reference_reacher_baselines(episodes: int) -> None:
+    """In the reference's venv: its (timestep-fixed) reacher under uniform random and zero actions, scored as its
+    evaluator does (success: within 0.05 at some step; time at goal: steps within 0.05); prints one JSON line."""
+    import jax
+    import jax.numpy as jnp
+
+    patch_reference_reacher()
+    from envs.reacher import Reacher
+
+    env = Reacher(backend="spring")
+    step = jax.vmap(env.step)
+
+    @jax.jit
+    def episode(key):
+        k_reset, k_act = jax.random.split(key)
+        state = jax.vmap(env.reset)(jax.random.split(k_reset, episodes))
+
+        def body(carry, k):
+            state, scale = carry
+            action = scale * jax.random.uniform(k, (episodes, env.action_size), minval=-1, maxval=1)
+            state = step(state, action)
+            return (state, scale), (state.metrics["success"], state.metrics["dist"])
+
+        out = {}
+        for name, scale in (("uniform_random", 1.0), ("zero", 0.0)):
+            _, (succ, dist) = jax.lax.scan(body, (state, scale), jax.random.split(k_act, 1000))
+            out[name] = (succ, dist)
+        return out
+
+    result = {name: {"episodes": episodes, "success": float((succ.max(axis=0) > 0).mean()),
+                     "time_at_goal": float(succ.sum(axis=0).mean()), "final_distance": float(dist[-1].mean())}
+              for name, (succ, dist) in jax.device_get(episode(jax.random.PRNGKey(1))).items()}
+    print(json.dumps(result), flush=True)
+
+
 _LABELS = {"success": "success (reached the goal)", "time_at_goal": "time at goal (steps of 1000)",
            "critic_loss": "critic loss (InfoNCE + 0.1 logsumexp^2)"}
 
@@ -361,6 +451,12 @@ def plot(results: dict, path: Path) -> None:
                               "mean over seeds)")
                 ax.set_ylabel(_LABELS[ykey])
                 ax.grid(alpha=0.3)
+    for system, bases in results.get("baselines", {}).items():
+        base = bases["uniform_random"]
+        for row_i, ykey in enumerate(("success", "time_at_goal")):
+            for ax in axes[row_i]:
+                ax.axhline(base[ykey], color=colors[system], ls="--", lw=1,
+                           label=f"uniform random actions in {system}'s env ({base['episodes']} episodes)")
     axes[0][0].legend(fontsize=8)
     c = results["config"]
     fig.suptitle(f"{c.get('env', 'ant')} (paper's task): reference train.py vs deepcrl train, depth {c['depth']} "
@@ -371,7 +467,7 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-_RUN_ONLY = ("seeds", "systems", "append", "plot_only", "out", "logs", "timeout_min", "reference_src", "reference_venv")
+_RUN_ONLY = ("seeds", "systems", "append", "plot_only", "baseline_only", "baseline_episodes", "out", "logs", "timeout_min", "reference_src", "reference_venv")
 
 
 def main(cfg: Config) -> None:
@@ -380,6 +476,12 @@ def main(cfg: Config) -> None:
     out = cfg.out_path()
     if cfg.plot_only:
         plot(json.loads(out.read_text()), out.with_suffix(".png"))
+        return
+    if cfg.baseline_only:
+        results = {**json.loads(out.read_text()), "baselines": baselines(cfg)}
+        write_result(out, results, jax_devices=False)
+        plot(results, out.with_suffix(".png"))
+        print(json.dumps(results["baselines"]))
         return
     if "reference" in cfg.systems and not (cfg.reference_src / "train.py").is_file():
         sys.exit(f"no reference checkout at {cfg.reference_src} (pass --reference-src)")
@@ -414,6 +516,8 @@ def main(cfg: Config) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--deepcrl-child":
         _deepcrl_child(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--reference-reacher-baselines":
+        _reference_reacher_baselines(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--reference-reacher-dt-fix":
         _reference_reacher_child(sys.argv[2:])
     else:
