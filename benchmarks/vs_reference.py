@@ -94,7 +94,8 @@ class Config:
     """Each run's full output (LEARNER_seedS.log) and deepcrl's run directories (default runs/vs_reference for
     ant, runs/vs_reference_ENV for another task)."""
     append: bool = False
-    """Keep the runs already in the output JSON and add these (its config must equal this one but for seeds)."""
+    """Keep the runs already in the output JSON and add these (its config must equal this one but for seeds); a
+    run of the same learner and seed replaces the stored one, which moves to `superseded_runs`."""
     plot_only: bool = False
     """Only redraw the PNG from the JSON."""
     deepcrl_reacher_gear: float | None = None
@@ -498,7 +499,13 @@ def main(cfg: Config) -> None:
         changed = [k for k in config if k not in _RUN_ONLY and old["config"].get(k, config[k]) != config[k]]
         if changed:
             sys.exit(f"--append: {out} was run with another {', '.join(changed)}")
-        results["runs"] = old["runs"]
+        planned = {(system, seed) for system in cfg.systems for seed in cfg.seeds}
+        results["runs"] = [r for r in old["runs"] if (r["system"], r["seed"]) not in planned]
+        results["superseded_runs"] = old.get("superseded_runs", []) + [
+            {**r, "superseded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            for r in old["runs"] if (r["system"], r["seed"]) in planned]
+        if "baselines" in old:
+            results["baselines"] = old["baselines"]
     for seed in cfg.seeds:
         for system in cfg.systems:
             load = list(os.getloadavg())
