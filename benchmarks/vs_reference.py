@@ -37,6 +37,11 @@ from typing import Literal
 
 import tyro
 
+sys.path.insert(0, str(Path(__file__).absolute().parent))  # run as a script or loaded by path (tests)
+from vs_reference_envs import baselines, patch_deepcrl_reacher_gear  # noqa: E402
+
+_ENVS_SCRIPT = Path(__file__).absolute().with_name("vs_reference_envs.py")  # runs in the reference's venv
+
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepcrl"
 
 
@@ -126,8 +131,8 @@ def reference_command(cfg: Config, seed: int) -> list[str]:
     per_it = cfg.num_envs * cfg.unroll_length
     # train.py computes its training steps per epoch as (total - min_replay * num_envs) // (epochs * per_it).
     total = cfg.min_replay * cfg.num_envs + cfg.epochs * cfg.iterations_per_epoch * per_it
-    # reacher: train.py through this file's dt fix (see _reference_reacher_child); ant: train.py as it is
-    entry = ["train.py"] if cfg.env == "ant" else [str(Path(__file__).absolute()), "--reference-reacher-dt-fix"]
+    # reacher: train.py through the dt fix (vs_reference_envs.patch_reference_reacher); ant: train.py as it is
+    entry = ["train.py"] if cfg.env == "ant" else [str(_ENVS_SCRIPT), "--reference-reacher-dt-fix"]
     return [str(cfg.reference_venv / "bin" / "python"), *entry, "--env_id", cfg.env, "--seed", str(seed),
             "--total_env_steps", str(total), "--num_epochs", str(cfg.epochs), "--num_envs", str(cfg.num_envs),
             "--num_eval_envs", str(cfg.eval_episodes), "--episode_length", str(cfg.episode_length),
@@ -247,24 +252,6 @@ def run_deepcrl(cfg: Config, seed: int, logs: Path) -> dict:
         "finite_losses": bool(losses) and all(math.isfinite(x) for x in losses), "rows": rows}
 
 
-def patch_deepcrl_reacher_gear(gear: float) -> None:
-    """Make `deepcrl.envs.make("reacher_ref")` return the env with both actuators' gear set to `gear` (MJX reads
-    the model's actuator_gear; Brax's actuator struct is kept equal)."""
-    from deepcrl import envs
-
-    make = envs.make
-
-    def patched(env_id: str, **overrides):
-        env = make(env_id, **overrides)
-        if env_id == "reacher_ref":
-            sys_ = env.sys
-            env.sys = sys_.replace(actuator_gear=sys_.actuator_gear.at[:, 0].set(gear),
-                                   actuator=sys_.actuator.replace(gear=sys_.actuator.gear * 0 + gear))
-        return env
-
-    envs.make = patched
-
-
 def _deepcrl_child(kwargs_json: str) -> None:
     """In the subprocess: train with deepcrl and print each evaluation record as one `VSREF {json}` line."""
     from deepcrl.teacher.config import TrainConfig
@@ -284,36 +271,6 @@ def _deepcrl_child(kwargs_json: str) -> None:
     print("deepcrl summary:", json.dumps({k: summary[k] for k in ("env_steps", "wall_s", "compile_s")}), flush=True)
 
 
-def patch_reference_reacher() -> None:
-    """In the reference's venv (cwd: its checkout): give its reacher the timestep the way Brax 0.10.1 reads it.
-
-    The reference's reacher sets `sys.tree_replace({"opt.timestep": 0.005})` for the spring backend, but Brax
-    0.10.1 (the reference's pin) steps spring with `sys.dt`, which stays at the XML's 0.01; with gear 25 and 4 frames
-    the arm's joint velocity grows from 1e-3 to 2e9 in 4 steps even at zero action, and every loss is NaN from the
-    first epoch. Brax's own reacher sets `sys.replace(dt=0.005)`; this does the same and changes nothing else."""
-    sys.path.insert(0, os.getcwd())
-    import envs.reacher as reacher  # the reference's module
-
-    original = reacher.Reacher.__init__
-
-    def init(self, backend="generalized", **kwargs):
-        original(self, backend=backend, **kwargs)
-        if backend in ("spring", "positional"):
-            self.sys = self.sys.replace(dt=0.005)
-            print(f"vs_reference: reacher sys.dt set to {self.sys.dt} (control period {self.dt})", flush=True)
-
-    reacher.Reacher.__init__ = init
-
-
-def _reference_reacher_child(train_args: list[str]) -> None:
-    """In the reference's venv: train.py with `patch_reference_reacher` applied."""
-    import runpy
-
-    patch_reference_reacher()
-    sys.argv = ["train.py", *train_args]
-    runpy.run_path("train.py", run_name="__main__")
-
-
 # -- output ----------------------------------------------------------------------------------------------------
 def differences(cfg: Config) -> list[str]:
     physics = {
@@ -323,7 +280,7 @@ def differences(cfg: Config) -> list[str]:
                    "MJX with Brax's reacher model (0.01 s x 2 frames): same control period, different dynamics. The "
                    "reference's reacher runs with sys.dt = 0.005 set the way Brax 0.10.1 reads it (its own code sets "
                    "opt.timestep, which spring ignores under its pin: dt stays 0.01 and the arm diverges to NaN within "
-                   "a few steps even at zero action); see _reference_reacher_child",
+                   "a few steps even at zero action); see vs_reference_envs.patch_reference_reacher",
     }[cfg.env]
     out = [
         physics,
@@ -342,67 +299,6 @@ def differences(cfg: Config) -> list[str]:
         out.append("evaluation: both count success as 'tip within 0.05 of the target at some step' and time at goal "
                    "as the steps within 0.05, over 1000 steps without termination")
     return out
-
-
-def baselines(cfg: Config) -> dict:
-    """Success and time at goal of uniform random and of zero actions in deepcrl's ENV_ref and (reacher) in the
-    reference's env: what 'moved' means for each learner, whose physics differ."""
-    import numpy as np
-
-    from deepcrl import envs
-    from deepcrl.evaluate import evaluate
-
-    env = envs.make(f"{cfg.env}_ref")
-    rng = np.random.default_rng(0)
-    policies = {"uniform_random": lambda obs, goal: rng.uniform(-1, 1, (len(obs), env.action_size)),
-                "zero": lambda obs, goal: np.zeros((len(obs), env.action_size))}
-    out = {"deepcrl": {name: {k: v for k, v in evaluate(env, policy, cfg.baseline_episodes, seed=1).as_dict().items()
-                              if k in ("episodes", "success", "time_at_goal", "final_distance")}
-                       for name, policy in policies.items()}}
-    if cfg.env == "reacher" and (cfg.reference_venv / "bin" / "python").exists():
-        env_vars = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        done = subprocess.run([str(cfg.reference_venv / "bin" / "python"), str(Path(__file__).absolute()),
-                               "--reference-reacher-baselines", str(cfg.baseline_episodes)], cwd=cfg.reference_src,
-                              env={**env_vars, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
-        out["reference"] = json.loads(done.stdout.strip().splitlines()[-1])
-    return out
-
-
-def _reference_reacher_baselines(episodes: int) -> None:
-    """In the reference's venv: its (timestep-fixed) reacher under uniform random and zero actions, scored as its
-    evaluator does (success: within 0.05 at some step; time at goal: steps within 0.05); prints one JSON line."""
-    import jax
-    import jax.numpy as jnp
-
-    patch_reference_reacher()
-    from envs.reacher import Reacher
-
-    env = Reacher(backend="spring")
-    step = jax.vmap(env.step)
-
-    @jax.jit
-    def episode(key):
-        k_reset, k_act = jax.random.split(key)
-        state = jax.vmap(env.reset)(jax.random.split(k_reset, episodes))
-
-        def body(carry, k):
-            state, scale = carry
-            action = scale * jax.random.uniform(k, (episodes, env.action_size), minval=-1, maxval=1)
-            state = step(state, action)
-            return (state, scale), (state.metrics["success"], state.metrics["dist"])
-
-        out = {}
-        for name, scale in (("uniform_random", 1.0), ("zero", 0.0)):
-            _, (succ, dist) = jax.lax.scan(body, (state, scale), jax.random.split(k_act, 1000))
-            out[name] = (succ, dist)
-        return out
-
-    result = {name: {"episodes": episodes, "success": float((succ.max(axis=0) > 0).mean()),
-                     "time_at_goal": float(succ.sum(axis=0).mean()), "final_distance": float(dist[-1].mean())}
-              for name, (succ, dist) in jax.device_get(episode(jax.random.PRNGKey(1))).items()}
-    print(json.dumps(result), flush=True)
 
 
 _LABELS = {"success": "success (reached the goal)", "time_at_goal": "time at goal (steps of 1000)",
@@ -468,7 +364,8 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-_RUN_ONLY = ("seeds", "systems", "append", "plot_only", "baseline_only", "baseline_episodes", "out", "logs", "timeout_min", "reference_src", "reference_venv")
+_RUN_ONLY = ("seeds", "systems", "append", "plot_only", "baseline_only", "baseline_episodes", "out", "logs",
+             "timeout_min", "reference_src", "reference_venv")
 
 
 def main(cfg: Config) -> None:
@@ -479,7 +376,9 @@ def main(cfg: Config) -> None:
         plot(json.loads(out.read_text()), out.with_suffix(".png"))
         return
     if cfg.baseline_only:
-        results = {**json.loads(out.read_text()), "baselines": baselines(cfg)}
+        base = baselines(cfg.env, cfg.baseline_episodes, cfg.deepcrl_reacher_gear,
+                         str(cfg.reference_venv / "bin" / "python"), str(cfg.reference_src))
+        results = {**json.loads(out.read_text()), "baselines": base}
         write_result(out, results, jax_devices=False)
         plot(results, out.with_suffix(".png"))
         print(json.dumps(results["baselines"]))
@@ -523,9 +422,5 @@ def main(cfg: Config) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--deepcrl-child":
         _deepcrl_child(sys.argv[2])
-    elif len(sys.argv) == 3 and sys.argv[1] == "--reference-reacher-baselines":
-        _reference_reacher_baselines(int(sys.argv[2]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--reference-reacher-dt-fix":
-        _reference_reacher_child(sys.argv[2:])
     else:
         main(tyro.cli(Config))

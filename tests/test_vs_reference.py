@@ -1,5 +1,5 @@
-"""benchmarks/vs_reference.py: its seed aggregation and metric parsing (fast), and its fix of the reference's
-reacher timestep (marked `reference` and `slow`: runs the paper's reacher in its own pinned virtualenv)."""
+"""benchmarks/vs_reference.py: its seed aggregation and metric parsing (fast), and (vs_reference_envs.py) its fix of
+the reference's reacher timestep (marked `reference` and `slow`: runs the paper's reacher in its own pinned virtualenv)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def test_a_reference_epoch_line_parses_to_its_numbers(vs):
 
 def test_reacher_reference_command_goes_through_the_timestep_fix_and_ant_does_not(vs):
     reacher = vs.reference_command(vs.Config(env="reacher"), 2)
-    assert reacher[1:3] == [str(_SCRIPT), "--reference-reacher-dt-fix"] and reacher[reacher.index("--env_id") + 1] == "reacher"
+    assert reacher[1:3] == [str(_SCRIPT.with_name("vs_reference_envs.py")), "--reference-reacher-dt-fix"]
+    assert reacher[reacher.index("--env_id") + 1] == "reacher"
     ant = vs.reference_command(vs.Config(), 2)
     assert ant[1] == "train.py" and ant[ant.index("--env_id") + 1] == "ant"
     assert vs.deepcrl_config(vs.Config(env="reacher"), 2, Path("x"))["env"] == "reacher_ref"
@@ -78,8 +79,8 @@ _PROBE = """
 import json, sys, jax, jax.numpy as jnp
 sys.path.insert(0, {script_dir!r})
 if sys.argv[1] == "fixed":
-    import vs_reference
-    vs_reference.patch_reference_reacher()
+    import vs_reference_envs
+    vs_reference_envs.patch_reference_reacher()
 sys.path.insert(0, ".")
 from envs.reacher import Reacher
 env = Reacher(backend="spring")
