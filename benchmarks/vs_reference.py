@@ -104,8 +104,8 @@ class Config:
     plot_only: bool = False
     """Only redraw the PNG from the JSON."""
     deepcrl_reacher_gear: float | None = None
-    """Diagnostic, not parity: give deepcrl's reacher_ref this actuator gear (its XML's is 200; the reference's
-    spring reacher uses 25, and its arm moves ~4x slower under random actions). Recorded in each run's config."""
+    """Diagnostic: give deepcrl's reacher_ref this actuator gear instead of its own (`ReacherRef.GEAR`, 50: the
+    reference arm's speed under random actions; Brax's XML has 200, 3.9x faster). The gear used goes in the JSON."""
     baseline_only: bool = False
     """Only measure the baselines (uniform random and zero actions in deepcrl's ENV_ref) into the JSON, then redraw."""
     baseline_episodes: int = 64
@@ -272,12 +272,20 @@ def _deepcrl_child(kwargs_json: str) -> None:
 
 
 # -- output ----------------------------------------------------------------------------------------------------
+def deepcrl_reacher_gear(cfg: Config) -> float:
+    """The actuator gear deepcrl's reacher_ref runs with (the override, else `ReacherRef.GEAR`)."""
+    from deepcrl.envs.scaling_crl import ReacherRef
+
+    return float(cfg.deepcrl_reacher_gear or getattr(ReacherRef, "GEAR", 200.0))
+
+
 def differences(cfg: Config) -> list[str]:
     physics = {
         "ant": "physics: the reference runs ant on Brax 'spring' (0.005 s x 10 frames); deepcrl on MJX with Brax's "
                "ant model (0.01 s x 5 frames): same control period, different contact dynamics",
         "reacher": "physics: the reference runs reacher on Brax 'spring' (0.005 s x 4 frames, gear 25); deepcrl on "
-                   "MJX with Brax's reacher model (0.01 s x 2 frames): same control period, different dynamics. The "
+                   f"MJX with Brax's reacher model (0.01 s x 2 frames) at gear {deepcrl_reacher_gear(cfg)}: same "
+                   "control period, different dynamics. The "
                    "reference's reacher runs with sys.dt = 0.005 set the way Brax 0.10.1 reads it (its own code sets "
                    "opt.timestep, which spring ignores under its pin: dt stays 0.01 and the arm diverges to NaN within "
                    "a few steps even at zero action); see vs_reference_envs.patch_reference_reacher",
@@ -356,7 +364,9 @@ def plot(results: dict, path: Path) -> None:
                            label=f"uniform random actions in {system}'s env ({base['episodes']} episodes)")
     axes[0][0].legend(fontsize=8)
     c = results["config"]
-    fig.suptitle(f"{c.get('env', 'ant')} (paper's task): reference train.py vs deepcrl train, depth {c['depth']} "
+    gear = results["task"].get("deepcrl_reacher_gear")
+    task = f"{c.get('env', 'ant')} (paper's task{f'; deepcrl arm gear {gear:g}' if gear else ''})"
+    fig.suptitle(f"{task}: reference train.py vs deepcrl train, depth {c['depth']} "
                  f"width {c['width']}, {c['num_envs']} envs x {c['unroll_length']}, batch {c['batch_size']}, "
                  f"{c['sgd_steps']} SGD/iter", fontsize=10)
     fig.tight_layout()
@@ -390,7 +400,10 @@ def main(cfg: Config) -> None:
     logs = cfg.logs_path()
     logs.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    results = {"benchmark": "vs_reference", "task": {"reference": cfg.env, "deepcrl": f"{cfg.env}_ref"},
+    task = {"reference": cfg.env, "deepcrl": f"{cfg.env}_ref"}
+    if cfg.env == "reacher":
+        task["deepcrl_reacher_gear"] = deepcrl_reacher_gear(cfg)
+    results = {"benchmark": "vs_reference", "task": task,
                "config": config, "differences": differences(cfg),
                "machine": {**machine_facts(jax_devices=False), "nice": 15}, "runs": []}
     if cfg.append and out.is_file():
@@ -399,6 +412,8 @@ def main(cfg: Config) -> None:
         if changed:
             sys.exit(f"--append: {out} was run with another {', '.join(changed)}")
         planned = {(system, seed) for system in cfg.systems for seed in cfg.seeds}
+        config["seeds"] = sorted({*old["config"]["seeds"], *cfg.seeds})
+        config["systems"] = list(dict.fromkeys([*old["config"]["systems"], *cfg.systems]))
         results["runs"] = [r for r in old["runs"] if (r["system"], r["seed"]) not in planned]
         results["superseded_runs"] = old.get("superseded_runs", []) + [
             {**r, "superseded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
