@@ -53,3 +53,17 @@ class ImportConfig:
             self.source == "jaxgcrl" and self.file == "final"))
         if self.file is not None and (Path(self.file).name != self.file or not named_ok):
             raise DeepcrlError(f"--file must be a .pkl file name inside RUN_DIR, got {self.file!r}.")
+
+
+def check_run(use_relu, env_id, checkpoint, reference_ids, who: str) -> None:
+    """The checks every importer shares, each failing in one sentence: swish networks, a task deepcrl has under a
+    `_ref` id (`reference_ids`), the ``(alpha_params, actor_params, critic_params)`` tuple. `who` names the
+    source in the sentences ("the reference's", "JaxGCRL's")."""
+    if use_relu:
+        raise DeepcrlError("the checkpoint was trained with use_relu (ReLU activations); deepcrl's networks use "
+                           "swish, so it cannot be imported exactly.")
+    if env_id not in reference_ids:
+        raise DeepcrlError(f"the checkpoint was trained on {who} {env_id!r}, which has no deepcrl task with its "
+                           f"observation layout yet (supported: {', '.join(reference_ids)}).")
+    if not isinstance(checkpoint, tuple) or len(checkpoint) != 3:
+        raise DeepcrlError(f"the checkpoint is not {who} (alpha_params, actor_params, critic_params) tuple.")

@@ -42,6 +42,7 @@ import numpy as np
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.interop import unpickle
+from deepcrl.interop.config import check_run
 
 FORMAT = "jaxgcrl"
 ENERGY = "norm"  # the only energy deepcrl's critics compute (-||phi - psi||)
@@ -178,15 +179,8 @@ def convert(checkpoint: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("agent") != "CRL":
         raise DeepcrlError(f"args.pkl says this run trained JaxGCRL's {cfg.get('agent')} agent; deepcrl imports "
                            "its CRL agents only.")
-    if cfg.get("use_relu"):
-        raise DeepcrlError("the checkpoint was trained with use_relu (ReLU activations); deepcrl's networks use "
-                           "swish, so it cannot be imported exactly.")
     ref_env = cfg.get("env")
-    if ref_env not in REFERENCE_IDS:
-        raise DeepcrlError(f"the checkpoint was trained on JaxGCRL's {ref_env!r}, which has no deepcrl task with "
-                           f"its observation layout yet (supported: {', '.join(REFERENCE_IDS)}).")
-    if not isinstance(checkpoint, tuple) or len(checkpoint) != 3:
-        raise DeepcrlError("the checkpoint is not JaxGCRL's (alpha_params, actor_params, critic_params) tuple.")
+    check_run(cfg.get("use_relu"), ref_env, checkpoint, REFERENCE_IDS, "JaxGCRL's")
     alpha, actor_vars, critic = checkpoint
     if not isinstance(critic, dict) or set(critic) != {"sa_encoder", "g_encoder"}:
         raise DeepcrlError("the checkpoint's critic is not {'sa_encoder': ..., 'g_encoder': ...}.")

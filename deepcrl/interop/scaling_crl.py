@@ -28,6 +28,7 @@ import numpy as np
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.interop import unpickle
+from deepcrl.interop.config import check_run
 
 FORMAT = "scaling-crl"
 
@@ -134,16 +135,8 @@ def convert(checkpoint: Any, args: dict[str, Any]) -> dict[str, Any]:
     from deepcrl import envs
     from deepcrl.envs.scaling_crl import REFERENCE_IDS
 
-    if args.get("use_relu"):
-        raise DeepcrlError("the checkpoint was trained with use_relu=1 (ReLU activations); deepcrl's networks use "
-                           "swish, so it cannot be imported exactly.")
     ref_env = args.get("env_id")
-    if ref_env not in REFERENCE_IDS:
-        raise DeepcrlError(f"the checkpoint was trained on the reference's {ref_env!r}, which has no "
-                           f"reference-compatible deepcrl env yet (supported: {', '.join(REFERENCE_IDS)}).")
-    if not isinstance(checkpoint, tuple) or len(checkpoint) != 3:
-        raise DeepcrlError("the checkpoint is not the reference's (alpha_params, actor_params, critic_params) "
-                           "tuple.")
+    check_run(args.get("use_relu"), ref_env, checkpoint, REFERENCE_IDS, "the reference's")
     alpha, actor_vars, critic = checkpoint
     if not isinstance(critic, dict) or set(critic) != {"sa_encoder", "g_encoder"}:
         raise DeepcrlError("the checkpoint's critic is not {'sa_encoder': ..., 'g_encoder': ...}.")
