@@ -58,7 +58,11 @@ def test_distill_export_and_eval_of_both(run, capsys, tmp_path):
                             "--eval-episodes", "4", "--round-eval-episodes", "0"])
     assert report["student"]["params"] > 0 and report["ratios"]["params"] > 1
     onnx = tmp_path / "policy.onnx"
-    _json(capsys, ["export", "--run", str(student), "--out", str(onnx)])
+    # --max-diff 1e-4, not the default 1e-5: this 10-step student standardises its inputs with statistics of ~20
+    # states near the start (reacher_ref: std 0.003 for cos of the elbow), while the export's parity rollouts
+    # swing the arm through its whole range, hundreds of those stds away, where float32 rounding alone reached
+    # 4.2e-5 (Dec 4). The JAX-vs-ONNX agreement that matters here is checked below, on the same episodes.
+    _json(capsys, ["export", "--run", str(student), "--out", str(onnx), "--max-diff", "1e-4"])
     assert onnx.stat().st_size > 0
     by_run = _json(capsys, ["eval", "--run", str(student), "--eval-episodes", "4", "--episode-length", "5"])
     by_file = _json(capsys, ["eval", "--model", str(onnx), "--eval-episodes", "4", "--episode-length", "5"])
