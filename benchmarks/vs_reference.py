@@ -284,7 +284,7 @@ def differences(cfg: Config) -> list[str]:
         "ant": "physics: the reference runs ant on Brax 'spring' (0.005 s x 10 frames); deepcrl on MJX with Brax's "
                "ant model (0.01 s x 5 frames): same control period, different contact dynamics",
         "reacher": "physics: the reference runs reacher on Brax 'spring' (0.005 s x 4 frames, gear 25); deepcrl on "
-                   f"MJX with Brax's reacher model (0.01 s x 2 frames) at gear {deepcrl_reacher_gear(cfg)}: same "
+                   f"MJX with Brax's reacher model (0.01 s x 2 frames) at gear {deepcrl_reacher_gear(cfg):g}: same "
                    "control period, different dynamics. The "
                    "reference's reacher runs with sys.dt = 0.005 set the way Brax 0.10.1 reads it (its own code sets "
                    "opt.timestep, which spring ignores under its pin: dt stays 0.01 and the arm diverges to NaN within "
