@@ -7,7 +7,8 @@
   ``/readyz``, ``/metrics``;
 - `stream.py`: ``WS /v1/stream``;
 - `v2.py`: the Open Inference Protocol (KServe v2): ``/v2/health/*``, ``/v2/models/{name}[/ready|/infer]``;
-- `repository.py`: ``/v2/repository/index``, ``/v2/repository/models/{name}/load|unload`` (model lifecycle);
+- `repository.py` (the model lifecycle) and `repository_routes.py`: ``/v2/repository/index``,
+  ``/v2/repository/models/{name}/load|unload``;
 - `grpc_service.py`: the v2 protocol over gRPC (``grpc_port``), a ``grpc.aio`` server started in the lifespan.
 
 A new protocol is one more module with an ``add_routes(app, server)``, called in `create_app`.
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from deepcrl.errors import DeepcrlError
-from deepcrl.serve import distance, protocol, repository, stream, v1, v2
+from deepcrl.serve import distance, protocol, repository_routes, stream, v1, v2
 from deepcrl.serve.admission import ADMITTED, send_refusal
 from deepcrl.serve.control import SharedControl
 from deepcrl.serve.repository import CONTROL_MODES, Repository
@@ -188,7 +189,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
     app.server = server
     stream.add_routes(app, server)
     v2.add_routes(app, server)
-    repository.add_routes(app, server, repo)
+    repository_routes.add_routes(app, server, repo)
     distance.add_routes(app, server, *distance.load(critic, plan))
     return app
 

@@ -37,15 +37,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-
 from deepcrl.errors import ArtifactError
-from deepcrl.serve import protocol
 from deepcrl.serve import control
-from deepcrl.serve.control import WATCH_S, SharedControl, check_load_parameters
+from deepcrl.serve.control import WATCH_S, SharedControl
 from deepcrl.serve.protocol import RequestError
-from deepcrl.serve.shared import NEEDS_TOKEN, PolicyServer, Served
+from deepcrl.serve.shared import PolicyServer, Served
 
 _log = logging.getLogger("deepcrl.serve")
 CONTROL_MODES = ("none", "explicit", "poll")
@@ -362,58 +358,3 @@ class _Failed(Exception):
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
         self.status, self.reason = status, reason
-
-
-def add_routes(app: FastAPI, server: PolicyServer, repo: Repository) -> None:
-    """Add ``/v2/repository/index`` and ``/v2/repository/models/{name}/load|unload`` to `app`."""
-
-    def error(exc: RequestError) -> Response:
-        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
-        return Response(protocol.encode({"error": str(exc)}, "json"), exc.status, headers=headers,
-                        media_type=protocol.JSON)
-
-    async def body_of(request: Request) -> dict:
-        raw = await request.body()
-        if not raw.strip():
-            return {}
-        parsed = protocol.decode(raw, "json")
-        if not isinstance(parsed, dict):
-            raise RequestError(400, "the body must be a JSON map.")
-        return parsed
-
-    async def index(request: Request) -> Response:
-        try:
-            if not server.authorized(request.headers):
-                raise RequestError(401, NEEDS_TOKEN)
-            body = await body_of(request) if request.method == "POST" else {}
-            return Response(protocol.encode(repo.index(bool(body.get("ready", False))), "json"),
-                            media_type=protocol.JSON)
-        except RequestError as exc:
-            return error(exc)
-
-    def controllable(request: Request) -> None:
-        if not server.authorized(request.headers):
-            raise RequestError(401, NEEDS_TOKEN)
-        repo.check_control()
-
-    async def load(request: Request, name: str) -> Response:
-        try:
-            controllable(request)
-            check_load_parameters((await body_of(request)).get("parameters", {}))
-            await repo.load(name)
-            return Response(b"", 200)
-        except RequestError as exc:
-            return error(exc)
-
-    async def unload(request: Request, name: str) -> Response:
-        try:
-            controllable(request)
-            check_load_parameters((await body_of(request)).get("parameters", {}))
-            await repo.unload(name)
-            return Response(b"", 200)
-        except RequestError as exc:
-            return error(exc)
-
-    app.add_api_route("/v2/repository/index", index, methods=["GET", "POST"])
-    app.add_api_route("/v2/repository/models/{name}/load", load, methods=["POST"])
-    app.add_api_route("/v2/repository/models/{name}/unload", unload, methods=["POST"])
