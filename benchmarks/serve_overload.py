@@ -223,9 +223,10 @@ def _h2load_timeline(url: str, body: Path, prefix: list[str], cfg: ServeOverload
                           name="extra", procs=cfg.generator_processes)
     texts = [proc.communicate()[0] for proc, _ in base + extra]
     logs = [log for _, log in base + extra]
-    rows = np.concatenate([np.loadtxt(log, dtype=np.int64, ndmin=2) for log in logs if log.stat().st_size])
+    tables = {log: np.loadtxt(log, dtype=np.int64, ndmin=2) for log in logs if log.stat().st_size}
+    rows = np.concatenate(list(tables.values()))
     start_us, status, dur_us = rows[:, 0], rows[:, 1], rows[:, 2]
-    t0 = int(min(np.loadtxt(log, dtype=np.int64, ndmin=2)[:, 0].min() for _, log in base if log.stat().st_size))
+    t0 = int(min(tables[log][:, 0].min() for _, log in base if log in tables))
     t = (start_us - t0) / 1e6
     bounds = [(0.0, cfg.steady_s, half), (cfg.steady_s, cfg.steady_s + cfg.overload_s, high),
               (cfg.steady_s + cfg.overload_s, total_s, half)]

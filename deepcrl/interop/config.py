@@ -67,3 +67,27 @@ def check_run(use_relu, env_id, checkpoint, reference_ids, who: str) -> None:
                            f"observation layout yet (supported: {', '.join(reference_ids)}).")
     if not isinstance(checkpoint, tuple) or len(checkpoint) != 3:
         raise DeepcrlError(f"the checkpoint is not {who} (alpha_params, actor_params, critic_params) tuple.")
+
+
+def check_finite(params: dict, who: str) -> None:
+    """One sentence for a diverged checkpoint: `params` is {"actor": tree, "critic": tree} of numpy arrays."""
+    import numpy as np
+
+    def arrays(tree):
+        for value in tree.values():
+            yield from (arrays(value) if isinstance(value, dict) else [value])
+
+    for name, tree in params.items():
+        bad = sum(int(np.size(x) - np.isfinite(x).sum()) for x in arrays(tree))
+        if bad:
+            raise DeepcrlError(f"the checkpoint's {name} holds {bad} non-finite parameters ({who} run diverged "
+                               "before it saved this file); import an earlier step_N.pkl.")
+
+
+def finite_log_alpha(alpha) -> float | None:
+    """The entropy temperature's log from the checkpoint's alpha parameters (None when absent or not finite)."""
+    import numpy as np
+
+    value = alpha.get("log_alpha") if isinstance(alpha, dict) else None
+    value = None if value is None else float(np.asarray(value))
+    return value if value is not None and np.isfinite(value) else None

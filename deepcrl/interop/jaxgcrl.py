@@ -42,7 +42,7 @@ import numpy as np
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.interop import unpickle
-from deepcrl.interop.config import check_run
+from deepcrl.interop.config import check_finite, check_run, finite_log_alpha
 
 FORMAT = "jaxgcrl"
 ENERGY = "norm"  # the only energy deepcrl's critics compute (-||phi - psi||)
@@ -211,16 +211,9 @@ def convert(checkpoint: Any, cfg: dict[str, Any]) -> dict[str, Any]:
                             "g_torso": _torso(g_p, hidden, norms), "g_head": _head(g_p, hidden)}
         note = "imported" + (" (JaxGCRL's norm energy adds 1e-6 under the root)" if "energy_fn" in cfg else "")
     _check_shapes(params, actor_cfg, critic_cfg, ref_env)
-    for name, tree in params.items():
-        bad = sum(int(np.size(x) - np.isfinite(x).sum()) for x in _arrays(tree))
-        if bad:
-            raise DeepcrlError(f"the checkpoint's {name} holds {bad} non-finite parameters (the JaxGCRL run "
-                               "diverged before it saved this file); import an earlier step_N.pkl.")
-    log_alpha = alpha.get("log_alpha") if isinstance(alpha, dict) else None
-    log_alpha = None if log_alpha is None else float(np.asarray(log_alpha))
+    check_finite(params, "the JaxGCRL")
     return {"env_id": env_id, "reference_env_id": ref_env, "actor_cfg": actor_cfg, "critic_cfg": critic_cfg,
-            "params": params, "critic_note": note,
-            "log_alpha": log_alpha if log_alpha is not None and np.isfinite(log_alpha) else None}
+            "params": params, "critic_note": note, "log_alpha": finite_log_alpha(alpha)}
 
 
 def _task_sizes(env_id: str) -> dict[str, int]:
@@ -229,11 +222,6 @@ def _task_sizes(env_id: str) -> dict[str, int]:
     env = envs.make(env_id)
     return {"obs_size": env.goal_spec.obs_size, "goal_size": env.goal_spec.goal_size,
             "action_size": env.action_size}
-
-
-def _arrays(tree: dict):
-    for value in tree.values():
-        yield from (_arrays(value) if isinstance(value, dict) else [value])
 
 
 def _check_shapes(params: dict, actor_cfg: dict, critic_cfg: dict | None, ref_env: str) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.interop import unpickle
-from deepcrl.interop.config import check_run
+from deepcrl.interop.config import check_finite, check_run, finite_log_alpha
 
 FORMAT = "scaling-crl"
 
@@ -169,20 +169,9 @@ def convert(checkpoint: Any, args: dict[str, Any]) -> dict[str, Any]:
               "critic": {"sa_tower": _tower(sa_p, sa_blocks), "sa_head": _head(sa_p, 4 * sa_blocks + 1),
                          "g_tower": _tower(g_p, g_blocks), "g_head": _head(g_p, 4 * g_blocks + 1)}}
     _check_shapes(params, actor_cfg, critic_cfg, ref_env)
-    for name in ("actor", "critic"):
-        bad = sum(int(np.size(x) - np.isfinite(x).sum()) for x in _arrays(params[name]))
-        if bad:
-            raise DeepcrlError(f"the checkpoint's {name} holds {bad} non-finite parameters (the reference run "
-                               "diverged before it saved this file); import an earlier step_N.pkl.")
-    log_alpha = alpha.get("log_alpha") if isinstance(alpha, dict) else None
-    log_alpha = None if log_alpha is None else float(np.asarray(log_alpha))
+    check_finite(params, "the reference")
     return {"env_id": env_id, "reference_env_id": ref_env, "actor_cfg": actor_cfg, "critic_cfg": critic_cfg,
-            "params": params, "log_alpha": log_alpha if log_alpha is not None and np.isfinite(log_alpha) else None}
-
-
-def _arrays(tree: dict):
-    for value in tree.values():
-        yield from (_arrays(value) if isinstance(value, dict) else [value])
+            "params": params, "log_alpha": finite_log_alpha(alpha)}
 
 
 def _check_shapes(params: dict, actor_cfg: dict, critic_cfg: dict, ref_env: str) -> None:

@@ -156,11 +156,13 @@ class MicroBatcher:
         if expired:
             self.expired += len(expired)
             _expire(expired)
-        while live:
-            batch, rows = [], 0
-            while live and (not batch or rows + live[0].rows <= self.max_batch):
-                rows += live[0].rows
-                batch.append(live.pop(0))
+        first = 0
+        while first < len(live):
+            last, rows = first + 1, live[first].rows
+            while last < len(live) and rows + live[last].rows <= self.max_batch:
+                rows += live[last].rows
+                last += 1
+            batch, first = live[first:last], last
             self.inline_calls += 1
             _resolve(batch, *self._call(batch))
         if self._m_queue is not None:
