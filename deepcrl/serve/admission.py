@@ -58,10 +58,13 @@ def deadline(start: float, default_s: float, requested_s: float | None) -> float
     return start + (default_s if requested_s is None else min(default_s, requested_s))
 
 
-SHED_WINDOW_S = 0.1
-"""The window over which admission decides whether a queue stands (CoDel's interval)."""
+SHED_WINDOW_S = 0.02
+"""The window over which admission decides whether a queue stands (CoDel's interval; 100 ms let a full bound's
+queue stand long enough at the onset of an overload to put ~1% of a 10 s overload's answers over 10 ms)."""
 SHED_TARGET_S = 0.005
 """A queue stands when every request answered in a whole window took longer than this (CoDel's target)."""
+SHED_LATE_S = 0.010
+"""An answer that took longer than this (the latency a control loop is promised) tightens the bound at once."""
 SHED_DIVISOR = 8
 """While a queue stands, the bound is `max_in_flight // SHED_DIVISOR` (at least 1)."""
 
@@ -74,7 +77,8 @@ class Admission:
     at once is not an overload), while at twice the capacity every admitted request makes each turn of the
     event loop longer, and every request, admitted or refused, waits for that turn. So, in CoDel's manner:
     when every request answered during a whole `SHED_WINDOW_S` took longer than `SHED_TARGET_S` (a standing
-    queue, not a burst), the bound drops to `max_in_flight // SHED_DIVISOR`; it returns to `max_in_flight` after
+    queue, not a burst), or as soon as one answer took longer than `SHED_LATE_S` (the queue behind it is already
+    too long for a control loop), the bound drops to `max_in_flight // SHED_DIVISOR`; it returns to `max_in_flight` after
     a window in which fewer than half the arriving requests were refused at the tighter bound (the overload has
     eased: at twice the capacity about 3 in 4 are; a burst at half the capacity refuses a few). A bound under `2 * SHED_DIVISOR` is kept as it is. `limit` is the bound in force.
 
@@ -122,22 +126,33 @@ class Admission:
         if started is None:
             return
         now = time.perf_counter()
-        if now >= self._window_end:  # the first answer after a window closes it; it belongs to the next
+        took = now - started
+        if took > SHED_LATE_S and self.limit == self.max_in_flight and self.shed_in_flight < self.max_in_flight:
+            self._shed(now)  # a late answer: the queue behind it is as long, no need to wait for the window
+        elif now >= self._window_end:  # the first answer after a window closes it; it belongs to the next
             self._roll(now)
-        if now - started < self._fastest:
-            self._fastest = now - started
+        if took < self._fastest:
+            self._fastest = took
+
+    def _shed(self, now: float) -> None:
+        self.limit = self.shed_in_flight
+        self.sheds += 1
+        if self._on_limit is not None:
+            self._on_limit(self.limit, True)
+        self._new_window(now)
 
     def _roll(self, now: float) -> None:
         if self.limit == self.max_in_flight:
             if self._fastest > SHED_TARGET_S and self._window_end and self.shed_in_flight < self.max_in_flight:
-                self.limit = self.shed_in_flight
-                self.sheds += 1
-                if self._on_limit is not None:
-                    self._on_limit(self.limit, True)
+                self._shed(now)
+                return
         elif self._refused * 2 < self._admitted + self._refused:
             self.limit = self.max_in_flight
             if self._on_limit is not None:
                 self._on_limit(self.limit, False)
+        self._new_window(now)
+
+    def _new_window(self, now: float) -> None:
         self._fastest, self._admitted, self._refused = float("inf"), 0, 0
         self._window_end = now + SHED_WINDOW_S
 

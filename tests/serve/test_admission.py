@@ -284,9 +284,9 @@ def test_the_refusal_fast_path_recognises_only_whole_inference_requests():
 
 
 def test_a_standing_queue_tightens_the_bound_and_a_burst_does_not(monkeypatch):
-    """CoDel's rule on a fake clock: a window in which every answer took over 5 ms drops the bound to 1/8; a
-    window with under 1 in 20 refused at that bound restores it; fast answers among slow ones (a burst) never
-    tighten it; a small bound is kept as given."""
+    """CoDel's rule on a fake clock: a window in which every answer took over 5 ms drops the bound to 1/8, and so
+    does one answer over 10 ms at once; a window with under half refused at that bound restores it; fast answers
+    among slow ones (a burst) never tighten it; a small bound is kept as given."""
     from deepcrl.serve import admission as adm
 
     clock = [100.0]
@@ -314,10 +314,10 @@ def test_a_standing_queue_tightens_the_bound_and_a_burst_does_not(monkeypatch):
     changes = []
     a = adm.Admission(128, lambda limit, shed: changes.append((limit, shed)))
     window(a, [0.0001])  # the first answer only opens the first window
-    window(a, [0.002, 0.030, 0.040])  # a burst: one answer was fast
+    window(a, [0.002, 0.008, 0.009])  # a burst: one answer was fast, none late
     window(a, [0.001])
     assert a.limit == 128 and a.sheds == 0
-    window(a, [0.006, 0.020, 0.050])  # every answer of the window waited: a standing queue
+    window(a, [0.006, 0.007, 0.009])  # every answer of the window waited: a standing queue
     window(a, [0.001] * 5, arrivals=40)  # closes it: the bound drops; then 24 of 40 arrivals are refused
     assert a.limit == 16 and a.sheds == 1 and a.shed_in_flight == 16
     window(a, [0.001] * 5, arrivals=10)  # closes the refusing window (the overload went on): still 16
@@ -325,6 +325,12 @@ def test_a_standing_queue_tightens_the_bound_and_a_burst_does_not(monkeypatch):
     window(a, [0.001])  # closes a window in which every arrival fitted: the bound comes back
     assert a.limit == 128 and a.in_flight == 0
     assert changes == [(128, False), (16, True), (128, False)]  # what /metrics shows (deepcrl_in_flight_limit)
+    assert a.enter()
+    a.leave(clock[0] - adm.SHED_LATE_S * 1.5)  # one late answer, mid-window: the bound drops at once
+    assert a.limit == 16 and a.sheds == 2 and changes[-1] == (16, True)
+    clock[0] += adm.SHED_WINDOW_S
+    window(a, [0.001])  # closes a window in which every arrival fitted: back
+    assert a.limit == 128
     small = adm.Admission(8)
     window(small, [0.0001])
     window(small, [0.050, 0.060])
