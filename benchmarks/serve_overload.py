@@ -86,7 +86,11 @@ class ServeOverloadConfig:
     fleet_connections: int = 400
     """h2load: robots (keep-alive connections), each sending at an equal share of the offered rate."""
     pin: bool = True
-    """With >= 2 cores: the server on core 0, the h2load generators on the others."""
+    """With more cores than `--workers`: the server on the first `--workers` cores, the h2load generators on the
+    others."""
+    workers: int = 1
+    """The server's --workers (processes on one port; --max-in-flight is per process). On a many-core machine:
+    `--workers 4`."""
     floor: bool = True
     """h2load: also run the timeline against a server that answers without doing anything
     (`deepcrl.bench.floor`): how much of each latency is the generator's, the kernel's and the machine's."""
@@ -172,12 +176,13 @@ _SUMMARY = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) 
                       r"(\d+) errored, (\d+) timeout")
 
 
-def _cpus(pin: bool) -> tuple[list[str], list[str]]:
-    """(server prefix, generator prefix): taskset pins when asked for and possible, else nothing."""
+def _cpus(pin: bool, server_cores: int = 1) -> tuple[list[str], list[str]]:
+    """(server prefix, generator prefix): taskset pins when asked for and possible (the server on the first
+    `server_cores` cores, the generators on the rest), else nothing."""
     n = os.cpu_count() or 1
-    if not pin or n < 2 or shutil.which("taskset") is None:
+    if not pin or n <= server_cores or shutil.which("taskset") is None:
         return [], []
-    return ["taskset", "-c", "0"], ["taskset", "-c", f"1-{n - 1}"]
+    return ["taskset", "-c", f"0-{server_cores - 1}"], ["taskset", "-c", f"{server_cores}-{n - 1}"]
 
 
 def _h2load(url: str, body: Path, prefix: list[str], *, clients: int, seconds: float | None = None,
@@ -302,7 +307,7 @@ def main(cfg: ServeOverloadConfig) -> int:
         generator = "h2load" if shutil.which("h2load") else "python"
     if generator == "h2load" and shutil.which("h2load") is None:
         raise SystemExit("--generator h2load needs nghttp2's h2load on PATH (apt install nghttp2-client).")
-    server_cpus, generator_cpus = _cpus(cfg.pin) if generator == "h2load" else ([], [])
+    server_cpus, generator_cpus = _cpus(cfg.pin, cfg.workers) if generator == "h2load" else ([], [])
     machine = machine_facts(jax_devices=False)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
@@ -326,7 +331,8 @@ def main(cfg: ServeOverloadConfig) -> int:
         capacity = None
         for label, bound in settings:
             proc, url = _start([*server_cpus, sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(model),
-                                "--port", "0", "--max-in-flight", str(bound)])
+                                "--port", "0", "--max-in-flight", str(bound),
+                                *(["--workers", str(cfg.workers)] if cfg.workers > 1 else [])])
             try:
                 requests = http_requests(url, "/v1/act", json_bodies, "application/json", None)
                 if capacity is None:  # measured once, so both timelines offer the same rates
