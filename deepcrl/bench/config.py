@@ -91,10 +91,15 @@ class BenchServeConfig:
     device: str = "cpu"
     """The server's --device (cpu, cuda, tensorrt) and the providers of the in-process ORT floor; the results
     record the providers that ran."""
+    timeout_us: int | None = None
+    """Give every request a deadline of this many microseconds (the `X-Timeout-Us` header on /v1, a
+    `timeout_us` field in WebSocket frames, v2 `parameters.timeout` on gRPC): the server answers 504 to a
+    request still waiting when it passes, and the cells count those as `http_504` errors. Unset: the server's
+    own --timeout-s."""
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one)."""
-        checks.positive(self, "duration_s", "max_minutes", "rounds")
+        checks.positive(self, "duration_s", "max_minutes", "rounds", "timeout_us")
         checks.at_least(self, 1, "max_batch_size")
         checks.at_least(self, 0, "max_queue_delay_us")
 

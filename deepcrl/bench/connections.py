@@ -84,11 +84,14 @@ async def http_connect(url: str) -> HttpConnection:
     return conn
 
 
-def http_requests(url: str, path: str, bodies: list[bytes], media: str, token: str | None) -> list[bytes]:
+def http_requests(url: str, path: str, bodies: list[bytes], media: str, token: str | None,
+                  timeout_us: int | None = None) -> list[bytes]:
+    """Raw HTTP/1.1 POSTs of `bodies` (with the bearer token, and the per-request deadline header when given)."""
     host = urlsplit(url).netloc
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    deadline = f"X-Timeout-Us: {timeout_us}\r\n" if timeout_us is not None else ""
     return [(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {media}\r\nAccept: {media}\r\n{auth}"
-             f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
+             f"{deadline}Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
 
 
 class WsConnection:

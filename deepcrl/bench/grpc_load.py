@@ -76,13 +76,17 @@ async def grpc_connect(target: str, stream: bool = False, token: str | None = No
     return GrpcStream(target, token) if stream else GrpcUnary(target, token)
 
 
-def grpc_requests(model_name: str, rows: list[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
-    """Serialized ``ModelInferRequest``s, one (observation, goal) row each, tensors as raw little-endian FP32."""
+def grpc_requests(model_name: str, rows: list[tuple[np.ndarray, np.ndarray]],
+                  timeout_us: int | None = None) -> list[bytes]:
+    """Serialized ``ModelInferRequest``s, one (observation, goal) row each, tensors as raw little-endian FP32
+    (with v2's ``parameters.timeout`` in µs when `timeout_us` is given)."""
     from tritonclient.grpc import service_pb2 as pb
 
     out = []
     for obs, goal in rows:
         request = pb.ModelInferRequest(model_name=model_name)
+        if timeout_us is not None:
+            request.parameters["timeout"].int64_param = timeout_us
         for tensor, value in (("observation", obs), ("goal", goal)):
             request.inputs.add(name=tensor, datatype="FP32", shape=[1, value.size])
             request.raw_input_contents.append(np.asarray(value).astype("<f4").tobytes())

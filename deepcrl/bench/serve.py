@@ -40,6 +40,7 @@ from deepcrl.bench.grpc_load import free_port, grpc_connect, grpc_requests, requ
 from deepcrl.bench.load import Run, closed_loop, http_connect, http_requests, open_loop, stats, ws_connect
 from deepcrl.bench.serve_report import summary, write
 from deepcrl.errors import DeepcrlError
+from deepcrl.serve.admission import TIMEOUT_FIELD
 from deepcrl import contract
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -190,6 +191,9 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
         info = (await http.get(url + "/v1/metadata")).json()
     obs_size, goal_size = info[contract.OBS_SIZE], info[contract.GOAL_SIZE]
     json_bodies, msgpack_bodies = _payloads(obs_size, goal_size, cfg.seed)
+    # WebSocket frames carry their deadline in the frame (HTTP requests in a header: `http_requests`)
+    ws_frames = msgpack_bodies if cfg.timeout_us is None else [
+        msgpack.packb({**msgpack.unpackb(b), TIMEOUT_FIELD: cfg.timeout_us}) for b in msgpack_bodies]
     cells: list[dict[str, Any]] = []
     skipped: list[str] = []
     samples: dict[str, np.ndarray] = {}
@@ -200,10 +204,10 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
             return False
         return True
 
-    def http_target(server_url: str, path: str, fmt: str):
+    def http_target(server_url: str, path: str, fmt: str, timeout_us: int | None = cfg.timeout_us):
         bodies = json_bodies if fmt == "json" else msgpack_bodies
         media = "application/json" if fmt == "json" else "application/msgpack"
-        return (lambda: http_connect(server_url)), http_requests(server_url, path, bodies, media, token)
+        return (lambda: http_connect(server_url)), http_requests(server_url, path, bodies, media, token, timeout_us)
 
     def ws_target(frames: list[bytes]):
         return (lambda: ws_connect(url, token)), frames
@@ -214,13 +218,14 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
             rows = [(np.asarray(p[contract.OBSERVATION], np.float32), np.asarray(p[contract.GOAL], np.float32))
                     for p in map(json.loads, json_bodies)]  # the same rows as the HTTP bodies
             targets.append(("deepcrl", "grpc", "deepcrl grpc", ((lambda: grpc_connect(grpc_target, token=token)),
-                                                                grpc_requests(info["name"], rows))))
+                                                                grpc_requests(info["name"], rows,
+                                                                              cfg.timeout_us))))
         elif proto == "ws":
-            targets.append(("deepcrl", "ws", "deepcrl ws", ws_target(msgpack_bodies)))
+            targets.append(("deepcrl", "ws", "deepcrl ws", ws_target(ws_frames)))
         else:
             targets.append(("deepcrl", proto, f"deepcrl http+{proto}", http_target(url, "/v1/act", proto)))
     if base_url:
-        targets.append(("baseline", "json", "baseline http+json", http_target(base_url, "/v1/act", "json")))
+        targets.append(("baseline", "json", "baseline http+json", http_target(base_url, "/v1/act", "json", None)))
 
     floors: dict[str, Any] = {}
     if cfg.model is not None:

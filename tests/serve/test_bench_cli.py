@@ -122,3 +122,27 @@ def test_serve_command_errors_are_one_sentence(tmp_path, monkeypatch, capsys):
     assert main(["serve", "--model", str(tmp_path), "--token-env", "DEEPCRL_SURELY_UNSET"]) == 2
     assert "DEEPCRL_SURELY_UNSET" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path / "none.onnx")]) == 2
+
+
+def test_bench_timeout_us_gives_every_request_its_deadline_on_every_protocol(policy_onnx, tmp_path):
+    """`--timeout-us`: a deadline that has passed on arrival is a 504 (counted by kind) on /v1 JSON and msgpack,
+    the WebSocket and gRPC alike; a generous one changes nothing."""
+    from deepcrl.bench.grpc_load import GRPC_ERROR
+    from deepcrl.serve.app import RunningServer, create_app
+
+    app = create_app(policy_onnx, warmup=1, grpc_port=0)
+    protocols = ("json", "msgpack", "ws", "grpc")
+    with RunningServer(app) as running:
+        common = dict(url=running.url, grpc_port=app.state.grpc_port, duration_s=0.1, concurrency=(1,), rates=(),
+                      max_minutes=1)
+        late = run(BenchServeConfig(**common, protocols=protocols, out=tmp_path / "late", timeout_us=1))
+        easy = run(BenchServeConfig(**common, protocols=("json",), out=tmp_path / "easy", timeout_us=1_000_000))
+    assert sorted(c["protocol"] for c in late["cells"]) == sorted(protocols)
+    deadline_kinds = {"http_504", f"http_{GRPC_ERROR + 4}"}  # gRPC's DEADLINE_EXCEEDED is code 4
+    for cell in late["cells"]:
+        assert cell["requests"] > 0 and cell["errors"] == cell["requests"], cell
+        assert set(cell["errors_by_kind"]) <= deadline_kinds and len(cell["errors_by_kind"]) == 1, cell
+    assert all(c["errors"] == 0 and c["requests"] > 0 for c in easy["cells"])
+    assert json.loads((tmp_path / "late.json").read_text())["config"]["timeout_us"] == 1
+    with pytest.raises(DeepcrlError, match="--timeout-us must be positive"):
+        BenchServeConfig(url=running.url, timeout_us=0)
