@@ -7,9 +7,13 @@
 #   bash benchmarks/gpu_lease.sh final            # last call: install onnxruntime-gpu, wait for the chain,
 #                                                 # then latency (CUDA vs CPU provider), serve, serve_gpu
 # setup starts a detached chain: train both -> gpu_bodies.py curves,distill,export (beside seeds.py) -> done.
+#   bash benchmarks/gpu_lease.sh overload         # if time is left: serve_overload.py on the many-core box, with
+#                                                 # 1 and 4 server processes (needs .gpu/h2load, below)
 #   bash benchmarks/gpu_lease.sh smoke            # every stage on this CPU, tiny (no wheels, CPU provider)
-# Code from branches not yet merged travels as snapshots in .gpu/paper and .gpu/fleet (`git archive BRANCH
-# deepcrl benchmarks/...`), copied out of the tree at setup: a call that does not carry .gpu removes it there.
+#   bash benchmarks/gpu_lease.sh overload --smoke # the overload stage on this CPU, tiny
+# .gpu/h2load: nghttp2's h2load and the libraries the device lacks (`cp /usr/bin/h2load
+# /lib/x86_64-linux-gnu/{libnghttp2.so.14,libjemalloc.so.2,libev.so.4} .gpu/h2load/` after `apt install
+# nghttp2-client`), copied out of the tree at setup: a call that does not carry .gpu removes it there.
 # Measured 2026-12-04 (benchmarks/results/gpu_bodies.json): transfers take seconds; 5 training processes share
 # the GPU well; the chain's distil + export need ~5 min after training, so wait for chain.done before `final`.
 #
@@ -72,9 +76,7 @@ chain() {  # $1: train flags; $2: --smoke or empty; $3 reacher steps. Detached: 
   local py; py="env PYTHONPATH=$(site_path) python3"
   start_training "$1" "$3"
   wait_training 900
-  # `deepcrl train --seeds` (issue 19) is on a branch: its snapshot travels in $LEASE/paper
-  [ -f "$LEASE"/paper/benchmarks/seeds.py ] && { (cd "$LEASE/paper" && timeout 300 env PYTHONPATH="/tmp/site:$LEASE/paper" \
-    python3 benchmarks/seeds.py $2 --out "$RES/seeds_gpu.json" >"$LEASE/seeds.log" 2>&1) & }
+  (timeout 300 $py benchmarks/seeds.py $2 --out "$RES/seeds_gpu.json" >"$LEASE/seeds.log" 2>&1) &
   timeout 600 $py benchmarks/gpu_bodies.py $2 --stages curves,distill,export --runs-dir "$LEASE" \
     --out "$RES/gpu_bodies.json" >"$LEASE/bodies.log" 2>&1
   wait
@@ -90,10 +92,7 @@ finish() {  # $1: --smoke or empty; each stage bounded, a failing one recorded, 
   timeout 120 $py benchmarks/gpu_bodies.py $1 --stages latency,serve --runs-dir "$LEASE" \
     --out "$RES/gpu_bodies.json" 2>&1 | tail -n 8
   cp "$RES"/*.json "$RES"/*.png "$OUTDIR"/ 2>/dev/null
-  # `serve --device` (issue 20) is on a branch: its snapshot travels in $LEASE/fleet (cwd: its serve subprocesses)
-  [ -f "$LEASE"/fleet/benchmarks/serve_gpu.py ] && (cd "$LEASE/fleet" && timeout 150 env \
-    PYTHONPATH="/tmp/site_ort:/tmp/site:$LEASE/fleet" python3 benchmarks/serve_gpu.py $1 \
-    --out "$RES/serve_gpu.json" 2>&1 | tail -n 8)
+  timeout 150 $py benchmarks/serve_gpu.py $1 --out "$RES/serve_gpu.json" 2>&1 | tail -n 8
   tail -n 4 "$LEASE"/*.log >"$RES/gpu_lease_logs.txt" 2>&1; tail -n 30 "$RES/gpu_lease_logs.txt"
   tar czf "$RES/runs_reacher.tar.gz" -C "$LEASE" --exclude='train_state' reacher_s0 reacher_s1 reacher_s2 2>/dev/null
   tar czf "$RES/runs_ant.tar.gz" -C "$LEASE" --exclude='train_state' --exclude='checkpoint' --exclude='teacher_d64.onnx' \
@@ -102,11 +101,28 @@ finish() {  # $1: --smoke or empty; each stage bounded, a failing one recorded, 
   ls -la "$OUTDIR"
 }
 
+overload() {  # $1: --smoke or empty. The server on 1, then 4 cores (processes), h2load robots on the rest
+  local py; py="env PYTHONPATH=$(site_path) python3"
+  local h2=$LEASE/h2load
+  [ -x "$h2/h2load" ] && { printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s/h2load "$@"\n' "$h2" "$h2" >"$h2/run";
+    mkdir -p "$h2/bin"; mv "$h2/run" "$h2/bin/h2load"; chmod +x "$h2/bin/h2load"; }
+  export PATH=$h2/bin:$PATH
+  command -v h2load >/dev/null || { echo "no h2load: carry .gpu/h2load (see the top of this script)"; return 1; }
+  local small=""
+  [ "$1" = --smoke ] && small="--capacity-s 1 --steady-s 1 --overload-s 2 --after-s 1 --fleet-connections 40"
+  for w in 1 4; do
+    [ "$1" = --smoke ] && [ $w -gt 1 ] && [ "$(nproc)" -le $w ] && continue
+    timeout 200 $py benchmarks/serve_overload.py $small --workers $w --out "$RES/serve_overload_${w}w_$(nproc)cores.json" \
+      2>&1 | grep -v "^wrote" | tail -n 5
+  done
+  cp "$RES"/serve_overload_* "$OUTDIR"/ 2>/dev/null
+}
+
 case "$stage" in
   setup)
     nvidia-smi -L
     # a later call that does not carry .gpu removes it on the device: keep what the chain reads outside the tree
-    for d in paper fleet; do [ -d .gpu/$d ] && cp -r .gpu/$d "$LEASE/"; done
+    [ -d .gpu/h2load ] && cp -r .gpu/h2load "$LEASE/"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
     PYTHONPATH=$(site_path) python3 -c "import jax, brax, mujoco, mujoco.mjx, jax2onnx, fastapi, uvicorn, tyro, onnxruntime as o; print(jax.__version__, jax.devices(), o.__version__)" || exit 1
     setsid nohup bash "$ROOT/benchmarks/gpu_lease.sh" chain-gpu >"$LEASE/chain.log" 2>&1 </dev/null &
@@ -132,5 +148,6 @@ case "$stage" in
     CHAIN_WAIT_S=10 finish --smoke
     ;;
   finish-smoke) CHAIN_WAIT_S=0 finish --smoke ;;
+  overload) overload "${2:-}" ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
