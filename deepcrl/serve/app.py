@@ -44,6 +44,7 @@ from deepcrl.serve.shared import PolicyServer, load_models, load_one
 
 if TYPE_CHECKING:
     from deepcrl.serve.config import ServeConfig
+    from deepcrl.serve.tls import ServerTls
 
 
 class PolicyApp(FastAPI):
@@ -94,7 +95,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
                max_in_flight: int = 128, model_control: str = "none", repository_poll_s: float = 1.0,
                device: str = "cpu", critic: str | Path | None = None,
                plan: dict | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
-               grpc_reuse_port: bool = False, control_dir: str | Path | None = None) -> FastAPI:
+               grpc_reuse_port: bool = False, control_dir: str | Path | None = None,
+               tls: "ServerTls | None" = None) -> FastAPI:
     """Build the server app: loads every model once and warms it up before returning.
 
     Args:
@@ -118,6 +120,8 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         grpc_reuse_port: let several worker processes share the gRPC port (SO_REUSEPORT).
         control_dir: the model-control directory this app shares with the other workers of one server
             (`control.py`; None: it is the only one).
+        tls: the server's certificate and key (`tls.py`): gRPC over TLS on them (HTTP and WebSocket get TLS from
+            the ASGI server: `uvicorn_config(..., tls=...)`). None: plain gRPC.
 
     Returns:
         A FastAPI app (`app.state.server` is its `PolicyServer`); its batcher threads start with the app's
@@ -161,7 +165,7 @@ def create_app(model_path: str | Path, *, max_batch_size: int = 64, max_queue_de
         if grpc_service is not None:
             grpc_server, app.state.grpc_port = await grpc_service.start(
                 server, grpc_host, grpc_port, max_message_bytes=max_body_bytes, reuse_port=grpc_reuse_port,
-                repository=repo)
+                repository=repo, credentials=None if tls is None else tls.grpc_credentials())
         # Everything made so far (the libraries, the models) lives as long as the server: moved out of the
         # garbage collector's sight, a full collection no longer walks it (12-18 ms here, a stall of every
         # request in flight, seen as the p99 of a fleet at 4k req/s).
@@ -211,10 +215,11 @@ def _load_version(path: Path, version: str, **kwargs):
 
 
 def uvicorn_config(app, *, log_level: str = "warning", max_body_bytes: int | None = None,
-                   graceful_timeout_s: int = 10):
+                   graceful_timeout_s: int = 10, tls: "ServerTls | None" = None):
     """uvicorn settings for low latency: uvloop + httptools when installed, no access log, no WS deflate.
 
-    `max_body_bytes` caps WebSocket frames (default: the limit `create_app` was given).
+    `max_body_bytes` caps WebSocket frames (default: the limit `create_app` was given); `tls` serves HTTP and
+    WebSocket over TLS (checked first: `ServerTls.check`).
     """
     import importlib.util
 
@@ -234,7 +239,7 @@ def uvicorn_config(app, *, log_level: str = "warning", max_body_bytes: int | Non
         app, loop="uvloop" if has("uvloop") else "asyncio", http=http,
         ws="websockets-sansio", ws_max_size=max_body_bytes, ws_per_message_deflate=False, log_level=log_level,
         access_log=False, timeout_graceful_shutdown=graceful_timeout_s, lifespan="on", server_header=False,
-        date_header=False)
+        date_header=False, **({} if tls is None else tls.uvicorn_options()))
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -261,9 +266,9 @@ def check_port(host: str, port: int) -> None:
                                "--grpc-port.") from exc
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class RunningServer:
@@ -274,7 +279,7 @@ class RunningServer:
         import uvicorn
 
         self.sock = bind(host, port)
-        self.url = url_of(self.sock)
+        self.url = url_of(self.sock, "http" if config_kwargs.get("tls") is None else "https")
         self.server = uvicorn.Server(uvicorn_config(app, **config_kwargs))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="deepcrl-serve")
@@ -301,6 +306,9 @@ def serve(cfg: "ServeConfig") -> None:
     """Run `deepcrl serve` in the foreground until SIGINT/SIGTERM (then drain in-flight requests)."""
     import uvicorn
 
+    tls = cfg.tls()
+    if tls is not None:
+        tls.check()  # a bad file is one sentence before any model loads or any port is bound
     token = None
     if cfg.token_env:
         token = os.environ.get(cfg.token_env)
@@ -313,9 +321,10 @@ def serve(cfg: "ServeConfig") -> None:
                      token=token, max_body_bytes=cfg.max_body_bytes, timeout_s=cfg.timeout_s, model_name=cfg.model_name,
                      intra_op_threads=cfg.intra_op_threads, warmup=cfg.warmup, max_in_flight=cfg.max_in_flight,
                      model_control=cfg.model_control, repository_poll_s=cfg.repository_poll_s, device=cfg.device,
-                     critic=cfg.critic, plan=cfg.plan_options(), grpc_port=cfg.grpc_port, grpc_host=cfg.host)
+                     critic=cfg.critic, plan=cfg.plan_options(), grpc_port=cfg.grpc_port, grpc_host=cfg.host,
+                     tls=tls)
     sock = bind(cfg.host, cfg.port)
-    url = url_of(sock)
+    url = url_of(sock, "http" if tls is None else "https")
     if cfg.grpc_port:
         try:
             check_port(cfg.host, cfg.grpc_port)
@@ -328,9 +337,10 @@ def serve(cfg: "ServeConfig") -> None:
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:
-                grpc = "" if cfg.grpc_port is None else f"gRPC at {cfg.host}:{app.state.grpc_port}; "
+                grpc = "" if cfg.grpc_port is None else \
+                    f"gRPC{'' if tls is None else ' (TLS)'} at {cfg.host}:{app.state.grpc_port}; "
                 print(f"deepcrl serve: ready at {url} ({grpc}models: {names}; default {app.state.default}; "
                       f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
                       f"auth {'on' if token else 'off'})", flush=True)
 
-    _Server(uvicorn_config(app, log_level=cfg.log_level)).run(sockets=[sock])
+    _Server(uvicorn_config(app, log_level=cfg.log_level, tls=tls)).run(sockets=[sock])

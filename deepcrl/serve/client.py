@@ -5,7 +5,9 @@ MLServer and deepcrl's /v2 routes speak) and `StreamClient` (WebSocket) both imp
 ``policy(observation[B, obs], goal[B, goal]) -> action[B, act]``, so
 ``deepcrl.evaluate.evaluate(env, PolicyClient(url))`` drives the simulator through the server. Nothing here
 imports JAX or ONNX Runtime (a test checks it), so ``pip install deepcrl[client]`` is enough on the robot
-(HTTP uses the standard library; WebSocket uses `websockets`).
+(HTTP uses the standard library; WebSocket uses `websockets`). Both speak TLS to a server started with
+``--tls-cert``: an ``https://`` URL, with ``ca=`` naming the CA bundle of a self-signed server and ``cert=`` /
+``key=`` the client certificate a server with ``--tls-client-ca`` asks for (`deepcrl.serve.tls.client_context`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import http.client
 import json
+import ssl
 import warnings
 from urllib.parse import urlsplit
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from deepcrl.errors import DeepcrlError
 from deepcrl.contract import ACTION, ACTION_SIZE, GOAL, GOAL_SIZE, OBS_SIZE, OBSERVATION
+from deepcrl.serve.tls import client_context
 
 MSGPACK = "application/msgpack"
 
@@ -45,6 +49,15 @@ def _rows(x, size: int, name: str) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != size:
         raise DeepcrlError(f"{name} has shape {np.shape(x)}; the server's model expects rows of {size} values.")
     return arr
+
+
+def _tls(url: str, ca, cert, key):
+    """The TLS context of an https:// or wss:// URL (None for a plain one, which takes no TLS options)."""
+    if urlsplit(url).scheme in ("https", "wss"):
+        return client_context(ca, cert, key)
+    if (ca, cert, key) != (None, None, None):
+        raise DeepcrlError(f"ca=, cert= and key= are TLS options; {url!r} is not an https:// URL.")
+    return None
 
 
 def _model_name(model_name: str | None, model: str | None) -> str | None:
@@ -117,11 +130,15 @@ class PolicyClient(_PolicyBase):
         use_json: send and receive JSON instead of msgpack (v2 always uses JSON tensors).
         timeout: seconds per request.
         protocol: "v1" (deepcrl's own) or "v2" (the Open Inference Protocol, KServe v2); v2 needs `model_name`.
+        ca: with https://, the PEM CA bundle that signed the server's certificate (None: the system's CAs).
+        cert: with https://, a PEM client certificate (a server with ``--tls-client-ca`` requires one).
+        key: its private key, when not in `cert`.
         model: deprecated spelling of `model_name`.
     """
 
     def __init__(self, url: str, token: str | None = None, model_name: str | None = None, use_json: bool = False,
-                 timeout: float = 10.0, protocol: str = "v1", *, model: str | None = None):
+                 timeout: float = 10.0, protocol: str = "v1", *, ca: str | None = None, cert: str | None = None,
+                 key: str | None = None, model: str | None = None):
         model = _model_name(model_name, model)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -133,7 +150,7 @@ class PolicyClient(_PolicyBase):
                                "eval: --model-name NAME).")
         self.url, self.protocol = url.rstrip("/"), protocol
         self._connect_args = (parts.hostname, parts.port, timeout)
-        self._https = parts.scheme == "https"
+        self._tls = _tls(url, ca, cert, key)
         path = f"/v2/models/{model}" if protocol == "v2" else f"/v1/models/{model}" if model else "/v1"
         self._prefix = parts.path.rstrip("/") + path
         self._json = use_json or protocol == "v2"
@@ -149,8 +166,10 @@ class PolicyClient(_PolicyBase):
         for attempt in (0, 1):
             if self._conn is None:
                 host, port, timeout = self._connect_args
-                cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                self._conn = cls(host, port, timeout=timeout)
+                if self._tls is None:
+                    self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                else:
+                    self._conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
             try:
                 self._conn.request(method, self._prefix + path, body, headers)
                 response = self._conn.getresponse()
@@ -160,6 +179,10 @@ class PolicyClient(_PolicyBase):
                 if attempt:
                     raise ServerError(0, f"cannot reach {self.url} ({exc}).") from exc
                 continue
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise ServerError(0, f"{self.url}'s certificate is not trusted ({exc.verify_message}); pass "
+                                     "ca= the CA bundle that signed it.") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise ServerError(0, f"cannot reach {self.url} ({type(exc).__name__}: {exc}).") from exc
@@ -252,15 +275,17 @@ class StreamClient(_PolicyBase):
     """WebSocket client of ``/v1/stream`` for control loops: one frame per request, no HTTP overhead.
 
     Args:
-        url: server base URL (http:// or ws://).
+        url: server base URL (http:// or ws://; https:// or wss:// for a server with TLS).
         token: bearer token, if the server requires one.
         model_name: a model name of a multi-model server (None: the default model).
         timeout: seconds to wait for each answer.
+        ca, cert, key: TLS options, as `PolicyClient`'s.
         model: deprecated spelling of `model_name`.
     """
 
     def __init__(self, url: str, token: str | None = None, model_name: str | None = None, timeout: float = 10.0,
-                 *, model: str | None = None):
+                 *, ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 model: str | None = None):
         model = _model_name(model_name, model)
         from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
@@ -270,7 +295,8 @@ class StreamClient(_PolicyBase):
         headers = {"authorization": f"Bearer {token}"} if token else None
         self._timeout = timeout
         try:
-            self._ws = connect(base + path, additional_headers=headers, compression=None, open_timeout=timeout)
+            self._ws = connect(base + path, additional_headers=headers, compression=None, open_timeout=timeout,
+                               ssl=_tls(base, ca, cert, key))
         except (WebSocketException, OSError, TimeoutError) as exc:  # refused handshake (401/403), unreachable
             raise ServerError(getattr(getattr(exc, "response", None), "status_code", 0),
                               f"cannot open {base + path} ({exc}).") from exc

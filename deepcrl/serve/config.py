@@ -80,6 +80,21 @@ class ServeConfig:
     the grpc extra; unset: no gRPC; 0: a free port, printed in the ready line). With --workers N every worker
     serves it on the same port (SO_REUSEPORT; a fixed port is needed), and a client's connection stays on the
     worker that accepted it (deepcrl/serve/grpc_service.py)."""
+    tls_cert: Path | None = None
+    """With --tls-key: serve HTTP, WebSocket and gRPC over TLS (https://, wss://) with this PEM certificate (its
+    chain after it, if any). Both files are loaded once at start-up; a bad one is one sentence
+    (deepcrl/serve/tls.py)."""
+    tls_key: Path | None = None
+    """With --tls-cert: its unencrypted PEM private key."""
+    tls_client_ca: Path | None = None
+    """With --tls-cert: mutual TLS. Every client (HTTP, WebSocket and gRPC) must present a certificate signed by
+    this PEM CA bundle; without one the handshake fails."""
+
+    def tls(self):
+        """The `deepcrl.serve.tls.ServerTls` of the --tls-* flags (None: plain HTTP and gRPC)."""
+        from deepcrl.serve.tls import server_tls
+
+        return server_tls(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     def plan_options(self) -> dict | None:
         """The planner's options for `create_app` (None without --plan)."""
@@ -90,7 +105,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); `model` becomes a `Path`."""
-        checks.paths(self, "model")
+        checks.paths(self, "model", "tls_cert", "tls_key", "tls_client_ca")
+        self.tls()  # both of --tls-cert and --tls-key or neither (their contents are checked at start-up)
         checks.at_least(self, 1, "max_batch_size", "intra_op_threads", "workers")
         checks.at_least(self, 0, "max_queue_delay_us", "warmup")
         checks.within(self, 0, 65535, "port", "grpc_port")

@@ -293,12 +293,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
 
 async def start(server: PolicyServer, host: str, port: int, *, max_message_bytes: int,
-                reuse_port: bool = False, repository: Repository | None = None) -> tuple[grpc.aio.Server, int]:
+                reuse_port: bool = False, repository: Repository | None = None,
+                credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC service of `server` on `host:port` (0: a free port) in the running event loop.
 
     Returns the ``grpc.aio`` server (stop it with ``await g.stop(GRACE_S)``) and the bound port. `reuse_port`
     lets several worker processes share the port (SO_REUSEPORT, as ``--workers N``); without it a port
-    already in use is refused. `repository` answers the repository RPCs (the app's `Repository`).
+    already in use is refused. `repository` answers the repository RPCs (the app's `Repository`). With
+    `credentials` (``grpc.ssl_server_credentials``, `tls.ServerTls.grpc_credentials`) the port speaks TLS only.
     """
     g = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                  ("grpc.max_send_message_length", max_message_bytes),
@@ -306,7 +308,7 @@ async def start(server: PolicyServer, host: str, port: int, *, max_message_bytes
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(server, repository), g)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = g.add_insecure_port(address)
+        bound = g.add_insecure_port(address) if credentials is None else g.add_secure_port(address, credentials)
     except RuntimeError as exc:
         bound = 0
         cause = exc

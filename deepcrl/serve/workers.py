@@ -55,7 +55,7 @@ def _build(cfg: ServeConfig):
                       max_in_flight=cfg.max_in_flight, model_control=cfg.model_control,
                       repository_poll_s=cfg.repository_poll_s, device=cfg.device,
                       critic=cfg.critic, plan=cfg.plan_options(), grpc_port=cfg.grpc_port, grpc_host=cfg.host,
-                      grpc_reuse_port=cfg.workers > 1, control_dir=os.environ.get(CONTROL_DIR_ENV))
+                      grpc_reuse_port=cfg.workers > 1, control_dir=os.environ.get(CONTROL_DIR_ENV), tls=cfg.tls())
 
 
 def worker_app():
@@ -76,24 +76,28 @@ def serve_workers(cfg: ServeConfig) -> int:
 
     if cfg.workers < 1:
         raise DeepcrlError(f"--workers must be at least 1, got {cfg.workers}.")
+    tls = cfg.tls()
+    if tls is not None:
+        tls.check()  # a bad file is one sentence here, not a traceback in every worker
     probe = _build(cfg)  # fails here, in one sentence, rather than N times in the workers
     names, default = ", ".join(probe.state.served), probe.state.default
     del probe
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.token_env is None:
         print(f"deepcrl serve: warning: listening on {cfg.host} without a token (--token-env).", file=sys.stderr)
     sock = bind(cfg.host, cfg.port)
-    url = url_of(sock)
+    url = url_of(sock, "http" if tls is None else "https")
     if cfg.grpc_port is not None:
         try:
             check_port(cfg.host, cfg.grpc_port)
         except DeepcrlError:
             sock.close()
             raise
-    config = uvicorn_config(f"{__name__}:worker_app", log_level=cfg.log_level, max_body_bytes=cfg.max_body_bytes)
+    config = uvicorn_config(f"{__name__}:worker_app", log_level=cfg.log_level, max_body_bytes=cfg.max_body_bytes,
+                            tls=tls)
     config.factory, config.workers = True, cfg.workers
 
     def ready() -> None:
-        grpc = "" if cfg.grpc_port is None else f"gRPC at {cfg.host}:{cfg.grpc_port}; "
+        grpc = "" if cfg.grpc_port is None else f"gRPC{'' if tls is None else ' (TLS)'} at {cfg.host}:{cfg.grpc_port}; "
         print(f"deepcrl serve: ready at {url} ({grpc}{cfg.workers} workers; models: {names}; default {default}; "
               f"max_batch_size {cfg.max_batch_size}, max_queue_delay_us {cfg.max_queue_delay_us}, "
               f"auth {'on' if cfg.token_env else 'off'})", flush=True)
