@@ -46,6 +46,13 @@ class EvalConfig:
     """With --url: v1 (deepcrl's own) or v2 (the Open Inference Protocol of Triton, KServe, MLServer, deepcrl)."""
     model_name: str | None = None
     """With --url: the served model to score (required by v2; v1 uses the server's default model if unset)."""
+    tls_ca: Path | None = None
+    """With an https:// --url: the PEM CA bundle that signed the server's certificate (a self-signed server's own
+    certificate or CA; unset: the system's trusted CAs)."""
+    tls_client_cert: Path | None = None
+    """With an https:// --url: a PEM client certificate, for a server started with --tls-client-ca."""
+    tls_client_key: Path | None = None
+    """With --tls-client-cert: its PEM private key (unset: the key is in the certificate's file)."""
     probe: bool = False
     """With --run of a teacher trained on a point maze: also score its critic's energy -||phi(s, a) - psi(g)||
     against the maze's shortest-path and straight-line distances over every pair of free cells (Spearman rank
@@ -75,11 +82,16 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         """Check the fields (one `DeepcrlError` sentence for the first bad one); paths become `Path`s."""
-        checks.paths(self, "run", "model", "render", "probe_png")
+        checks.paths(self, "run", "model", "render", "probe_png", "tls_ca", "tls_client_cert", "tls_client_key")
         if sum(source is not None for source in (self.run, self.model, self.url)) != 1:
             raise DeepcrlError("give exactly one of --run DIR, --model FILE.onnx or --url URL.")
         if self.url is None and (self.protocol != "v1" or self.model_name is not None):
             raise DeepcrlError("--protocol and --model-name choose how to talk to a server; they need --url URL.")
+        tls = (self.tls_ca, self.tls_client_cert, self.tls_client_key)
+        if any(x is not None for x in tls) and not (self.url or "").startswith("https://"):
+            raise DeepcrlError("--tls-ca, --tls-client-cert and --tls-client-key are for an https:// --url.")
+        if self.tls_client_key is not None and self.tls_client_cert is None:
+            raise DeepcrlError("--tls-client-key needs its --tls-client-cert.")
         if self.protocol == "v2" and not self.model_name:
             raise DeepcrlError("--protocol v2 addresses a model by name; pass --model-name NAME.")
         checks.at_least(self, 1, "eval_episodes", "episode_length")

@@ -152,7 +152,7 @@ class OpenedPolicy:
 
 def open_policy(*, run: str | Path | None = None, model: str | Path | None = None, url: str | None = None,
                 token: str | None = None, model_name: str | None = None, protocol: str = "v1",
-                onnx_options: dict[str, Any] | None = None) -> OpenedPolicy:
+                onnx_options: dict[str, Any] | None = None, tls: dict[str, Any] | None = None) -> OpenedPolicy:
     """The policy behind exactly one of a run directory, an exported .onnx file or a server's URL.
 
     Every kind implements ``policy(observation[B, obs], goal[B, goal]) -> action[B, act]``, so a caller scores
@@ -164,7 +164,8 @@ def open_policy(*, run: str | Path | None = None, model: str | Path | None = Non
         model: an exported .onnx file (`deepcrl.onnx_policy.OnnxPolicy`, with `onnx_options` such as
             ``providers`` and ``intra_op_threads``).
         url: a running `deepcrl serve` or any Open Inference Protocol server (`deepcrl.serve.client.PolicyClient`,
-            with `token`, `model_name` and `protocol`).
+            with `token`, `model_name`, `protocol` and, for an https:// URL, `tls`: its ``ca``, ``cert`` and
+            ``key`` options).
     """
     if sum(source is not None for source in (run, model, url)) != 1:
         raise DeepcrlError("give exactly one of --run DIR, --model FILE.onnx or --url URL.")
@@ -178,7 +179,7 @@ def open_policy(*, run: str | Path | None = None, model: str | Path | None = Non
         return OpenedPolicy(policy, policy.metadata.get("env_id") or None, f"onnx {model}")
     from deepcrl.serve.client import PolicyClient
 
-    policy = PolicyClient(url, token=token, model_name=model_name, protocol=protocol)
+    policy = PolicyClient(url, token=token, model_name=model_name, protocol=protocol, **(tls or {}))
     served = policy.metadata()  # the server's facts; the model's own metadata_props under "metadata"
     return OpenedPolicy(policy, served.get("metadata", {}).get("env_id") or None, f"server {url}")
 

@@ -9,6 +9,7 @@ from typing import Annotated, Union
 import tyro
 
 from deepcrl import _checks as checks
+from deepcrl.errors import DeepcrlError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,13 @@ class BenchServeConfig:
     """Hard bound on the whole run's wall time; cells not started by then are skipped (and listed as skipped)."""
     token_env: str | None = None
     """With --url: environment variable holding the server's bearer token."""
+    tls_ca: Path | None = None
+    """With an https:// --url (a server started with --tls-cert): the PEM CA bundle that signed its certificate
+    (unset: the system's trusted CAs). Every connection of the run (HTTP, WebSocket, gRPC) then speaks TLS."""
+    tls_client_cert: Path | None = None
+    """With an https:// --url: a PEM client certificate, for a server started with --tls-client-ca."""
+    tls_client_key: Path | None = None
+    """With --tls-client-cert: its PEM private key (unset: the key is in the certificate's file)."""
     seed: int = 0
     """Seed of the random observations sent."""
     json: bool = False
@@ -102,6 +110,12 @@ class BenchServeConfig:
         checks.positive(self, "duration_s", "max_minutes", "rounds", "timeout_us")
         checks.at_least(self, 1, "max_batch_size")
         checks.at_least(self, 0, "max_queue_delay_us")
+        checks.paths(self, "tls_ca", "tls_client_cert", "tls_client_key")
+        tls = (self.tls_ca, self.tls_client_cert, self.tls_client_key)
+        if any(x is not None for x in tls) and not (self.url or "").startswith("https://"):
+            raise DeepcrlError("--tls-ca, --tls-client-cert and --tls-client-key are for an https:// --url.")
+        if self.tls_client_key is not None and self.tls_client_cert is None:
+            raise DeepcrlError("--tls-client-key needs its --tls-client-cert.")
 
 
 @dataclasses.dataclass(frozen=True)

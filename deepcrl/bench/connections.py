@@ -8,6 +8,7 @@ is the `websockets` asyncio client.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from urllib.parse import urlsplit
 
 import msgpack
@@ -78,9 +79,10 @@ class HttpConnection(asyncio.Protocol):
         self.transport.close()
 
 
-async def http_connect(url: str) -> HttpConnection:
+async def http_connect(url: str, tls: ssl.SSLContext | None = None) -> HttpConnection:
+    """A keep-alive connection to `url`'s host (over TLS with `tls`, for an https:// server)."""
     parts = urlsplit(url)
-    _, conn = await asyncio.get_running_loop().create_connection(HttpConnection, parts.hostname, parts.port)
+    _, conn = await asyncio.get_running_loop().create_connection(HttpConnection, parts.hostname, parts.port, ssl=tls)
     return conn
 
 
@@ -115,12 +117,12 @@ class WsConnection:
         await self.ws.close()
 
 
-async def ws_connect(url: str, token: str | None) -> WsConnection:
+async def ws_connect(url: str, token: str | None, tls: ssl.SSLContext | None = None) -> WsConnection:
     from websockets.asyncio.client import connect
 
     headers = {"authorization": f"Bearer {token}"} if token else None
-    ws = await connect(url.replace("http://", "ws://", 1) + "/v1/stream", compression=None, max_size=None,
-                       additional_headers=headers)
+    ws = await connect(url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/stream",
+                       compression=None, max_size=None, additional_headers=headers, ssl=tls)
     meta = msgpack.unpackb(await ws.recv())
     if meta.get("type") != "metadata":
         raise DeepcrlError("the server's WebSocket did not send a metadata frame first.")

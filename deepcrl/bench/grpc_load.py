@@ -29,13 +29,16 @@ def require_grpc() -> None:
 
 class GrpcUnary:
     """One grpc.aio channel; `roundtrip(bytes)` sends a serialized ModelInferRequest with ``ModelInfer`` (with
-    the bearer `token` in the call's metadata when given)."""
+    the bearer `token` in the call's metadata when given; over TLS with `credentials`, from
+    ``grpc.ssl_channel_credentials``)."""
 
-    def __init__(self, target: str, token: str | None = None):
+    def __init__(self, target: str, token: str | None = None, credentials=None):
         import grpc
 
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
-        self.channel = grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        self.channel = (grpc.aio.insecure_channel(target, options=options) if credentials is None
+                        else grpc.aio.secure_channel(target, credentials, options=options))
         self.call = self.channel.unary_unary(SERVICE + "ModelInfer")  # no serializers: bytes in, bytes out
         self.closed = False
 
@@ -55,8 +58,8 @@ class GrpcUnary:
 class GrpcStream(GrpcUnary):
     """One ModelStreamInfer stream: write a request, read its answer."""
 
-    def __init__(self, target: str, token: str | None = None):
-        super().__init__(target, token)
+    def __init__(self, target: str, token: str | None = None, credentials=None):
+        super().__init__(target, token, credentials)
         self.stream = self.channel.stream_stream(SERVICE + "ModelStreamInfer")(metadata=self.metadata)
 
     async def roundtrip(self, payload: bytes) -> int:
@@ -71,9 +74,10 @@ class GrpcStream(GrpcUnary):
         await super().close()
 
 
-async def grpc_connect(target: str, stream: bool = False, token: str | None = None) -> GrpcUnary:
-    """A connection to ``host:port`` for `closed_loop` (a unary channel, or one bidirectional stream)."""
-    return GrpcStream(target, token) if stream else GrpcUnary(target, token)
+async def grpc_connect(target: str, stream: bool = False, token: str | None = None, credentials=None) -> GrpcUnary:
+    """A connection to ``host:port`` for `closed_loop` (a unary channel, or one bidirectional stream; over TLS
+    with `credentials`)."""
+    return GrpcStream(target, token, credentials) if stream else GrpcUnary(target, token, credentials)
 
 
 def grpc_requests(model_name: str, rows: list[tuple[np.ndarray, np.ndarray]],

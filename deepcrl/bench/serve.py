@@ -137,7 +137,9 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
         if cfg.url is not None and cfg.grpc_port is None:
             raise DeepcrlError("the grpc protocol with --url needs the running server's --grpc-port.")
         port = cfg.grpc_port if cfg.url is not None else free_port()
-        grpc_target, grpc_args = f"127.0.0.1:{port}", ["--grpc-port", str(port)]
+        host = "127.0.0.1" if cfg.url is None else urlsplit(cfg.url).hostname  # the name a TLS certificate carries
+        grpc_target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        grpc_args = ["--grpc-port", str(port)]
     if cfg.url is not None:
         if urlsplit(cfg.url).hostname not in LOOPBACK:
             raise DeepcrlError(f"{cfg.url} is not a loopback address; the benchmark only measures 127.0.0.1/::1.")
@@ -169,7 +171,7 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
                 pids["baseline"] = proc.pid
         else:
             url, base_url = cfg.url.rstrip("/"), None
-        results = runner(_measure(cfg, url, base_url, token, pids, grpc_target))
+        results = runner(_measure(cfg, url, base_url, token, pids, grpc_target, _tls_options(cfg)))
     finally:
         for proc in procs:
             _stop(proc)
@@ -177,17 +179,41 @@ def run(cfg: BenchServeConfig) -> dict[str, Any]:
     return results
 
 
+def _tls_options(cfg: BenchServeConfig) -> dict[str, Path] | None:
+    """The clients' TLS options (`PolicyClient`'s ``ca``, ``cert``, ``key``) for an https:// --url; None otherwise."""
+    if cfg.url is None or not cfg.url.startswith("https://"):
+        return None
+    options = {"ca": cfg.tls_ca, "cert": cfg.tls_client_cert, "key": cfg.tls_client_key}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _grpc_credentials(tls: dict[str, Path]):
+    import grpc
+
+    def read(key: str) -> bytes | None:
+        return None if tls.get(key) is None else Path(tls[key]).read_bytes()
+
+    return grpc.ssl_channel_credentials(root_certificates=read("ca"), private_key=read("key") or read("cert"),
+                                        certificate_chain=read("cert"))
+
+
 async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token: str | None,
-                   pids: dict[str, int], grpc_target: str | None = None) -> dict[str, Any]:
+                   pids: dict[str, int], grpc_target: str | None = None,
+                   tls: dict[str, Path] | None = None) -> dict[str, Any]:
     import httpx
 
     from deepcrl.serve.client import PolicyClient, StreamClient
+    from deepcrl.serve.tls import client_context
+
+    context = None if tls is None else client_context(**tls)  # every connection of the run over TLS
+    credentials = None if tls is None or "grpc" not in cfg.protocols else _grpc_credentials(tls)
+    tls = tls or {}
 
     started = time.monotonic()
     machine = machine_facts(jax_devices=False)  # at the start: its load average is the one before measuring
     deadline = started + 60.0 * cfg.max_minutes
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(headers=headers) as http:
+    async with httpx.AsyncClient(headers=headers, verify=context or True) as http:
         info = (await http.get(url + "/v1/metadata")).json()
     obs_size, goal_size = info[contract.OBS_SIZE], info[contract.GOAL_SIZE]
     json_bodies, msgpack_bodies = _payloads(obs_size, goal_size, cfg.seed)
@@ -207,19 +233,20 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     def http_target(server_url: str, path: str, fmt: str, timeout_us: int | None = cfg.timeout_us):
         bodies = json_bodies if fmt == "json" else msgpack_bodies
         media = "application/json" if fmt == "json" else "application/msgpack"
-        return (lambda: http_connect(server_url)), http_requests(server_url, path, bodies, media, token, timeout_us)
+        return (lambda: http_connect(server_url, context)), http_requests(server_url, path, bodies, media, token,
+                                                                          timeout_us)
 
     def ws_target(frames: list[bytes]):
-        return (lambda: ws_connect(url, token)), frames
+        return (lambda: ws_connect(url, token, context)), frames
 
     targets: list[tuple[str, str, str, Any]] = []  # (server, protocol, label, (connect, payloads))
     for proto in cfg.protocols:
         if proto == "grpc":
             rows = [(np.asarray(p[contract.OBSERVATION], np.float32), np.asarray(p[contract.GOAL], np.float32))
                     for p in map(json.loads, json_bodies)]  # the same rows as the HTTP bodies
-            targets.append(("deepcrl", "grpc", "deepcrl grpc", ((lambda: grpc_connect(grpc_target, token=token)),
-                                                                grpc_requests(info["name"], rows,
-                                                                              cfg.timeout_us))))
+            connect = lambda: grpc_connect(grpc_target, token=token, credentials=credentials)  # noqa: E731
+            targets.append(("deepcrl", "grpc", "deepcrl grpc", (connect, grpc_requests(info["name"], rows,
+                                                                                       cfg.timeout_us))))
         elif proto == "ws":
             targets.append(("deepcrl", "ws", "deepcrl ws", ws_target(ws_frames)))
         else:
@@ -265,10 +292,10 @@ async def _measure(cfg: BenchServeConfig, url: str, base_url: str | None, token:
     clients: dict[str, Any] = {}
     if budget_left("PolicyClient"):
         clients["PolicyClient_msgpack_c1"] = await asyncio.to_thread(
-            _client_floor, lambda: PolicyClient(url, token=token), obs_size, goal_size, min(cfg.duration_s, 1.0))
+            _client_floor, lambda: PolicyClient(url, token=token, **tls), obs_size, goal_size, min(cfg.duration_s, 1.0))
     if "ws" in cfg.protocols and budget_left("StreamClient"):
         clients["StreamClient_c1"] = await asyncio.to_thread(
-            _client_floor, lambda: StreamClient(url, token=token), obs_size, goal_size, min(cfg.duration_s, 1.0))
+            _client_floor, lambda: StreamClient(url, token=token, **tls), obs_size, goal_size, min(cfg.duration_s, 1.0))
 
     results = {
         "benchmark": "serve_latency",

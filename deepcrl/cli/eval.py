@@ -53,8 +53,9 @@ def _policy(cfg: EvalConfig):
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
     if cfg.token_env and token is None:
         raise DeepcrlError(f"the environment variable {cfg.token_env} is not set.")
+    tls = {"ca": cfg.tls_ca, "cert": cfg.tls_client_cert, "key": cfg.tls_client_key}
     opened = open_policy(run=cfg.run, model=cfg.model, url=cfg.url, token=token, model_name=cfg.model_name,
-                         protocol=cfg.protocol)
+                         protocol=cfg.protocol, tls={k: v for k, v in tls.items() if v is not None})
     env_id = cfg.env or opened.env_id
     if not env_id:
         where = f"the server at {cfg.url}" if cfg.url else str(cfg.model)

@@ -335,3 +335,42 @@ def test_a_bad_file_stops_the_server_process_before_it_listens(policy_onnx, pki,
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert f"--tls-cert {garbage} holds a PEM block OpenSSL cannot read" in " ".join(out.stderr.split())
     assert "ready at" not in out.stdout
+
+
+# ---- the verbs that build a client from a URL ----------------------------------------------------------------------
+
+
+def test_cli_eval_over_https_equals_eval_of_the_file(tls_server, pki, policy_onnx, capsys):
+    from deepcrl.cli import main
+
+    url, _ = tls_server
+    args = ["--eval-episodes", "4", "--episode-length", "20", "--seed", "2", "--json"]
+    assert main(["eval", "--url", url, "--tls-ca", str(pki.ca), *args]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--model", str(policy_onnx), *args]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert remote["env"] == local["env"] and remote["episodes"] == 4 and remote["success"] == local["success"]
+    assert remote["final_distance"] == pytest.approx(local["final_distance"], abs=1e-4)
+    assert main(["eval", "--url", url, *args]) == 2  # the test CA is not among the system's
+    assert "certificate is not trusted" in capsys.readouterr().err
+    assert main(["eval", "--model", str(policy_onnx), "--tls-ca", str(pki.ca), *args]) == 2
+    assert "are for an https:// --url" in capsys.readouterr().err
+
+
+def test_bench_serve_measures_a_tls_server_over_every_protocol(mtls_server, pki, tmp_path):
+    from deepcrl.bench.config import BenchServeConfig
+    from deepcrl.bench.serve import run
+
+    url, target = mtls_server
+    results = run(BenchServeConfig(url=url, grpc_port=int(target.rsplit(":", 1)[1]), tls_ca=pki.ca,
+                                   tls_client_cert=pki.client_cert, tls_client_key=pki.client_key,
+                                   out=tmp_path / "lat", duration_s=0.2, concurrency=(1,), rates=(), rounds=1,
+                                   protocols=("json", "ws", "grpc"), max_minutes=1))
+    assert {c["protocol"] for c in results["cells"]} == {"json", "ws", "grpc"}
+    for cell in results["cells"]:
+        assert cell["errors"] == 0 and cell["requests"] > 0, cell
+    assert results["floors"]["noop_http_json"]["errors"] == 0 and results["floors"]["noop_ws"]["errors"] == 0
+    assert results["clients"]["PolicyClient_msgpack_c1"]["errors"] == 0
+    assert results["clients"]["StreamClient_c1"]["errors"] == 0
+    with pytest.raises(DeepcrlError, match="are for an https:// --url"):
+        BenchServeConfig(url=url.replace("https://", "http://"), tls_ca=pki.ca)
