@@ -86,8 +86,9 @@ class BenchServeConfig:
     token_env: str | None = None
     """With --url: environment variable holding the server's bearer token."""
     tls_ca: Path | None = None
-    """With an https:// --url (a server started with --tls-cert): the PEM CA bundle that signed its certificate
-    (unset: the system's trusted CAs). Every connection of the run (HTTP, WebSocket, gRPC) then speaks TLS."""
+    """With an https:// --url (a server started with --tls-cert): the PEM CA bundle that signed its
+    certificate (unset: the system's trusted CAs). Every connection of the run (HTTP, WebSocket, gRPC) then
+    speaks TLS."""
     tls_client_cert: Path | None = None
     """With an https:// --url: a PEM client certificate, for a server started with --tls-client-ca."""
     tls_client_key: Path | None = None

@@ -151,6 +151,9 @@ class PolicyClient(_PolicyBase):
         self.url, self.protocol = url.rstrip("/"), protocol
         self._connect_args = (parts.hostname, parts.port, timeout)
         self._tls = _tls(url, ca, cert, key)
+        # a server requiring a client certificate (--tls-client-ca) ends the handshake of a client without one
+        self._hint = " (a server started with --tls-client-ca wants cert= and key=)" \
+            if self._tls is not None and cert is None else ""
         path = f"/v2/models/{model}" if protocol == "v2" else f"/v1/models/{model}" if model else "/v1"
         self._prefix = parts.path.rstrip("/") + path
         self._json = use_json or protocol == "v2"
@@ -177,7 +180,7 @@ class PolicyClient(_PolicyBase):
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
                 self.close()  # a keep-alive connection the server closed while idle: reopen it once
                 if attempt:
-                    raise ServerError(0, f"cannot reach {self.url} ({exc}).") from exc
+                    raise ServerError(0, f"cannot reach {self.url} ({exc}){self._hint}.") from exc
                 continue
             except ssl.SSLCertVerificationError as exc:
                 self.close()
@@ -185,7 +188,7 @@ class PolicyClient(_PolicyBase):
                                      "ca= the CA bundle that signed it.") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise ServerError(0, f"cannot reach {self.url} ({type(exc).__name__}: {exc}).") from exc
+                raise ServerError(0, f"cannot reach {self.url} ({type(exc).__name__}: {exc}){self._hint}.") from exc
             return self._check(response.status, response.getheader("content-type", ""), content)
 
     @staticmethod

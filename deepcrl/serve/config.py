@@ -87,8 +87,8 @@ class ServeConfig:
     tls_key: Path | None = None
     """With --tls-cert: its unencrypted PEM private key."""
     tls_client_ca: Path | None = None
-    """With --tls-cert: mutual TLS. Every client (HTTP, WebSocket and gRPC) must present a certificate signed by
-    this PEM CA bundle; without one the handshake fails."""
+    """With --tls-cert: mutual TLS; every client (HTTP, WebSocket, gRPC) must present a certificate that this
+    PEM CA bundle signed, or its TLS handshake fails."""
 
     def tls(self):
         """The `deepcrl.serve.tls.ServerTls` of the --tls-* flags (None: plain HTTP and gRPC)."""

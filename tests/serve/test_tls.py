@@ -106,9 +106,9 @@ def _free_port() -> int:
 def _serve(policy_onnx, pki, *extra: str):
     """`deepcrl serve` over TLS (HTTP, WebSocket, gRPC on a free port); yields (https URL, gRPC target)."""
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",
-                             "--grpc-port", str(_free_port()), "--warmup", "1", "--tls-cert", str(pki.cert), "--tls-key",
-                             str(pki.key), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                             "--grpc-port", str(_free_port()), "--warmup", "1", "--tls-cert", str(pki.cert),
+                             "--tls-key", str(pki.key), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()  # blocks until the ready line (or EOF if the server failed)
         match = _READY.search(line)
@@ -223,7 +223,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_and_answers_one_with_
 
     url, target = mtls_server
     obs, goal = _rows(reference, 2, seed=3)
-    with pytest.raises(ServerError) as refused:
+    with pytest.raises(ServerError, match="wants cert= and key=") as refused:
         PolicyClient(url, ca=str(pki.ca), timeout=10)
     assert refused.value.status == 0
     with pytest.raises(ServerError):
@@ -374,3 +374,45 @@ def test_bench_serve_measures_a_tls_server_over_every_protocol(mtls_server, pki,
     assert results["clients"]["StreamClient_c1"]["errors"] == 0
     with pytest.raises(DeepcrlError, match="are for an https:// --url"):
         BenchServeConfig(url=url.replace("https://", "http://"), tls_ca=pki.ca)
+
+
+@pytest.mark.slow  # two server processes
+def test_every_worker_serves_tls(policy_onnx, pki, reference, tmp_path):
+    """`--workers 2`: uvicorn's supervisor hands the TLS settings to each worker, gRPC too."""
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' metric files land under tmp_path
+    proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",
+                             "--grpc-port", str(port), "--workers", "2", "--warmup", "1", "--tls-cert", str(pki.cert),
+                             "--tls-key", str(pki.key), "--tls-client-ca", str(pki.ca)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"(gRPC (TLS) at 127.0.0.1:{port}; 2 workers" in line, line + proc.stderr.read()
+        url = line.split("ready at ")[1].split()[0]
+        assert url.startswith("https://")
+        obs, goal = _rows(reference, 2, seed=5)
+        expected = reference(obs, goal)
+        mine = {"ca": str(pki.ca), "cert": str(pki.client_cert), "key": str(pki.client_key)}
+
+        def one(_):  # a new connection each, so the kernel hands them to both workers
+            with PolicyClient(url, **mine) as client:
+                return client(obs, goal)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for action in pool.map(one, range(40)):
+                np.testing.assert_allclose(action, expected, atol=1e-6)
+        pids = {f.name for f in tmp_path.glob("deepcrl-metrics-*/counter_*.db")}
+        assert len(pids) == 2, pids  # both workers answered over TLS (each writes its own counter file)
+        with pytest.raises(ServerError):
+            PolicyClient(url, ca=str(pki.ca), timeout=10)
+        action = _grpc_infer(f"127.0.0.1:{port}", obs, goal, ssl=True, root_certificates=mine["ca"],
+                             private_key=mine["key"], certificate_chain=mine["cert"])
+        np.testing.assert_allclose(action, expected, atol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
