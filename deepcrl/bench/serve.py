@@ -46,7 +46,7 @@ from deepcrl import contract
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SHARED_MACHINE = ("2 cores shared with other jobs while measuring: absolute latencies are noisy upper bounds; "
                   "compare the ratios measured side by side in this run.")
-_READY = re.compile(r"ready at (http://\S+)")
+_READY = re.compile(r"ready at (https?://\S+)")
 
 
 # ---- processes ------------------------------------------------------------------------------------------------

@@ -416,3 +416,18 @@ def test_every_worker_serves_tls(policy_onnx, pki, reference, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
+
+
+@pytest.mark.slow  # two server processes and a short benchmark
+def test_the_tls_benchmark_measures_both_modes_without_errors(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_tls.py"
+    out = tmp_path / "serve_tls.json"
+    done = subprocess.run([sys.executable, str(script), "--duration-s", "0.3", "--rounds", "1", "--connections", "5",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results["cells"]) == {f"{t} {m}" for t in ("http v1 msgpack", "ws msgpack", "grpc unary")
+                                     for m in ("plain", "tls")}
+    for cell in [*results["cells"].values(), *results["fresh_connection"].values()]:
+        assert cell["errors"] == 0 and cell["requests"] > 0 and cell["p50_us"] > 0
+    assert "loadavg_start" in results["machine"] and "loadavg_end" in results["machine"]
