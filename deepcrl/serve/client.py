@@ -188,7 +188,8 @@ class PolicyClient(_PolicyBase):
                                      "ca= the CA bundle that signed it.") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise ServerError(0, f"cannot reach {self.url} ({type(exc).__name__}: {exc}){self._hint}.") from exc
+                hint = self._hint if isinstance(exc, ssl.SSLError) else ""  # a TLS alert, not a refused connection
+                raise ServerError(0, f"cannot reach {self.url} ({type(exc).__name__}: {exc}){hint}.") from exc
             return self._check(response.status, response.getheader("content-type", ""), content)
 
     @staticmethod
