@@ -49,7 +49,8 @@ def test_overload_is_refused_with_503_and_every_request_is_answered(generator, t
         assert set(bounded["errors_by_kind"]) <= {"http_503"}  # no connection error, no timeout
     else:
         assert all(" 0 errored, 0 timeout" in line for line in bounded["h2load_summaries"])
-        assert 1.0 <= bounded["overload_began_s"] < 1.5  # the extra robots' first request, after --steady-s
+        # the extra robots start --steady-s (1 s) after the base ones; each h2load takes its own time to start
+        assert 0.5 < bounded["overload_began_s"] < 2.5
         # the floor: the same fleet against a server that does nothing, every request answered
         floor = report["floor"]["phases"]
         assert all(p["answered_200"] == p["requests"] > 0 for p in floor.values()), floor
