@@ -115,13 +115,18 @@ def _serve(policy_onnx, pki, *extra: str):
         assert match, line + proc.stderr.read()
         yield match.group(1), match.group(2)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        _stop(proc, 30)
     assert "Traceback" not in proc.stderr.read()
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then the whole process group killed if it has not exited within `timeout_s` (and the test fails)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -409,12 +414,7 @@ def test_every_worker_serves_tls(policy_onnx, pki, reference, tmp_path):
                              private_key=mine["key"], certificate_chain=mine["cert"])
         np.testing.assert_allclose(action, expected, atol=1e-6)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        _stop(proc, 60)
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
 
 
