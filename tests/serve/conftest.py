@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -25,6 +29,23 @@ def reference(policy_onnx):
     from deepcrl.onnx_policy import OnnxPolicy
 
     return OnnxPolicy(policy_onnx)
+
+
+@pytest.fixture(scope="session")
+def stop_served():
+    """Stops a `deepcrl serve` subprocess started with ``start_new_session=True``: SIGTERM (the supervisor drains
+    its workers), then, if it has not exited within `timeout_s`, its whole process group is killed and the
+    test fails (``TimeoutExpired``). Returns its exit code."""
+
+    def stop(proc: subprocess.Popen, timeout_s: float = 60.0) -> int:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+
+    return stop
 
 
 @pytest.fixture(scope="session")

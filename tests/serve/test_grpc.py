@@ -5,10 +5,8 @@ deadlines and metrics as the HTTP path."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -319,7 +317,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow  # a real `deepcrl serve --workers 2 --grpc-port P` (two server processes)
-def test_cli_serves_grpc_from_every_worker(policy_onnx, reference, tmp_path):
+def test_cli_serves_grpc_from_every_worker(policy_onnx, reference, tmp_path, stop_served):
     port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' metric files land under tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",
@@ -346,11 +344,7 @@ def test_cli_serves_grpc_from_every_worker(policy_onnx, reference, tmp_path):
         text = httpx.get(url + "/metrics", timeout=30).text  # summed over both workers
         assert f'deepcrl_requests_total{{endpoint="v2_infer",protocol="grpc",status="200"}} {float(n)}' in text
     finally:
-        proc.send_signal(signal.SIGTERM)  # the supervisor drains both workers
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=60)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_served(proc, 60)  # the supervisor drains both workers
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
 
 

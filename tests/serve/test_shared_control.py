@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -222,7 +221,7 @@ def test_grpc_repository_rpcs_reach_every_worker(repo):
 
 
 @contextlib.contextmanager
-def _serve_workers(root, tmp_path, mode: str):
+def _serve_workers(root, tmp_path, mode: str, stop_served):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(root), "--port", "0",
                              "--workers", "2", "--warmup", "1", "--max-batch-size", "8", "--model-control", mode,
@@ -233,12 +232,7 @@ def _serve_workers(root, tmp_path, mode: str):
         assert "ready at http://127.0.0.1:" in line and "2 workers" in line, line + proc.stderr.read()
         yield line.split("ready at ")[1].split()[0]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        code = stop_served(proc, 60)
     assert code == 0, proc.stderr.read()[-3000:]
     assert not list(tmp_path.glob("deepcrl-control-*"))  # the control directory goes with the server
 
@@ -273,10 +267,10 @@ def _per_worker(counter_file) -> dict[str, float]:
 
 
 @pytest.mark.slow  # two server processes
-def test_explicit_control_reaches_both_workers_of_a_real_server(repo, tmp_path):
+def test_explicit_control_reaches_both_workers_of_a_real_server(repo, tmp_path, stop_served):
     root, _ = repo
     obs = (0.25, -0.75)
-    with _serve_workers(root, tmp_path, "explicit") as url:
+    with _serve_workers(root, tmp_path, "explicit", stop_served) as url:
         assert {v for _, v, _ in _fresh(url, 40)} == {"1"}
         pids_before = {p.name for p in tmp_path.glob("deepcrl-metrics-*/counter_*.db")}
         assert len(pids_before) == 2  # both workers answered
@@ -304,9 +298,9 @@ def test_explicit_control_reaches_both_workers_of_a_real_server(repo, tmp_path):
 
 
 @pytest.mark.slow  # two server processes
-def test_poll_mode_across_the_workers_of_a_real_server(repo, tmp_path):
+def test_poll_mode_across_the_workers_of_a_real_server(repo, tmp_path, stop_served):
     root, _ = repo
-    with _serve_workers(root, tmp_path, "poll") as url:
+    with _serve_workers(root, tmp_path, "poll", stop_served) as url:
         _write(root / "policy.onnx", seed=2)
         deadline = time.monotonic() + 60
         while {v for _, v, _ in _fresh(url, 16)} != {"2"}:

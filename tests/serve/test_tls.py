@@ -9,7 +9,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -103,7 +102,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(policy_onnx, pki, *extra: str):
+def _serve(policy_onnx, pki, stop_served, *extra: str):
     """`deepcrl serve` over TLS (HTTP, WebSocket, gRPC on a free port); yields (https URL, gRPC target)."""
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",
                              "--grpc-port", str(_free_port()), "--warmup", "1", "--tls-cert", str(pki.cert),
@@ -115,29 +114,19 @@ def _serve(policy_onnx, pki, *extra: str):
         assert match, line + proc.stderr.read()
         yield match.group(1), match.group(2)
     finally:
-        _stop(proc, 30)
+        stop_served(proc, 30)
     assert "Traceback" not in proc.stderr.read()
 
 
-def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
-    """SIGTERM, then the whole process group killed if it has not exited within `timeout_s` (and the test fails)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+@pytest.fixture(scope="module")
+def tls_server(policy_onnx, pki, stop_served):
+    yield from _serve(policy_onnx, pki, stop_served)
 
 
 @pytest.fixture(scope="module")
-def tls_server(policy_onnx, pki):
-    yield from _serve(policy_onnx, pki)
-
-
-@pytest.fixture(scope="module")
-def mtls_server(policy_onnx, pki):
+def mtls_server(policy_onnx, pki, stop_served):
     """Requires a client certificate signed by the test CA."""
-    yield from _serve(policy_onnx, pki, "--tls-client-ca", str(pki.ca))
+    yield from _serve(policy_onnx, pki, stop_served, "--tls-client-ca", str(pki.ca))
 
 
 def _rows(reference, batch: int, seed: int = 0):
@@ -382,7 +371,7 @@ def test_bench_serve_measures_a_tls_server_over_every_protocol(mtls_server, pki,
 
 
 @pytest.mark.slow  # two server processes
-def test_every_worker_serves_tls(policy_onnx, pki, reference, tmp_path):
+def test_every_worker_serves_tls(policy_onnx, pki, reference, tmp_path, stop_served):
     """`--workers 2`: uvicorn's supervisor hands the TLS settings to each worker, gRPC too."""
     port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' metric files land under tmp_path
@@ -414,7 +403,7 @@ def test_every_worker_serves_tls(policy_onnx, pki, reference, tmp_path):
                              private_key=mine["key"], certificate_chain=mine["cert"])
         np.testing.assert_allclose(action, expected, atol=1e-6)
     finally:
-        _stop(proc, 60)
+        stop_served(proc, 60)
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
 
 

@@ -23,7 +23,8 @@ def _requests_answered(metrics_text: str) -> float:
 
 
 @pytest.mark.slow  # a worker supervisor with two server processes
-def test_two_workers_share_a_port_sum_their_metrics_and_drain_on_sigterm(policy_onnx, reference, tmp_path):
+def test_two_workers_share_a_port_sum_their_metrics_and_drain_on_sigterm(policy_onnx, reference, tmp_path,
+                                                                          stop_served):
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' metric files land under tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "deepcrl.cli", "serve", "--model", str(policy_onnx), "--port", "0",
                              "--workers", "2", "--warmup", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -67,12 +68,7 @@ def test_two_workers_share_a_port_sum_their_metrics_and_drain_on_sigterm(policy_
         assert _requests_answered(httpx.get(f"{url}/metrics", timeout=30).text) == n + 1  # counters stay
     finally:
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        code = stop_served(proc, 60)
     assert code == 0, proc.stderr.read()[-3000:]
     assert time.monotonic() - t0 < 30  # uvicorn's 10 s graceful drain bounds it; typically ~1 s
     assert not list(tmp_path.glob("deepcrl-metrics-*"))  # the metric files are removed with the server
