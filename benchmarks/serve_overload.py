@@ -307,6 +307,8 @@ def main(cfg: ServeOverloadConfig) -> int:
         generator = "h2load" if shutil.which("h2load") else "python"
     if generator == "h2load" and shutil.which("h2load") is None:
         raise SystemExit("--generator h2load needs nghttp2's h2load on PATH (apt install nghttp2-client).")
+    if cfg.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {cfg.workers}.")
     server_cpus, generator_cpus = _cpus(cfg.pin, cfg.workers) if generator == "h2load" else ([], [])
     machine = machine_facts(jax_devices=False)
     started = time.monotonic()
